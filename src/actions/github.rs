@@ -1,0 +1,669 @@
+//! GitHub REST client: `repository_dispatch`, `workflow_dispatch`, GitHub App authentication and
+//! rate-limit-aware retries inside a total time budget.
+//!
+//! Written on `reqwest` rather than `octocrab`: we call three endpoints, need exact control of the
+//! retry budget (Event Grid stops waiting after 30 s), and octocrab's App-auth and retry layers
+//! would each add their own waiting.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::Mutex;
+
+use super::{
+    Action, ActionError, ActionOutcome, ActionPlan, GithubPlan, GithubRequest, PreparedRequest,
+};
+use crate::config::RepoSlug;
+use crate::logs::InvocationLog;
+use crate::settings::{GithubAppCredential, GithubCredential, GithubSettings};
+
+/// The REST API version we speak (supported by github.com and current GitHub Enterprise Server).
+pub const API_VERSION: &str = "2022-11-28";
+/// Longest single request; the total is bounded by the retry budget.
+const PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry delay; doubles per attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// An installation token is renewed when less than this is left of its hour.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// The GitHub action executor. One per process: it owns the HTTP client and the App token cache.
+pub struct GithubClient {
+    api_url: String,
+    credential: Result<Option<GithubCredential>, String>,
+    budget: Duration,
+    user_agent: String,
+    // Built on first use, so process start (and the host's readiness probe) does not wait for the
+    // TLS root store to load.
+    http: OnceLock<reqwest::Client>,
+    app_tokens: Mutex<AppTokenCache>,
+}
+
+impl std::fmt::Debug for GithubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubClient")
+            .field("api_url", &self.api_url)
+            .field("credential", &self.credential)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct AppTokenCache {
+    installation_by_repo: HashMap<String, u64>,
+    tokens: HashMap<u64, CachedToken>,
+}
+
+struct CachedToken {
+    token: SecretString,
+    renew_at: Instant,
+}
+
+/// A response we did not retry: success or a final refusal.
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    attempts: u32,
+}
+
+impl GithubClient {
+    /// A client for `settings`, retrying within `budget` per action.
+    pub fn new(settings: &GithubSettings, budget: Duration) -> Self {
+        Self {
+            api_url: settings.api_url.clone(),
+            credential: settings.auth.clone(),
+            budget,
+            user_agent: format!("aml-autodeploy/{}", env!("CARGO_PKG_VERSION")),
+            http: OnceLock::new(),
+            app_tokens: Mutex::new(AppTokenCache::default()),
+        }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
+    }
+
+    fn endpoint(&self, plan: &GithubPlan) -> (String, Value) {
+        let repo = &plan.repository;
+        match &plan.request {
+            GithubRequest::RepositoryDispatch {
+                event_type,
+                client_payload,
+            } => (
+                format!(
+                    "{}/repos/{}/{}/dispatches",
+                    self.api_url,
+                    repo.owner(),
+                    repo.name()
+                ),
+                json!({ "event_type": event_type, "client_payload": client_payload }),
+            ),
+            GithubRequest::WorkflowDispatch {
+                workflow,
+                git_ref,
+                inputs,
+            } => (
+                format!(
+                    "{}/repos/{}/{}/actions/workflows/{}/dispatches",
+                    self.api_url,
+                    repo.owner(),
+                    repo.name(),
+                    workflow
+                ),
+                json!({ "ref": git_ref, "inputs": inputs, "return_run_details": true }),
+            ),
+        }
+    }
+
+    fn credential_label(&self) -> &'static str {
+        match &self.credential {
+            Ok(Some(GithubCredential::Token(_))) => "Bearer <redacted: GITHUB_TOKEN>",
+            Ok(Some(GithubCredential::App(_))) => {
+                "Bearer <redacted: GitHub App installation token>"
+            }
+            _ => "<no GitHub credential configured>",
+        }
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/vnd.github+json"),
+        );
+        headers.insert(
+            "X-GitHub-Api-Version",
+            HeaderValue::from_static(API_VERSION),
+        );
+        if let Ok(ua) = HeaderValue::from_str(&self.user_agent) {
+            headers.insert(reqwest::header::USER_AGENT, ua);
+        }
+        headers
+    }
+
+    /// Sends one request, retrying transient failures until `deadline`. Returns the first reply that
+    /// is not retryable (success or a refusal); transport failures and retryable statuses that
+    /// outlast the budget become [`ActionError::Unavailable`].
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: &SecretString,
+        body: Option<&Value>,
+        deadline: Instant,
+        log: &InvocationLog,
+    ) -> Result<Reply, ActionError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ActionError::Unavailable(format!(
+                    "retry budget of {}s used up after {} attempt(s) to {method} {url}",
+                    self.budget.as_secs_f32(),
+                    attempt - 1
+                )));
+            }
+            let mut request = self
+                .http()
+                .request(method.clone(), url)
+                .headers(self.headers())
+                .bearer_auth(bearer.expose_secret())
+                .timeout(remaining.min(PER_REQUEST_TIMEOUT));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let (wait, why) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let body = response
+                        .bytes()
+                        .await
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default();
+                    match retry_wait(status, &headers, &body, attempt) {
+                        None => {
+                            return Ok(Reply {
+                                status,
+                                body,
+                                attempts: attempt,
+                            });
+                        }
+                        Some(wait) => (wait, format!("HTTP {}", status.as_u16())),
+                    }
+                }
+                Err(e) => (backoff(attempt), transport_error(&e)),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if wait >= remaining {
+                return Err(ActionError::Unavailable(format!(
+                    "{method} {url} failed with {why} on attempt {attempt}; the next try would be in {:.1}s, \
+                     past the retry budget ({:.1}s left of {}s), so giving up now",
+                    wait.as_secs_f32(),
+                    remaining.as_secs_f32(),
+                    self.budget.as_secs_f32()
+                )));
+            }
+            log.warn(format!(
+                "GitHub: {method} {url} failed with {why} (attempt {attempt}); retrying in {:.1}s",
+                wait.as_secs_f32()
+            ));
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The bearer token for `repo`: the PAT, or a (cached) GitHub App installation token.
+    async fn bearer(
+        &self,
+        repo: &RepoSlug,
+        deadline: Instant,
+        log: &InvocationLog,
+    ) -> Result<SecretString, ActionError> {
+        match &self.credential {
+            Err(problem) => Err(ActionError::Credentials(problem.clone())),
+            Ok(None) => Err(ActionError::Credentials(
+                "no GitHub credential: set GITHUB_TOKEN, or GITHUB_APP_ID with GITHUB_APP_PRIVATE_KEY \
+                 (or GITHUB_APP_PRIVATE_KEY_FILE)"
+                    .to_string(),
+            )),
+            Ok(Some(GithubCredential::Token(token))) => Ok(token.clone()),
+            Ok(Some(GithubCredential::App(app))) => {
+                self.installation_token(app, repo, deadline, log).await
+            }
+        }
+    }
+
+    async fn installation_token(
+        &self,
+        app: &GithubAppCredential,
+        repo: &RepoSlug,
+        deadline: Instant,
+        log: &InvocationLog,
+    ) -> Result<SecretString, ActionError> {
+        // One lock across lookup and mint: parallel invocations wait for one token instead of each
+        // minting their own.
+        let mut cache = self.app_tokens.lock().await;
+        let repo_key = repo.to_string().to_ascii_lowercase();
+        let installation = match app
+            .installation_id
+            .or_else(|| cache.installation_by_repo.get(&repo_key).copied())
+        {
+            Some(id) => id,
+            None => {
+                let jwt = app_jwt(app)?;
+                let url = format!(
+                    "{}/repos/{}/{}/installation",
+                    self.api_url,
+                    repo.owner(),
+                    repo.name()
+                );
+                let reply = self
+                    .call(Method::GET, &url, &jwt, None, deadline, log)
+                    .await?;
+                if !reply.status.is_success() {
+                    return Err(refusal(
+                        reply.status,
+                        &reply.body,
+                        "looking up the GitHub App installation for the repository",
+                    ));
+                }
+                let id = serde_json::from_slice::<Value>(&reply.body)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(Value::as_u64))
+                    .ok_or_else(|| {
+                        ActionError::Unavailable(format!(
+                            "{url} answered without an installation id"
+                        ))
+                    })?;
+                cache.installation_by_repo.insert(repo_key, id);
+                id
+            }
+        };
+        if let Some(cached) = cache.tokens.get(&installation)
+            && Instant::now() < cached.renew_at
+        {
+            return Ok(cached.token.clone());
+        }
+        let jwt = app_jwt(app)?;
+        let url = format!(
+            "{}/app/installations/{installation}/access_tokens",
+            self.api_url
+        );
+        let reply = self
+            .call(Method::POST, &url, &jwt, None, deadline, log)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(refusal(
+                reply.status,
+                &reply.body,
+                "minting a GitHub App installation token",
+            ));
+        }
+        let parsed: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        let token = parsed
+            .get("token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ActionError::Unavailable(format!("{url} answered without a token")))?;
+        // Tokens live one hour; trust `expires_at` when it parses, else assume the hour.
+        let lifetime = parsed
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+            .map(|at| at - OffsetDateTime::now_utc())
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or(Duration::from_secs(3600));
+        let token = SecretString::from(token.to_string());
+        cache.tokens.insert(
+            installation,
+            CachedToken {
+                token: token.clone(),
+                renew_at: Instant::now() + lifetime.saturating_sub(TOKEN_RENEW_MARGIN),
+            },
+        );
+        log.info(format!(
+            "GitHub App: minted an installation token for installation {installation}"
+        ));
+        Ok(token)
+    }
+
+    async fn forget_app_token(&self) {
+        self.app_tokens.lock().await.tokens.clear();
+    }
+
+    async fn dispatch(
+        &self,
+        plan: &GithubPlan,
+        log: &InvocationLog,
+    ) -> Result<ActionOutcome, ActionError> {
+        let deadline = Instant::now() + self.budget;
+        let (url, mut body) = self.endpoint(plan);
+        let mut attempts = 0;
+        let mut renewed_token = false;
+        let mut dropped_run_details = false;
+        loop {
+            let bearer = self.bearer(&plan.repository, deadline, log).await?;
+            let reply = self
+                .call(Method::POST, &url, &bearer, Some(&body), deadline, log)
+                .await?;
+            attempts += reply.attempts;
+            let status = reply.status;
+            if status.is_success() {
+                let mut outcome = ActionOutcome {
+                    status: status.as_u16(),
+                    attempts,
+                    ..ActionOutcome::default()
+                };
+                // workflow_dispatch with return_run_details answers 200 with the run; GitHub Enterprise
+                // Server (and older API behaviour) answers a plain 204.
+                if let Ok(details) = serde_json::from_slice::<Value>(&reply.body) {
+                    outcome.run_id = details.get("workflow_run_id").and_then(Value::as_u64);
+                    outcome.run_url = details
+                        .get("html_url")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                }
+                return Ok(outcome);
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && !renewed_token
+                && matches!(self.credential, Ok(Some(GithubCredential::App(_))))
+            {
+                // A revoked or expired installation token: mint a new one once.
+                renewed_token = true;
+                self.forget_app_token().await;
+                log.warn("GitHub answered 401 to the installation token; minting a new one");
+                continue;
+            }
+            if status == StatusCode::UNPROCESSABLE_ENTITY
+                && !dropped_run_details
+                && body.get("return_run_details").is_some()
+                && String::from_utf8_lossy(&reply.body).contains("return_run_details")
+            {
+                // Older GitHub Enterprise Server versions reject the parameter they do not know.
+                dropped_run_details = true;
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("return_run_details");
+                }
+                log.warn("GitHub does not accept return_run_details here; dispatching without run details");
+                continue;
+            }
+            return Err(refusal(status, &reply.body, "dispatching"));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for GithubClient {
+    fn prepare(&self, plan: &ActionPlan) -> PreparedRequest {
+        let ActionPlan::Github(plan) = plan;
+        let (url, body) = self.endpoint(plan);
+        let mut headers: Vec<(String, String)> = self
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
+        headers.push(("authorization".into(), self.credential_label().into()));
+        headers.push(("content-type".into(), "application/json".into()));
+        PreparedRequest {
+            method: "POST",
+            url,
+            headers,
+            body,
+        }
+    }
+
+    async fn execute(
+        &self,
+        plan: &ActionPlan,
+        log: &InvocationLog,
+    ) -> Result<ActionOutcome, ActionError> {
+        let ActionPlan::Github(plan) = plan;
+        self.dispatch(plan, log).await
+    }
+}
+
+/// A signed app JWT (RS256, `iat` 60 s in the past against clock drift, `exp` 9 min ahead: GitHub
+/// allows at most 10).
+fn app_jwt(app: &GithubAppCredential) -> Result<SecretString, ActionError> {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        iat: u64,
+        exp: u64,
+        iss: &'a str,
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(app.private_key_pem.expose_secret().as_bytes())
+            .map_err(|_| {
+                ActionError::Credentials(
+                    "GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM form".into(),
+                )
+            })?;
+    let claims = Claims {
+        iat: now.saturating_sub(60),
+        exp: now + 540,
+        iss: &app.app_id,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .map(SecretString::from)
+    .map_err(|e| ActionError::Credentials(format!("cannot sign the GitHub App JWT: {e}")))
+}
+
+/// How long to wait before retrying, or `None` when the reply is final.
+fn retry_wait(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    attempt: u32,
+) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let retry_after = header("retry-after").and_then(parse_retry_after);
+    let rate_limit_reset = match header("x-ratelimit-remaining") {
+        Some("0") => header("x-ratelimit-reset")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(|reset| {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                Duration::from_secs(reset.saturating_sub(now) + 1)
+            }),
+        _ => None,
+    };
+    let rate_limited = retry_after.is_some() || rate_limit_reset.is_some();
+    let retryable = status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN
+            && (rate_limited || String::from_utf8_lossy(body).contains("rate limit")));
+    if !retryable {
+        return None;
+    }
+    Some(match (retry_after, rate_limit_reset) {
+        (Some(wait), _) | (None, Some(wait)) => wait,
+        // GitHub: a secondary rate limit without headers means waiting at least a minute.
+        (None, None)
+            if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Duration::from_secs(60)
+        }
+        (None, None) => backoff(attempt),
+    })
+}
+
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    httpdate::parse_http_date(value)
+        .ok()
+        .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// Exponential backoff with ±20% jitter, so parallel invocations do not retry in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let jitter = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
+    base.mul_f64(jitter)
+}
+
+fn transport_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "a timeout".to_string()
+    } else if e.is_connect() {
+        "a connection error".to_string()
+    } else {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        format!(
+            "a transport error ({})",
+            text.chars().take(200).collect::<String>()
+        )
+    }
+}
+
+/// A final refusal with GitHub's message and a hint at the usual cause.
+fn refusal(status: StatusCode, body: &[u8], doing: &str) -> ActionError {
+    let mut message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+    if message.chars().count() > 300 {
+        message = message.chars().take(300).collect::<String>() + "…";
+    }
+    let hint = match status.as_u16() {
+        401 => {
+            "the credential is invalid or expired: check GITHUB_TOKEN or the GitHub App id and key"
+        }
+        403 => {
+            "the credential lacks permission: repository_dispatch needs Contents: write, workflow_dispatch needs Actions: write"
+        }
+        404 => {
+            "the repository or workflow does not exist, or the credential cannot see it (is the GitHub App installed on it?)"
+        }
+        422 => {
+            "GitHub rejected the request: does the workflow have a workflow_dispatch trigger, does the ref exist, are all inputs declared?"
+        }
+        _ => "unexpected answer",
+    };
+    ActionError::Rejected {
+        status: status.as_u16(),
+        message: format!("{doing}: {message} ({hint})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let wait = retry_wait(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", "3")]),
+            b"",
+            1,
+        );
+        assert_eq!(wait, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn forbidden_without_rate_limit_is_final() {
+        assert_eq!(
+            retry_wait(
+                StatusCode::FORBIDDEN,
+                &HeaderMap::new(),
+                b"{\"message\":\"Resource not accessible\"}",
+                1
+            ),
+            None
+        );
+        assert!(
+            retry_wait(
+                StatusCode::FORBIDDEN,
+                &headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "0")]),
+                b"",
+                1
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn client_errors_are_final_and_server_errors_retry() {
+        for status in [400, 401, 404, 422] {
+            assert_eq!(
+                retry_wait(
+                    StatusCode::from_u16(status).unwrap(),
+                    &HeaderMap::new(),
+                    b"",
+                    1
+                ),
+                None
+            );
+        }
+        for status in [500, 502, 503] {
+            assert!(
+                retry_wait(
+                    StatusCode::from_u16(status).unwrap(),
+                    &HeaderMap::new(),
+                    b"",
+                    1
+                )
+                .is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) < Duration::from_millis(700));
+        assert!(backoff(3) > Duration::from_millis(1500));
+        assert!(backoff(30) <= MAX_BACKOFF.mul_f64(1.2));
+    }
+}

@@ -1,0 +1,146 @@
+//! The CLI commands other than `serve`: `replay` and `check-config`.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::config::{Config, GithubTarget, Mode, RuleAction};
+use crate::host;
+use crate::logs::InvocationLog;
+use crate::pipeline::{Execution, Pipeline};
+
+/// `check-config`: prints every problem (or a summary of the rules) and returns whether the
+/// config is valid.
+pub fn check_config(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
+    match Config::load(path) {
+        Ok(config) => {
+            writeln!(
+                out,
+                "{}: OK, {} rule(s)",
+                path.display(),
+                config.rules.len()
+            )?;
+            if let Some(ws) = &config.workspace {
+                writeln!(out, "  only events from workspace {ws}")?;
+            }
+            for rule in &config.rules {
+                let RuleAction::Github(github) = &rule.action;
+                let action = match &github.target {
+                    GithubTarget::RepositoryDispatch { event_type } => {
+                        format!(
+                            "repository_dispatch {:?} to {}",
+                            event_type.source(),
+                            github.repository
+                        )
+                    }
+                    GithubTarget::WorkflowDispatch {
+                        workflow, git_ref, ..
+                    } => {
+                        format!(
+                            "workflow_dispatch {workflow} on {} in {}",
+                            git_ref.source(),
+                            github.repository
+                        )
+                    }
+                };
+                let tags = if rule.tags.is_empty() {
+                    String::new()
+                } else {
+                    let pairs: Vec<String> =
+                        rule.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!(" with tags {}", pairs.join(", "))
+                };
+                let mode = if rule.mode == Mode::Observe {
+                    " [observe]"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "  {}{mode}: models {}{tags} → {action}",
+                    rule.name,
+                    rule.model_patterns.join(", ")
+                )?;
+            }
+            Ok(true)
+        }
+        Err(error) => {
+            let lines = error.lines();
+            for line in &lines {
+                writeln!(out, "{line}")?;
+            }
+            writeln!(out, "{} problem(s) found", lines.len())?;
+            Ok(false)
+        }
+    }
+}
+
+/// The events in a replay file: a host envelope, an Event Grid array, a CloudEvents batch, a single
+/// event (either schema), or an Event Grid dead-letter blob (an event with extra fields).
+pub fn events_in_file(text: &str) -> Result<Vec<Value>, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if host::is_envelope(&value) {
+        let object = value.as_object().cloned().unwrap_or_default();
+        return host::take_binding(&object)
+            .map(|event| vec![event])
+            .ok_or_else(|| "a host envelope without a Data.eventGridEvent value".to_string());
+    }
+    match value {
+        Value::Array(items) if items.is_empty() => Err("an empty array: no events".into()),
+        Value::Array(items) => Ok(items),
+        other => Ok(vec![other]),
+    }
+}
+
+/// `replay`: runs each event in the file through the pipeline. Returns whether every event was
+/// handled (a failed action or a broken config make it `false`).
+pub async fn replay(
+    pipeline: &Pipeline,
+    text: &str,
+    execution: Execution,
+    out: &mut dyn Write,
+) -> std::io::Result<bool> {
+    let events = match events_in_file(text) {
+        Ok(events) => events,
+        Err(e) => {
+            writeln!(out, "cannot replay: {e}")?;
+            return Ok(false);
+        }
+    };
+    let mut all_ok = true;
+    for (i, event) in events.iter().enumerate() {
+        writeln!(out, "── event {} of {} ──", i + 1, events.len())?;
+        let log = InvocationLog::new();
+        let result = pipeline.handle(event, execution, &log).await;
+        for line in log.lines() {
+            writeln!(out, "  {line}")?;
+        }
+        match result {
+            Ok(handled) => {
+                writeln!(
+                    out,
+                    "ReturnValue: {}",
+                    serde_json::to_string_pretty(&handled.return_value).unwrap_or_default()
+                )?;
+                if let Some(request) = handled.prepared {
+                    writeln!(
+                        out,
+                        "Request {}:",
+                        if execution == Execution::DryRun {
+                            "that --execute would send"
+                        } else {
+                            "not sent"
+                        }
+                    )?;
+                    write!(out, "{request}")?;
+                }
+            }
+            Err(error) => {
+                all_ok = false;
+                writeln!(out, "FAILED: {error}")?;
+            }
+        }
+    }
+    Ok(all_ok)
+}

@@ -1,0 +1,95 @@
+//! The Functions custom-handler contract: the request envelope in, the response shape out.
+//!
+//! The host POSTs `{"Data":{"<binding>":<event>},"Metadata":{…}}` (chunked, no Content-Length) and
+//! expects `200` + `application/json` + `{"Outputs":{},"Logs":[…],"ReturnValue":…}`. An empty or
+//! non-JSON 200 makes the invocation hang until `functionTimeout`, so every reply is a JSON object.
+
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+/// The binding name in `ModelRegistered/function.json`.
+pub const EVENT_BINDING: &str = "eventGridEvent";
+
+/// A request that is not a host envelope at all (answered `400`).
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum EnvelopeError {
+    /// The body is not JSON.
+    #[error("the request body is not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not `{"Data":{…}}`.
+    #[error("not a Functions host envelope: {0}")]
+    NotAnEnvelope(String),
+}
+
+/// Takes the trigger value out of a host envelope. The value itself is not judged here: a malformed
+/// event inside a valid envelope is the pipeline's business (acknowledged, not retried).
+pub fn event_from_envelope(body: &[u8]) -> Result<Value, EnvelopeError> {
+    let envelope: Value =
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+    let Value::Object(envelope) = envelope else {
+        return Err(EnvelopeError::NotAnEnvelope(
+            "expected a JSON object with a `Data` object".into(),
+        ));
+    };
+    take_binding(&envelope).ok_or_else(|| {
+        EnvelopeError::NotAnEnvelope(format!(
+            "expected `Data.{EVENT_BINDING}` (the binding name in function.json)"
+        ))
+    })
+}
+
+/// `Data.eventGridEvent`; if the binding was renamed, the single value in `Data`.
+pub fn take_binding(envelope: &Map<String, Value>) -> Option<Value> {
+    let data = crate::event::get_ci(envelope, "Data")?.as_object()?;
+    if let Some(value) = crate::event::get_ci(data, EVENT_BINDING) {
+        return Some(value.clone());
+    }
+    match data.len() {
+        1 => data.values().next().cloned(),
+        _ => None,
+    }
+}
+
+/// Whether a JSON document is a host envelope (used by `replay` to tell file formats apart).
+pub fn is_envelope(value: &Value) -> bool {
+    value
+        .as_object()
+        .and_then(|o| crate::event::get_ci(o, "Data"))
+        .is_some_and(Value::is_object)
+}
+
+/// The response body the host expects.
+pub fn response(logs: Vec<String>, return_value: Value) -> Value {
+    json!({ "Outputs": {}, "Logs": logs, "ReturnValue": return_value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binding_value_is_taken_as_is() {
+        let body = br#"{"Data":{"eventGridEvent":"{\"id\":1}"},"Metadata":{}}"#;
+        assert_eq!(event_from_envelope(body).unwrap(), json!("{\"id\":1}"));
+    }
+
+    #[test]
+    fn non_envelopes_are_rejected() {
+        assert!(matches!(
+            event_from_envelope(b"nope"),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(matches!(
+            event_from_envelope(b"[1]"),
+            Err(EnvelopeError::NotAnEnvelope(_))
+        ));
+        assert!(matches!(
+            event_from_envelope(br#"{"id":"1"}"#),
+            Err(EnvelopeError::NotAnEnvelope(_))
+        ));
+        assert!(matches!(
+            event_from_envelope(br#"{"Data":{"a":1,"b":2}}"#),
+            Err(EnvelopeError::NotAnEnvelope(_))
+        ));
+    }
+}

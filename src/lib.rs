@@ -1,0 +1,29 @@
+//! aml-autodeploy: an Azure Functions custom handler that turns Azure Machine Learning
+//! "model registered" events into safe, audited deployments.
+//!
+//! # Layout
+//! The modules follow the data, one step each:
+//!
+//! 1. [`routes`] / [`startup`]: the HTTP server the Functions host talks to (`GET /`, `POST /ModelRegistered`).
+//! 2. [`host`]: the custom-handler envelope in, `{Outputs, Logs, ReturnValue}` out.
+//! 3. [`event`]: Event Grid or CloudEvents envelope → typed [`event::Event`].
+//! 4. [`config`]: `autodeploy.yml` → validated rules (and `check-config`).
+//! 5. [`policy`]: `decide(event, config, facts) -> Decision`, pure.
+//! 6. [`actions`]: the action behind a trait ([`actions::github`]: repository/workflow dispatch).
+//! 7. [`pipeline`]: steps 3–6 for one event, shared by the handler and `replay`.
+//!
+//! Around them: [`settings`] (environment read once), [`logs`] (per-invocation lines),
+//! [`telemetry`] (tracing output) and [`commands`] (`replay`, `check-config`).
+
+pub mod actions;
+pub mod commands;
+pub mod config;
+pub mod event;
+pub mod host;
+pub mod logs;
+pub mod pipeline;
+pub mod policy;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,153 @@
+//! The `aml-autodeploy` binary: CLI parsing, telemetry, and a call into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use aml_autodeploy::commands;
+use aml_autodeploy::pipeline::Execution;
+use aml_autodeploy::settings::{ProcessEnv, Settings};
+use aml_autodeploy::startup::{Application, build_pipeline};
+use aml_autodeploy::telemetry::{self, Sink};
+
+#[derive(Parser)]
+#[command(
+    name = "aml-autodeploy",
+    version,
+    about = "Azure ML model registered → safe, audited deployment"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Functions custom handler (the default).
+    Serve,
+    /// Run one event file through the pipeline; a dry run unless --execute.
+    Replay {
+        /// A bare event, an Event Grid array, a CloudEvent, or a host envelope.
+        file: PathBuf,
+        /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Send the action instead of printing it.
+        #[arg(long)]
+        execute: bool,
+    },
+    /// Validate the config file and print every problem.
+    CheckConfig {
+        /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = Settings::from_env(&ProcessEnv);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("aml-autodeploy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Replay {
+                file,
+                config,
+                execute,
+            } => replay(settings, file, config, execute).await,
+            Command::CheckConfig { config } => {
+                let path = config.unwrap_or_else(|| settings.config_path.clone());
+                let ok = commands::check_config(&path, &mut std::io::stdout())?;
+                Ok(ok)
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("aml-autodeploy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<bool> {
+    telemetry::init(settings.log_format, Sink::Stdout, "info");
+    let pipeline = build_pipeline(&settings, &settings.config_path);
+    if let Some(problems) = pipeline.problems() {
+        // Keep serving: exiting would make the host restart us and, after three restarts, shut the
+        // whole Function App down. Every invocation fails with these problems instead.
+        for problem in problems {
+            eprintln!("aml-autodeploy: CONFIGURATION ERROR: {problem}");
+        }
+        eprintln!(
+            "aml-autodeploy: every invocation will fail (non-2xx, so Event Grid keeps the events) until this is fixed"
+        );
+    }
+    let app = Application::build(pipeline, settings.port)
+        .await
+        .with_context(|| format!("failed to bind 127.0.0.1:{}", settings.port))?;
+    tracing::info!(
+        port = app.port(),
+        "aml-autodeploy listening on 127.0.0.1:{}",
+        app.port()
+    );
+    app.run_until(shutdown_signal())
+        .await
+        .context("server failed")?;
+    Ok(true)
+}
+
+async fn replay(
+    settings: Settings,
+    file: PathBuf,
+    config: Option<PathBuf>,
+    execute: bool,
+) -> anyhow::Result<bool> {
+    telemetry::init(settings.log_format, Sink::Stderr, "warn");
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("failed to read {}", file.display()))?;
+    let config_path = config.unwrap_or_else(|| settings.config_path.clone());
+    let pipeline = build_pipeline(&settings, &config_path);
+    let execution = if execute {
+        Execution::Send
+    } else {
+        Execution::DryRun
+    };
+    let ok = commands::replay(&pipeline, &text, execution, &mut std::io::stdout()).await?;
+    Ok(ok)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,468 @@
+//! `decide(event, config, facts) -> Decision`: pure, no I/O, no clock.
+//!
+//! The decision carries its own explanation; the reasons flow unchanged into `Logs`, the
+//! `ReturnValue` and (later) the ledger. Nobody re-derives a reason.
+
+use serde_json::{Map, Value, json};
+
+use crate::actions::{ActionPlan, GithubPlan, GithubRequest};
+use crate::config::{Config, GithubTarget, Mode, Rule, RuleAction, RuleName, TemplateValues};
+use crate::event::{Event, EventKind, ModelRegistered};
+
+/// GitHub refuses a `client_payload` of 64 KB or more.
+pub const MAX_CLIENT_PAYLOAD_BYTES: usize = 64 * 1024;
+/// GitHub refuses a `client_payload` with more than 10 top-level keys.
+pub const MAX_CLIENT_PAYLOAD_KEYS: usize = 10;
+
+/// Facts from outside the event and the config, passed in so `decide` stays pure.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts {
+    /// `AUTODEPLOY_PAUSED`.
+    pub paused: bool,
+}
+
+/// What to do with one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// A rule matched in `act` mode: send the action.
+    Act(Plan),
+    /// A rule matched in `observe` mode: record what would be sent, send nothing.
+    Observe(Plan),
+    /// A rule matched but everything is paused: log what would be sent, send nothing.
+    Paused(Plan),
+    /// Nothing to do, and why.
+    Skip(SkipReason),
+}
+
+/// A matched rule and the exact action it produces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The rule that matched.
+    pub rule: RuleName,
+    /// The action, fully rendered.
+    pub action: ActionPlan,
+    /// Things worth a log line (e.g. tags dropped to fit GitHub's payload limit).
+    pub notes: Vec<String>,
+}
+
+/// Why nothing is done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SkipReason {
+    /// Not a ModelRegistered event.
+    NotModelRegistered {
+        /// Its type.
+        event_type: String,
+        /// Whether it is a type we know by name.
+        known: bool,
+    },
+    /// The event comes from a workspace other than the configured one.
+    OtherWorkspace {
+        /// The event's workspace.
+        event: String,
+        /// The configured one.
+        expected: String,
+    },
+    /// No rule matched; one explanation per rule.
+    NoRuleMatched {
+        /// `name:version`.
+        model: String,
+        /// Why each rule did not match.
+        misses: Vec<(String, String)>,
+    },
+}
+
+impl Decision {
+    /// A one-word label: `act`, `observe`, `paused` or `skip`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Act(_) => "act",
+            Decision::Observe(_) => "observe",
+            Decision::Paused(_) => "paused",
+            Decision::Skip(_) => "skip",
+        }
+    }
+
+    /// The matched plan, if any.
+    pub fn plan(&self) -> Option<&Plan> {
+        match self {
+            Decision::Act(p) | Decision::Observe(p) | Decision::Paused(p) => Some(p),
+            Decision::Skip(_) => None,
+        }
+    }
+
+    /// One human-readable sentence saying what was decided and why.
+    pub fn explain(&self) -> String {
+        match self {
+            Decision::Act(p) => format!("rule {} matched: {}", p.rule, p.action.describe()),
+            Decision::Observe(p) => format!(
+                "rule {} matched in observe mode: would {}; nothing sent",
+                p.rule,
+                p.action.describe()
+            ),
+            Decision::Paused(p) => format!(
+                "rule {} matched but AUTODEPLOY_PAUSED is set: would {}; nothing sent",
+                p.rule,
+                p.action.describe()
+            ),
+            Decision::Skip(reason) => reason.explain(),
+        }
+    }
+}
+
+impl SkipReason {
+    /// Short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SkipReason::NotModelRegistered { .. } => "not_model_registered",
+            SkipReason::OtherWorkspace { .. } => "other_workspace",
+            SkipReason::NoRuleMatched { .. } => "no_rule_matched",
+        }
+    }
+
+    /// One human-readable sentence.
+    pub fn explain(&self) -> String {
+        match self {
+            SkipReason::NotModelRegistered { event_type, known } => format!(
+                "ignored: {event_type} is {} event type, not a ModelRegistered event",
+                if *known { "a known" } else { "an unknown" }
+            ),
+            SkipReason::OtherWorkspace { event, expected } => format!(
+                "refused: the event comes from workspace {event}, but this app only accepts {expected}"
+            ),
+            SkipReason::NoRuleMatched { model, misses } if misses.is_empty() => {
+                format!("skipped: no rule matched {model} (the config has no rules)")
+            }
+            SkipReason::NoRuleMatched { model, misses } => format!(
+                "skipped: no rule matched {model} ({})",
+                misses
+                    .iter()
+                    .map(|(rule, why)| format!("{rule}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+}
+
+/// Decides what to do with `event` under `config`.
+pub fn decide(event: &Event, config: &Config, facts: Facts) -> Decision {
+    let model = match &event.kind {
+        EventKind::ModelRegistered(model) => model,
+        EventKind::Other { known } => {
+            return Decision::Skip(SkipReason::NotModelRegistered {
+                event_type: event.event_type.to_string(),
+                known: *known,
+            });
+        }
+    };
+    if let Some(expected) = &config.workspace
+        && !expected.same_as(&event.source)
+    {
+        return Decision::Skip(SkipReason::OtherWorkspace {
+            event: event.source.to_string(),
+            expected: expected.to_string(),
+        });
+    }
+
+    let mut misses = Vec::new();
+    for rule in &config.rules {
+        if let Some(why) = mismatch(rule, model) {
+            misses.push((rule.name.to_string(), why));
+            continue;
+        }
+        let plan = plan(rule, event, model);
+        return if facts.paused {
+            Decision::Paused(plan)
+        } else if rule.mode == Mode::Observe {
+            Decision::Observe(plan)
+        } else {
+            Decision::Act(plan)
+        };
+    }
+    Decision::Skip(SkipReason::NoRuleMatched {
+        model: format!("{}:{}", model.name, model.version),
+        misses,
+    })
+}
+
+/// Why `rule` does not match, or `None` when it does.
+fn mismatch(rule: &Rule, model: &ModelRegistered) -> Option<String> {
+    if !rule.matches_name(model.name.as_ref()) {
+        return Some(format!(
+            "name {} does not match {}",
+            model.name,
+            rule.model_patterns.join(", ")
+        ));
+    }
+    for (key, expected) in &rule.tags {
+        match model.tag(key) {
+            None => return Some(format!("tag {key} is missing (expected {expected:?})")),
+            Some(actual) if &actual != expected => {
+                return Some(format!("tag {key} is {actual:?}, expected {expected:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+fn plan(rule: &Rule, event: &Event, model: &ModelRegistered) -> Plan {
+    let model_id = model.model_id();
+    let values = TemplateValues {
+        model_name: model.name.as_ref(),
+        model_version: model.version.as_ref(),
+        model_id: &model_id,
+        event_id: event.id.as_ref(),
+        workspace: event.source.as_ref(),
+    };
+    let mut notes = Vec::new();
+    let action = match &rule.action {
+        RuleAction::Github(github) => {
+            let request = match &github.target {
+                GithubTarget::RepositoryDispatch { event_type } => {
+                    GithubRequest::RepositoryDispatch {
+                        event_type: event_type.render(&values),
+                        client_payload: client_payload(rule, event, model, &mut notes),
+                    }
+                }
+                GithubTarget::WorkflowDispatch {
+                    workflow,
+                    git_ref,
+                    inputs,
+                } => GithubRequest::WorkflowDispatch {
+                    workflow: workflow.clone(),
+                    git_ref: git_ref.render(&values),
+                    inputs: inputs
+                        .iter()
+                        .map(|(k, t)| (k.clone(), Value::String(t.render(&values))))
+                        .collect(),
+                },
+            };
+            ActionPlan::Github(GithubPlan {
+                repository: github.repository.clone(),
+                request,
+            })
+        }
+    };
+    Plan {
+        rule: rule.name.clone(),
+        action,
+        notes,
+    }
+}
+
+/// The `repository_dispatch` payload. GitHub allows at most 10 top-level keys (we use 8; later
+/// additions nest under one key) and less than 64 KB in total: tags are the only unbounded part, so
+/// they are dropped, with a note, when the payload would not fit.
+fn client_payload(
+    rule: &Rule,
+    event: &Event,
+    model: &ModelRegistered,
+    notes: &mut Vec<String>,
+) -> Value {
+    let mut payload = json!({
+        "modelName": model.name.as_ref(),
+        "modelVersion": model.version.as_ref(),
+        "modelId": model.model_id(),
+        "workspace": event.source.as_ref(),
+        "eventId": event.id.as_ref(),
+        "eventTime": event.time_raw,
+        "modelTags": Value::Object(model.tags.clone()),
+        "rule": rule.name.as_ref(),
+    });
+    debug_assert!(payload.as_object().map(Map::len) <= Some(MAX_CLIENT_PAYLOAD_KEYS));
+    let size = payload.to_string().len();
+    if size >= MAX_CLIENT_PAYLOAD_BYTES
+        && let Some(map) = payload.as_object_mut()
+    {
+        map.insert("modelTags".into(), Value::Object(Map::new()));
+        notes.push(format!(
+            "modelTags dropped from client_payload: with them it would be {size} bytes, GitHub accepts less than {MAX_CLIENT_PAYLOAD_BYTES}"
+        ));
+    }
+    payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const WS: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws";
+
+    fn config(yaml: &str) -> Config {
+        Config::parse(yaml, Path::new("t.yml")).unwrap()
+    }
+
+    fn event(name: &str, tags: Value, workspace: &str) -> Event {
+        crate::event::parse(&json!({
+            "id": "e-1", "topic": workspace, "subject": format!("models/{name}:3"),
+            "eventType": crate::event::MODEL_REGISTERED, "eventTime": "2024-10-24T14:32:17Z",
+            "data": {"modelName": name, "modelVersion": 3, "modelTags": tags}
+        }))
+        .unwrap()
+    }
+
+    const RULES: &str = r#"
+workspace: /subscriptions/S/resourceGroups/RG/providers/Microsoft.MachineLearningServices/workspaces/WS
+rules:
+  - name: prod-only
+    models: ["credit-*"]
+    tags: { stage: production }
+    github: { repository: o/r, event_type: "deploy-{modelName}" }
+  - name: watch
+    models: ["fraud*"]
+    mode: observe
+    github: { repository: o/r, workflow: deploy.yml, inputs: { v: "{modelVersion}", id: "{modelId}" } }
+"#;
+
+    #[test]
+    fn decisions_table() {
+        let cfg = config(RULES);
+        let other_ws = WS.replace("/ws", "/other");
+        let cases: Vec<(Event, Facts, &str, &str)> = vec![
+            (
+                event("credit-a", json!({"stage":"production"}), WS),
+                Facts::default(),
+                "act",
+                "rule prod-only matched",
+            ),
+            (
+                event("credit-a", json!({"stage":"dev"}), WS),
+                Facts::default(),
+                "skip",
+                "tag stage is \"dev\", expected \"production\"",
+            ),
+            (
+                event("credit-a", json!({}), WS),
+                Facts::default(),
+                "skip",
+                "tag stage is missing",
+            ),
+            (
+                event("fraud", json!({}), WS),
+                Facts::default(),
+                "observe",
+                "observe mode",
+            ),
+            (
+                event("credit-a", json!({"stage":"production"}), WS),
+                Facts { paused: true },
+                "paused",
+                "AUTODEPLOY_PAUSED",
+            ),
+            (
+                event("other", json!({}), WS),
+                Facts::default(),
+                "skip",
+                "name other does not match credit-*",
+            ),
+            (
+                event("credit-a", json!({"stage":"production"}), &other_ws),
+                Facts::default(),
+                "skip",
+                "refused",
+            ),
+        ];
+        for (event, facts, label, needle) in cases {
+            let d = decide(&event, &cfg, facts);
+            assert_eq!(d.label(), label, "{}", d.explain());
+            assert!(
+                d.explain().contains(needle),
+                "{} lacks {needle}",
+                d.explain()
+            );
+        }
+    }
+
+    #[test]
+    fn non_model_events_are_ignored_by_name() {
+        let e = crate::event::parse(&json!({"id":"1","topic":WS,"eventType":"Microsoft.MachineLearningServices.RunCompleted","data":{}})).unwrap();
+        let d = decide(&e, &config(RULES), Facts::default());
+        assert!(
+            d.explain().contains("RunCompleted is a known event type"),
+            "{}",
+            d.explain()
+        );
+    }
+
+    #[test]
+    fn repository_dispatch_payload_is_exact() {
+        let d = decide(
+            &event("credit-a", json!({"stage":"production"}), WS),
+            &config(RULES),
+            Facts::default(),
+        );
+        let Some(Plan {
+            action: ActionPlan::Github(plan),
+            ..
+        }) = d.plan()
+        else {
+            panic!()
+        };
+        let GithubRequest::RepositoryDispatch {
+            event_type,
+            client_payload,
+        } = &plan.request
+        else {
+            panic!()
+        };
+        assert_eq!(event_type, "deploy-credit-a");
+        assert_eq!(
+            client_payload,
+            &json!({"modelName":"credit-a","modelVersion":"3","modelId":"azureml:credit-a:3","workspace":WS,
+                    "eventId":"e-1","eventTime":"2024-10-24T14:32:17Z","modelTags":{"stage":"production"},"rule":"prod-only"})
+        );
+    }
+
+    #[test]
+    fn huge_tags_are_dropped_to_fit_64_kb() {
+        let cfg =
+            config("rules: [{name: all, models: ['*'], github: {repository: o/r, event_type: e}}]");
+        let big = "x".repeat(70 * 1024);
+        let d = decide(
+            &event("m", json!({"blob": big}), WS),
+            &cfg,
+            Facts::default(),
+        );
+        let plan = d.plan().unwrap();
+        assert!(plan.notes[0].contains("modelTags dropped"));
+        let ActionPlan::Github(GithubPlan {
+            request: GithubRequest::RepositoryDispatch { client_payload, .. },
+            ..
+        }) = &plan.action
+        else {
+            panic!()
+        };
+        assert!(client_payload.to_string().len() < MAX_CLIENT_PAYLOAD_BYTES);
+        assert_eq!(client_payload["modelTags"], json!({}));
+    }
+
+    #[test]
+    fn workflow_inputs_are_rendered() {
+        let d = decide(
+            &event("fraud", json!({}), WS),
+            &config(RULES),
+            Facts::default(),
+        );
+        let ActionPlan::Github(plan) = &d.plan().unwrap().action;
+        let GithubRequest::WorkflowDispatch {
+            inputs, git_ref, ..
+        } = &plan.request
+        else {
+            panic!()
+        };
+        assert_eq!(git_ref, "main");
+        assert_eq!(inputs["v"], "3");
+        assert_eq!(inputs["id"], "azureml:fraud:3");
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let cfg = config(
+            "rules: [{name: a, models: ['*'], github: {repository: o/a, event_type: e}}, {name: b, models: ['*'], github: {repository: o/b, event_type: e}}]",
+        );
+        let d = decide(&event("m", json!({}), WS), &cfg, Facts::default());
+        assert_eq!(d.plan().unwrap().rule.as_ref(), "a");
+    }
+}

@@ -1,0 +1,139 @@
+//! HTTP routes the Functions host calls, and the one place errors become responses.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use thiserror::Error;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::actions::ActionError;
+use crate::host::{self, EnvelopeError};
+use crate::logs::InvocationLog;
+use crate::pipeline::{Execution, Pipeline, PipelineError};
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event pipeline.
+    pub pipeline: Arc<Pipeline>,
+}
+
+/// The router: `GET /` (readiness) and `POST /ModelRegistered`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route("/ModelRegistered", post(model_registered))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// The host polls `GET /` every 25 ms until anything answers; answer at once, whatever the config.
+async fn ready() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        json!({ "error": "no such function: this handler serves POST /ModelRegistered" }),
+    )
+}
+
+async fn model_registered(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let invocation_id = headers
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string();
+    let span = tracing::info_span!(
+        "invocation",
+        invocation_id = %invocation_id,
+        event_id = Empty,
+        model = Empty,
+        version = Empty,
+        rule = Empty,
+        decision = Empty,
+    );
+    async move {
+        let log = InvocationLog::new();
+        let result = match host::event_from_envelope(&body) {
+            Err(e) => Err(HandlerError::Envelope(e)),
+            Ok(event) => state
+                .pipeline
+                .handle(&event, Execution::Send, &log)
+                .await
+                .map_err(HandlerError::from),
+        };
+        match result {
+            Ok(handled) => json_response(StatusCode::OK, host::response(log.lines(), handled.return_value)),
+            Err(error) => {
+                tracing::error!(error = %error, status = error.status().as_u16(), "invocation failed");
+                error.into_response_with(log.lines())
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Every way an invocation can fail, and its status.
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    /// 400: the request is not a host envelope.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// 500: the config or settings are broken (the host fails the invocation; Event Grid retries).
+    /// 502: GitHub refused the request; 503: GitHub unavailable within the budget.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+impl HandlerError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HandlerError::Envelope(_) => StatusCode::BAD_REQUEST,
+            HandlerError::Pipeline(PipelineError::Misconfigured(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            HandlerError::Pipeline(PipelineError::Action(ActionError::Unavailable(_))) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            HandlerError::Pipeline(PipelineError::Action(ActionError::Credentials(_))) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            HandlerError::Pipeline(PipelineError::Action(ActionError::Rejected { .. })) => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    /// The response: a JSON error (the host discards non-2xx bodies, but people debugging with
+    /// curl or `func start` read them).
+    fn into_response_with(self, logs: Vec<String>) -> Response {
+        json_response(
+            self.status(),
+            json!({ "error": self.to_string(), "Logs": logs }),
+        )
+    }
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,318 @@
+//! Environment (Function App settings) → typed [`Settings`], read once at start.
+//!
+//! Settings that are merely *wrong* (an unresolved Key Vault reference, an unparsable number) do not
+//! stop the process: `serve` must still answer the host's readiness probe, or the host restarts us
+//! three times and shuts the whole Function App down. Such problems are collected in
+//! [`Settings::problems`] (or inside the GitHub auth setting) and reported on every invocation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where settings come from: the process environment in production, a map in tests (so tests never
+/// call the `unsafe` `set_var`).
+pub trait Env {
+    /// The value of `name`, if set. Empty values count as unset.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name).filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Structured log output format (`AUTODEPLOY_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default; Application Insights parses it).
+    Json,
+    /// Human-readable lines for a terminal.
+    Pretty,
+}
+
+/// Default total time budget for one invocation's outbound retries: Event Grid gives up waiting
+/// after 30 s, and a late answer means a duplicate delivery.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(20);
+
+/// Default GitHub REST API base URL.
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+
+/// Every typed setting of the process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT`: the loopback port the Functions host talks to.
+    pub port: u16,
+    /// `AUTODEPLOY_CONFIG`: path of the rules file.
+    pub config_path: PathBuf,
+    /// `AUTODEPLOY_PAUSED`: decide and log, act on nothing.
+    pub paused: bool,
+    /// `AUTODEPLOY_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `AUTODEPLOY_RETRY_BUDGET_SECS`.
+    pub retry_budget: Duration,
+    /// GitHub endpoint and credentials.
+    pub github: GithubSettings,
+    /// Problems found while reading settings; each fails every invocation until fixed.
+    pub problems: Vec<String>,
+}
+
+/// GitHub API base URL and credentials.
+#[derive(Debug, Clone)]
+pub struct GithubSettings {
+    /// `GITHUB_API_URL`, without a trailing slash.
+    pub api_url: String,
+    /// The credential, or why it could not be read. `Ok(None)`: no credential configured.
+    pub auth: Result<Option<GithubCredential>, String>,
+}
+
+/// A GitHub credential. `Debug` never shows the secret parts.
+#[derive(Clone)]
+pub enum GithubCredential {
+    /// A personal access token (`GITHUB_TOKEN`).
+    Token(SecretString),
+    /// A GitHub App (`GITHUB_APP_ID`, `GITHUB_APP_PRIVATE_KEY[_FILE]`, `GITHUB_APP_INSTALLATION_ID`).
+    App(GithubAppCredential),
+}
+
+/// A GitHub App identity: the app (or client) id, its RSA private key, and optionally the
+/// installation to act as.
+#[derive(Clone)]
+pub struct GithubAppCredential {
+    /// App id or client id: the JWT's `iss`.
+    pub app_id: String,
+    /// PEM text of the RSA private key.
+    pub private_key_pem: SecretString,
+    /// Fixed installation id; when absent it is looked up per repository.
+    pub installation_id: Option<u64>,
+}
+
+impl std::fmt::Debug for GithubCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GithubCredential::Token(_) => f.write_str("GithubCredential::Token(<redacted>)"),
+            GithubCredential::App(app) => f
+                .debug_struct("GithubCredential::App")
+                .field("app_id", &app.app_id)
+                .field("installation_id", &app.installation_id)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads every setting from `env`. Never fails: problems are collected (see the module docs).
+    pub fn from_env(env: &dyn Env) -> Settings {
+        let mut problems = Vec::new();
+
+        let port = match env.get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            None => 0,
+            Some(raw) => raw.trim().parse::<u16>().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "FUNCTIONS_CUSTOMHANDLER_PORT must be a port number, got {raw:?}"
+                ));
+                0
+            }),
+        };
+        let config_path = env
+            .get("AUTODEPLOY_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("autodeploy.yml"));
+        let paused = match env.get("AUTODEPLOY_PAUSED") {
+            None => false,
+            Some(raw) => parse_bool(&raw).unwrap_or_else(|| {
+                // Unknown value: failing safe means pausing, and saying so.
+                problems.push(format!(
+                    "AUTODEPLOY_PAUSED must be true or false, got {raw:?}; treating it as true"
+                ));
+                true
+            }),
+        };
+        let log_format = match env.get("AUTODEPLOY_LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => {
+                problems.push(format!(
+                    "AUTODEPLOY_LOG_FORMAT must be json or pretty, got {other:?}"
+                ));
+                LogFormat::Json
+            }
+        };
+        let retry_budget = match env.get("AUTODEPLOY_RETRY_BUDGET_SECS") {
+            None => DEFAULT_RETRY_BUDGET,
+            Some(raw) => match raw.trim().parse::<f64>() {
+                Ok(secs) if (0.0..=3600.0).contains(&secs) => Duration::from_secs_f64(secs),
+                _ => {
+                    problems.push(format!(
+                        "AUTODEPLOY_RETRY_BUDGET_SECS must be a number of seconds (0-3600), got {raw:?}"
+                    ));
+                    DEFAULT_RETRY_BUDGET
+                }
+            },
+        };
+        let github = GithubSettings {
+            api_url: env
+                .get("GITHUB_API_URL")
+                .map(|u| u.trim().trim_end_matches('/').to_string())
+                .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string()),
+            auth: read_github_credential(env),
+        };
+        if !github.api_url.starts_with("https://") && !github.api_url.starts_with("http://") {
+            problems.push(format!(
+                "GITHUB_API_URL must be an http(s) URL, got {:?}",
+                github.api_url
+            ));
+        }
+
+        Settings {
+            port,
+            config_path,
+            paused,
+            log_format,
+            retry_budget,
+            github,
+            problems,
+        }
+    }
+}
+
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Reads a secret-bearing setting. An App Service Key Vault reference that the platform could not
+/// resolve arrives verbatim (`@Microsoft.KeyVault(...)`); using it as a token would only produce a
+/// confusing 401 later, so it is an error that names the setting (never its value).
+pub fn read_secret(env: &dyn Env, name: &str) -> Result<Option<SecretString>, String> {
+    match env.get(name) {
+        None => Ok(None),
+        Some(value) if value.trim_start().starts_with("@Microsoft.KeyVault(") => Err(format!(
+            "setting {name} holds an unresolved Key Vault reference: the Function App could not read \
+             the secret (check the reference, and that the app's identity may read secrets in that vault)"
+        )),
+        Some(value) => Ok(Some(SecretString::from(value.trim().to_string()))),
+    }
+}
+
+fn read_github_credential(env: &dyn Env) -> Result<Option<GithubCredential>, String> {
+    let token = read_secret(env, "GITHUB_TOKEN")?;
+    let Some(app_id) = env.get("GITHUB_APP_ID").map(|v| v.trim().to_string()) else {
+        return Ok(token.map(GithubCredential::Token));
+    };
+    if app_id.starts_with("@Microsoft.KeyVault(") {
+        return Err("setting GITHUB_APP_ID holds an unresolved Key Vault reference".to_string());
+    }
+    let inline = read_secret(env, "GITHUB_APP_PRIVATE_KEY")?;
+    let pem = match (inline, env.get("GITHUB_APP_PRIVATE_KEY_FILE")) {
+        // App Service settings are single-line, so PEM text often arrives with literal `\n`.
+        (Some(inline), _) => inline.expose_secret().replace("\\n", "\n"),
+        (None, Some(path)) => std::fs::read_to_string(path.trim()).map_err(|e| {
+            format!(
+                "GITHUB_APP_PRIVATE_KEY_FILE: cannot read {:?}: {e}",
+                path.trim()
+            )
+        })?,
+        (None, None) => {
+            return Err(
+                "GITHUB_APP_ID is set but neither GITHUB_APP_PRIVATE_KEY nor GITHUB_APP_PRIVATE_KEY_FILE is"
+                    .to_string(),
+            );
+        }
+    };
+    // Fail now, with the setting's name, rather than on the first event.
+    jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
+        "GITHUB_APP_PRIVATE_KEY(_FILE) is not an RSA private key in PEM form (PKCS#1 or PKCS#8)"
+            .to_string()
+    })?;
+    let installation_id =
+        match env.get("GITHUB_APP_INSTALLATION_ID") {
+            None => None,
+            Some(raw) => Some(raw.trim().parse::<u64>().map_err(|_| {
+                format!("GITHUB_APP_INSTALLATION_ID must be a number, got {raw:?}")
+            })?),
+        };
+    Ok(Some(GithubCredential::App(GithubAppCredential {
+        app_id,
+        private_key_pem: SecretString::from(pem),
+        installation_id,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = Settings::from_env(&env(&[]));
+        assert_eq!(s.config_path, PathBuf::from("autodeploy.yml"));
+        assert!(!s.paused);
+        assert_eq!(s.retry_budget, DEFAULT_RETRY_BUDGET);
+        assert_eq!(s.github.api_url, DEFAULT_GITHUB_API_URL);
+        assert!(matches!(s.github.auth, Ok(None)));
+        assert!(s.problems.is_empty());
+    }
+
+    #[test]
+    fn unresolved_key_vault_reference_is_an_error_naming_the_setting() {
+        let s = Settings::from_env(&env(&[(
+            "GITHUB_TOKEN",
+            "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/gh/)",
+        )]));
+        let err = s.github.auth.unwrap_err();
+        assert!(err.contains("GITHUB_TOKEN"), "{err}");
+        assert!(!err.contains("kv.vault.azure.net"), "{err}");
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let s = Settings::from_env(&env(&[("GITHUB_TOKEN", "ghp_supersecret")]));
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("ghp_supersecret"), "{dbg}");
+        assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn app_without_key_is_an_error() {
+        let s = Settings::from_env(&env(&[("GITHUB_APP_ID", "123")]));
+        assert!(
+            s.github
+                .auth
+                .unwrap_err()
+                .contains("GITHUB_APP_PRIVATE_KEY")
+        );
+    }
+
+    #[test]
+    fn bad_numbers_become_problems_not_crashes() {
+        let s = Settings::from_env(&env(&[
+            ("AUTODEPLOY_RETRY_BUDGET_SECS", "soon"),
+            ("AUTODEPLOY_PAUSED", "maybe"),
+        ]));
+        assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
+        assert!(s.paused, "an unreadable pause switch fails safe");
+    }
+}

@@ -1,0 +1,78 @@
+//! Building the application from settings, and binding the port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::actions::Action;
+use crate::actions::github::GithubClient;
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::policy::Facts;
+use crate::routes::{AppState, router};
+use crate::settings::Settings;
+
+/// The pipeline for `settings`: loads the config and collects every problem (config or settings)
+/// that must fail invocations until fixed.
+pub fn build_pipeline(settings: &Settings, config_path: &std::path::Path) -> Pipeline {
+    let mut problems = settings.problems.clone();
+    let config = match Config::load(config_path) {
+        Ok(config) => Some(Arc::new(config)),
+        Err(e) => {
+            problems.extend(e.lines());
+            None
+        }
+    };
+    let action: Arc<dyn Action> =
+        Arc::new(GithubClient::new(&settings.github, settings.retry_budget));
+    let config = match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(problems),
+    };
+    Pipeline::new(
+        config,
+        Facts {
+            paused: settings.paused,
+        },
+        action,
+    )
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `127.0.0.1:{port}` (0 picks a free port; the host forbids `::1`-only binds).
+    pub async fn build(pipeline: Pipeline, port: u16) -> std::io::Result<Application> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        Ok(Application {
+            listener,
+            state: AppState {
+                pipeline: Arc::new(pipeline),
+            },
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight invocations.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

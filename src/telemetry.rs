@@ -1,0 +1,44 @@
+//! Structured `tracing` output: JSON (default) or pretty, filtered by `RUST_LOG`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::LogFormat;
+
+/// Where log lines go: stdout for `serve` (the host forwards it as Information), stderr for the
+/// CLI commands whose stdout is their result.
+#[derive(Debug, Clone, Copy)]
+pub enum Sink {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Installs the global subscriber. `default_filter` applies when `RUST_LOG` is unset.
+pub fn init(format: LogFormat, sink: Sink, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let result = match (format, sink) {
+        (LogFormat::Json, Sink::Stdout) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stdout)
+            .try_init(),
+        (LogFormat::Json, Sink::Stderr) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .try_init(),
+        (LogFormat::Pretty, Sink::Stdout) => builder.with_writer(std::io::stdout).try_init(),
+        (LogFormat::Pretty, Sink::Stderr) => builder.with_writer(std::io::stderr).try_init(),
+    };
+    // A second init (tests) keeps the first subscriber.
+    let _ = result;
+}
