@@ -117,7 +117,11 @@ pub async fn replay(
             writeln!(out, "  {line}")?;
         }
         match result {
-            Ok(handled) => {
+            Ok(mut handled) => {
+                // The request is printed in full below; keep the decision short.
+                if let Some(map) = handled.return_value.as_object_mut() {
+                    map.remove("request");
+                }
                 writeln!(
                     out,
                     "ReturnValue: {}",

@@ -40,7 +40,8 @@ pub fn event_from_envelope(body: &[u8]) -> Result<Value, EnvelopeError> {
 
 /// `Data.eventGridEvent`; if the binding was renamed, the single value in `Data`.
 pub fn take_binding(envelope: &Map<String, Value>) -> Option<Value> {
-    let data = crate::event::get_ci(envelope, "Data")?.as_object()?;
+    // Exactly `Data`: a bare event has a lower-case `data` object, and must not pass for an envelope.
+    let data = envelope.get("Data")?.as_object()?;
     if let Some(value) = crate::event::get_ci(data, EVENT_BINDING) {
         return Some(value.clone());
     }
@@ -54,7 +55,7 @@ pub fn take_binding(envelope: &Map<String, Value>) -> Option<Value> {
 pub fn is_envelope(value: &Value) -> bool {
     value
         .as_object()
-        .and_then(|o| crate::event::get_ci(o, "Data"))
+        .and_then(|o| o.get("Data"))
         .is_some_and(Value::is_object)
 }
 

@@ -1,0 +1,301 @@
+//! A harness that behaves like the Functions host: it starts the real binary with
+//! `FUNCTIONS_CUSTOMHANDLER_PORT`, polls `GET /` until it answers, and POSTs chunked envelopes.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The workspace the test configs accept.
+pub const WS: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml-rg/providers/Microsoft.MachineLearningServices/workspaces/ml-ws";
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_aml-autodeploy")
+}
+
+/// A running handler process.
+pub struct TestApp {
+    pub port: u16,
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+    client: reqwest::Client,
+    pub ready_after: Duration,
+}
+
+/// What the handler answered.
+#[derive(Debug)]
+pub struct HostReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+    pub raw: String,
+}
+
+impl HostReply {
+    pub fn logs(&self) -> Vec<String> {
+        self.body["Logs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn logs_text(&self) -> String {
+        self.logs().join("\n")
+    }
+
+    pub fn decision(&self) -> &str {
+        self.body["ReturnValue"]["decision"].as_str().unwrap_or("")
+    }
+}
+
+/// A clean environment for the child: only PATH, plus what the test sets (ambient GitHub or Azure
+/// variables on a developer machine must not leak into tests).
+fn base_command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AUTODEPLOY_LOG_FORMAT", "json")
+        .current_dir(dir);
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buffer = Arc::new(Mutex::new(String::new()));
+    let sink = buffer.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    buffer
+}
+
+impl TestApp {
+    /// Starts the handler with `config` as `autodeploy.yml` in a fresh working directory.
+    pub async fn spawn(config: &str, env: &[(&str, &str)]) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("autodeploy.yml"), config).unwrap();
+        let port = free_port();
+        let mut cmd = base_command(dir.path());
+        cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", "test-worker")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("start the handler");
+        let stdout = drain(child.stdout.take().unwrap());
+        let stderr = drain(child.stderr.take().unwrap());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+
+        // Readiness exactly as the host does it: GET / every 25 ms; any HTTP status counts.
+        let ready_after = loop {
+            if started.elapsed() > Duration::from_secs(15) {
+                panic!(
+                    "handler not ready after 15 s; stderr: {}",
+                    stderr.lock().unwrap()
+                );
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "handler exited with {status}; stderr: {}",
+                    stderr.lock().unwrap()
+                );
+            }
+            if client
+                .get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        TestApp {
+            port,
+            child,
+            stdout,
+            stderr,
+            _dir: dir,
+            client,
+            ready_after,
+        }
+    }
+
+    /// POSTs a body to `/ModelRegistered` the way the host does: chunked, no Content-Length.
+    pub async fn post_raw(&self, body: Vec<u8>, invocation_id: &str) -> HostReply {
+        let mid = body.len() / 2;
+        let (first, second) = body.split_at(mid);
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            vec![Ok(first.to_vec()), Ok(second.to_vec())];
+        let stream = futures_util::stream::iter(chunks);
+        let response = self
+            .client
+            .post(format!("http://127.0.0.1:{}/ModelRegistered", self.port))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .header("X-Azure-Functions-InvocationId", invocation_id)
+            .header("X-Azure-Functions-HostVersion", "4.1037.0.0")
+            .header("User-Agent", "Azure-Functions-Host/4.1037.0.0")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .expect("the handler answers");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let raw = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        HostReply {
+            status,
+            content_type,
+            body,
+            raw,
+        }
+    }
+
+    /// POSTs `event` inside a host envelope.
+    pub async fn post_event(&self, event: &Value) -> HostReply {
+        self.post_raw(
+            envelope(event).to_string().into_bytes(),
+            "11111111-2222-3333-4444-555555555555",
+        )
+        .await
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The host envelope around an event, with `Metadata` as the host builds it.
+pub fn envelope(event: &Value) -> Value {
+    let data = if event.is_string() {
+        Value::Null
+    } else {
+        event.get("data").cloned().unwrap_or(Value::Null)
+    };
+    json!({
+        "Data": { "eventGridEvent": event },
+        "Metadata": {
+            "data": data,
+            "sys": { "MethodName": "ModelRegistered", "UtcNow": "2026-11-26T10:00:01Z", "RandGuid": "0f8fad5b-d9cb-469f-a165-70867728950e" }
+        }
+    })
+}
+
+/// A ModelRegistered event in the Event Grid schema.
+pub fn model_event(name: &str, version: &str, tags: Value) -> Value {
+    json!({
+        "id": format!("evt-{name}-{version}"),
+        "topic": WS,
+        "subject": format!("models/{name}:{version}"),
+        "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
+        "eventTime": "2026-11-26T10:00:00Z",
+        "data": { "modelName": name, "modelVersion": version, "modelTags": tags, "modelProperties": {} },
+        "dataVersion": "2",
+        "metadataVersion": "1"
+    })
+}
+
+/// A ModelRegistered event in the CloudEvents 1.0 schema.
+pub fn cloud_event(name: &str, version: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "type": "Microsoft.MachineLearningServices.ModelRegistered",
+        "source": WS,
+        "id": format!("ce-{name}-{version}"),
+        "time": "2026-11-26T10:00:00Z",
+        "subject": format!("models/{name}:{version}"),
+        "datacontenttype": "application/json",
+        "data": { "modelName": name, "modelVersion": version }
+    })
+}
+
+/// A rules file: `credit-*` with stage=production → repository_dispatch; `fraud` → workflow_dispatch;
+/// `shadow-*` observed.
+pub fn standard_config() -> String {
+    format!(
+        r#"
+workspace: {WS}
+rules:
+  - name: credit-to-github
+    models: ["credit-*"]
+    tags: {{ stage: production }}
+    github: {{ repository: contoso/ml-deploy, event_type: deploy-model }}
+  - name: fraud-workflow
+    models: ["fraud"]
+    github:
+      repository: contoso/ml-deploy
+      workflow: deploy.yml
+      ref: main
+      inputs: {{ model: "{{modelName}}", version: "{{modelVersion}}" }}
+  - name: shadow
+    models: ["shadow-*"]
+    mode: observe
+    github: {{ repository: contoso/ml-deploy, event_type: deploy-model }}
+"#
+    )
+}
+
+/// Runs the binary as a CLI command in `dir` with a clean environment.
+pub fn run_cli(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut cmd = base_command(dir);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().expect("run the CLI");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,7 @@
+//! Black-box tests: the real binary, driven through the Functions host contract, with `wiremock`
+//! standing in for GitHub.
+
+mod cli;
+mod github;
+mod helpers;
+mod host_contract;
