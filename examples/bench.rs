@@ -1,0 +1,242 @@
+//! Benchmark driver for `scripts/bench.sh` (not part of the product). Measures, for aml-autodeploy
+//! and for the minimal axum server in `examples/hello_axum.rs`, in the same run:
+//!
+//! - readiness: time from process spawn to the first answered `GET /` (polled every 1 ms);
+//! - per-invocation latency (p50/p99) of `POST /ModelRegistered` over one keep-alive connection,
+//!   for a skipped event, an observed event and a dispatched event (GitHub is an in-process fake that
+//!   answers 204 at once, so the figure is our overhead plus one loopback round trip);
+//! - resident memory (VmRSS) after 10,000 invocations.
+//!
+//! Usage: bench <aml-autodeploy binary> <hello_axum binary>
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const WS: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml-rg/providers/Microsoft.MachineLearningServices/workspaces/ml-ws";
+const READINESS_RUNS: usize = 20;
+const LATENCY_RUNS: usize = 2_000;
+const MEMORY_RUNS: usize = 10_000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    ready: Duration,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(binary: &str, dir: &std::path::Path, env: &[(&str, String)]) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(binary);
+    cmd.env_clear()
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("RUST_LOG", "info") // the production default: log lines are part of the cost
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let mut server = Server {
+        child: cmd.spawn().expect("spawn"),
+        port,
+        ready: Duration::ZERO,
+    };
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+            let mut buf = [0u8; 64];
+            if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                server.ready = started.elapsed();
+                return server;
+            }
+        }
+        // Dropping `server` on panic kills the process.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{binary} not ready"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn envelope(event: &serde_json::Value) -> Vec<u8> {
+    json!({"Data": {"eventGridEvent": event}, "Metadata": {"sys": {"MethodName": "ModelRegistered"}}})
+        .to_string()
+        .into_bytes()
+}
+
+fn event(name: &str, version: usize) -> serde_json::Value {
+    json!({"id": format!("e-{version}"), "topic": WS, "subject": format!("models/{name}:{version}"),
+           "eventType": "Microsoft.MachineLearningServices.ModelRegistered", "eventTime": "2026-11-26T10:00:00Z",
+           "data": {"modelName": name, "modelVersion": version.to_string(), "modelTags": {"stage": "production"}}})
+}
+
+async fn latencies(client: &reqwest::Client, port: u16, name: &str, runs: usize) -> Vec<Duration> {
+    let url = format!("http://127.0.0.1:{port}/ModelRegistered");
+    let mut out = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let body = envelope(&event(name, i));
+        let started = Instant::now();
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json; charset=utf-8")
+            .header("x-azure-functions-invocationid", format!("inv-{i}"))
+            .body(body)
+            .send()
+            .await
+            .expect("answer");
+        assert!(response.status().is_success(), "{}", response.status());
+        let _ = response.bytes().await;
+        out.push(started.elapsed());
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let absolute = |p: &str| {
+        std::fs::canonicalize(p)
+            .expect("binary path")
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (ours, hello) = (&absolute(&args[1]), &absolute(&args[2]));
+
+    // Fake GitHub: 204 at once.
+    let gh = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gh_port = gh.local_addr().unwrap().port();
+    let fake = axum::Router::new().route(
+        "/repos/{owner}/{repo}/dispatches",
+        axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    tokio::spawn(async move { axum::serve(gh, fake).await.unwrap() });
+
+    let dir = std::env::temp_dir().join(format!("aml-autodeploy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("autodeploy.yml"),
+        format!(
+            "workspace: {WS}\nrules:\n  - name: act\n    models: [\"credit-*\"]\n    github: {{ repository: o/r, event_type: deploy-model }}\n  - name: watch\n    models: [\"shadow-*\"]\n    mode: observe\n    github: {{ repository: o/r, event_type: deploy-model }}\n"
+        ),
+    )
+    .unwrap();
+    let env = vec![
+        ("GITHUB_API_URL", format!("http://127.0.0.1:{gh_port}")),
+        ("GITHUB_TOKEN", "ghp_bench".to_string()),
+        ("AUTODEPLOY_LOG_FORMAT", "json".to_string()),
+    ];
+
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::env::consts::ARCH
+    );
+    println!();
+    println!("== readiness: spawn → first answered GET / ({READINESS_RUNS} starts each) ==");
+    for (label, binary) in [
+        ("hello axum", hello.as_str()),
+        ("aml-autodeploy", ours.as_str()),
+    ] {
+        let mut samples: Vec<Duration> = (0..READINESS_RUNS)
+            .map(|_| start(binary, &dir, &env).ready)
+            .collect();
+        let p50 = percentile(&mut samples, 0.5);
+        let max = percentile(&mut samples, 1.0);
+        println!("{label:>15}: p50 {}  max {}", ms(p50), ms(max));
+    }
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    println!();
+    println!(
+        "== per-invocation latency, {LATENCY_RUNS} sequential POST /ModelRegistered on one connection =="
+    );
+    let hello_server = start(hello, &dir, &env);
+    let ours_server = start(ours, &dir, &env);
+    let _ = latencies(&client, hello_server.port, "credit-risk", 200).await; // warm-up
+    let _ = latencies(&client, ours_server.port, "nobody", 200).await;
+    let mut base = latencies(&client, hello_server.port, "credit-risk", LATENCY_RUNS).await;
+    let base_p50 = percentile(&mut base, 0.5);
+    println!(
+        "{:>36}: p50 {}  p99 {}",
+        "hello axum (fixed reply)",
+        ms(base_p50),
+        ms(percentile(&mut base, 0.99))
+    );
+    for (label, model) in [
+        ("aml-autodeploy, no rule matched", "nobody"),
+        ("aml-autodeploy, observed", "shadow-x"),
+        ("aml-autodeploy, dispatched (fake GH)", "credit-risk"),
+    ] {
+        let mut samples = latencies(&client, ours_server.port, model, LATENCY_RUNS).await;
+        let p50 = percentile(&mut samples, 0.5);
+        println!(
+            "{label:>36}: p50 {}  p99 {}  (p50 overhead over hello: {})",
+            ms(p50),
+            ms(percentile(&mut samples, 0.99)),
+            ms(p50.saturating_sub(base_p50))
+        );
+    }
+
+    println!();
+    println!("== resident memory after {MEMORY_RUNS} invocations (dispatched) ==");
+    let _ = latencies(&client, hello_server.port, "credit-risk", MEMORY_RUNS).await;
+    let _ = latencies(&client, ours_server.port, "credit-risk", MEMORY_RUNS).await;
+    println!(
+        "{:>15}: {:.1} MiB",
+        "hello axum",
+        rss_kib(hello_server.child.id()) as f64 / 1024.0
+    );
+    println!(
+        "{:>15}: {:.1} MiB",
+        "aml-autodeploy",
+        rss_kib(ours_server.child.id()) as f64 / 1024.0
+    );
+    drop(hello_server);
+    drop(ours_server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
