@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use crate::config::{Config, GithubTarget, Mode, RuleAction};
 use crate::host;
+use crate::ledger::record::rfc3339;
+use crate::ledger::{Ledger, Record, StoreError};
 use crate::logs::InvocationLog;
-use crate::pipeline::{Execution, Pipeline};
+use crate::pipeline::{Execution, Invocation, Pipeline};
 
 /// `check-config`: prints every problem (or a summary of the rules) and returns whether the
 /// config is valid.
@@ -112,7 +114,11 @@ pub async fn replay(
     for (i, event) in events.iter().enumerate() {
         writeln!(out, "── event {} of {} ──", i + 1, events.len())?;
         let log = InvocationLog::new();
-        let result = pipeline.handle(event, execution, &log).await;
+        let invocation = Invocation {
+            id: format!("replay-{}", i + 1),
+            execution,
+        };
+        let result = pipeline.handle(event, &invocation, &log).await;
         for line in log.lines() {
             writeln!(out, "  {line}")?;
         }
@@ -147,4 +153,113 @@ pub async fn replay(
         }
     }
     Ok(all_ok)
+}
+
+/// `status`: what the ledger knows. No target: the most recent records; `MODEL`: that model's
+/// versions; `MODEL:VERSION`: the whole record(s).
+pub async fn status(
+    ledger: &Ledger,
+    target: Option<&str>,
+    as_json: bool,
+    limit: usize,
+    out: &mut dyn Write,
+) -> Result<bool, StatusError> {
+    let (records, whole) = match target {
+        None => (ledger.recent(limit).await?, false),
+        Some(target) => match target.rsplit_once(':') {
+            Some((model, version)) => (ledger.version_records(model, version).await?, true),
+            None => (ledger.model_history(target, limit).await?, false),
+        },
+    };
+    if as_json || whole {
+        let value = if whole && records.len() == 1 {
+            serde_json::to_value(&records[0]).unwrap_or_default()
+        } else {
+            serde_json::to_value(&records).unwrap_or_default()
+        };
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )?;
+        if whole && records.is_empty() {
+            writeln!(out, "no record for {}", target.unwrap_or_default())?;
+            return Ok(false);
+        }
+        return Ok(true);
+    }
+    if records.is_empty() {
+        writeln!(out, "no records in {}", ledger.describe())?;
+        return Ok(true);
+    }
+    print_table(&records, out)?;
+    Ok(true)
+}
+
+fn print_table(records: &[Record], out: &mut dyn Write) -> std::io::Result<()> {
+    let rows: Vec<[String; 6]> = records
+        .iter()
+        .map(|r| {
+            let when = r.history.last().map(|t| t.at).unwrap_or(r.last_received);
+            let mut outcome = r.last_outcome();
+            if outcome.is_empty() {
+                outcome = r.history.last().map(|t| t.note.clone()).unwrap_or_default();
+            }
+            if let Some(next) = r.next_attempt_at {
+                outcome = format!("{outcome}; next try {}", rfc3339(next));
+            }
+            if outcome.chars().count() > 90 {
+                outcome = outcome.chars().take(89).collect::<String>() + "…";
+            }
+            [
+                r.model.clone(),
+                r.version.clone(),
+                r.state.to_string(),
+                r.rule.clone().unwrap_or_else(|| "-".into()),
+                rfc3339(when),
+                outcome,
+            ]
+        })
+        .collect();
+    let headers = ["MODEL", "VERSION", "STATE", "RULE", "WHEN", "OUTCOME"];
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate().take(5) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < 5 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(out, "{}", line(headers.to_vec()).trim_end())?;
+    for row in &rows {
+        writeln!(
+            out,
+            "{}",
+            line(row.iter().map(String::as_str).collect()).trim_end()
+        )?;
+    }
+    Ok(())
+}
+
+/// Why `status` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The ledger could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the output failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }

@@ -9,20 +9,26 @@
 //! 3. [`event`]: Event Grid or CloudEvents envelope → typed [`event::Event`].
 //! 4. [`config`]: `autodeploy.yml` → validated rules (and `check-config`).
 //! 5. [`policy`]: `decide(event, config, facts) -> Decision`, pure.
-//! 6. [`actions`]: the action behind a trait ([`actions::github`]: repository/workflow dispatch).
-//! 7. [`pipeline`]: steps 3–6 for one event, shared by the handler and `replay`.
+//! 6. [`ledger`]: one durable record per model version: the claim before acting, the outcome after.
+//! 7. [`actions`]: the action behind a trait ([`actions::github`]: repository/workflow dispatch),
+//!    sent and recorded by [`dispatch`].
+//! 8. [`pipeline`]: steps 3–7 for one event, shared by the handler and `replay`.
+//! 9. [`reconcile`]: the timer's pass over the ledger's outbox (retries, takeovers, giving up).
 //!
 //! Around them: [`settings`] (environment read once), [`logs`] (per-invocation lines),
-//! [`telemetry`] (tracing output) and [`commands`] (`replay`, `check-config`).
+//! [`telemetry`] (tracing output) and [`commands`] (`replay`, `check-config`, `status`).
 
 pub mod actions;
 pub mod commands;
 pub mod config;
+pub mod dispatch;
 pub mod event;
 pub mod host;
+pub mod ledger;
 pub mod logs;
 pub mod pipeline;
 pub mod policy;
+pub mod reconcile;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use aml_autodeploy::commands;
 use aml_autodeploy::pipeline::Execution;
 use aml_autodeploy::settings::{ProcessEnv, Settings};
-use aml_autodeploy::startup::{Application, build_pipeline};
+use aml_autodeploy::startup::{Application, LedgerChoice, build_pipeline, open_ledger};
 use aml_autodeploy::telemetry::{self, Sink};
 
 #[derive(Parser)]
@@ -44,6 +44,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Show what the ledger knows: recent records, one model's versions, or one whole record.
+    Status {
+        /// MODEL for its history, MODEL:VERSION for the whole record; nothing for the most recent.
+        target: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many records at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// A storage connection string (default: the app's settings, AUTODEPLOY_STORAGE or
+        /// AzureWebJobsStorage).
+        #[arg(long)]
+        storage: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +82,12 @@ fn main() -> ExitCode {
                 config,
                 execute,
             } => replay(settings, file, config, execute).await,
+            Command::Status {
+                target,
+                json,
+                limit,
+                storage,
+            } => status(settings, target, json, limit, storage).await,
             Command::CheckConfig { config } => {
                 let path = config.unwrap_or_else(|| settings.config_path.clone());
                 let ok = commands::check_config(&path, &mut std::io::stdout())?;
@@ -86,7 +107,19 @@ fn main() -> ExitCode {
 
 async fn serve(settings: Settings) -> anyhow::Result<bool> {
     telemetry::init(settings.log_format, Sink::Stdout, "info");
-    let pipeline = build_pipeline(&settings, &settings.config_path);
+    let pipeline = build_pipeline(&settings, &settings.config_path, LedgerChoice::Configured);
+    if !pipeline.ledger().is_durable() {
+        eprintln!(
+            "aml-autodeploy: warning: the ledger is in memory ({}): duplicates are only detected until a restart; \
+             set AUTODEPLOY_STORAGE or AzureWebJobsStorage for a durable ledger",
+            settings
+                .storage
+                .as_ref()
+                .map(|s| s.describe())
+                .unwrap_or_default()
+        );
+    }
+    tracing::info!(ledger = %pipeline.ledger().describe(), "ledger");
     if let Some(problems) = pipeline.problems() {
         // Keep serving: exiting would make the host restart us and, after three restarts, shut the
         // whole Function App down. Every invocation fails with these problems instead.
@@ -121,13 +154,42 @@ async fn replay(
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("failed to read {}", file.display()))?;
     let config_path = config.unwrap_or_else(|| settings.config_path.clone());
-    let pipeline = build_pipeline(&settings, &config_path);
-    let execution = if execute {
-        Execution::Send
+    // A dry run writes nothing anywhere: it gets a scratch ledger.
+    let (execution, choice) = if execute {
+        (Execution::Send, LedgerChoice::Configured)
     } else {
-        Execution::DryRun
+        (Execution::DryRun, LedgerChoice::Scratch)
     };
+    let pipeline = build_pipeline(&settings, &config_path, choice);
     let ok = commands::replay(&pipeline, &text, execution, &mut std::io::stdout()).await?;
+    Ok(ok)
+}
+
+async fn status(
+    mut settings: Settings,
+    target: Option<String>,
+    json: bool,
+    limit: usize,
+    storage: Option<String>,
+) -> anyhow::Result<bool> {
+    telemetry::init(settings.log_format, Sink::Stderr, "warn");
+    if let Some(connection) = storage {
+        settings.storage = if connection.trim().eq_ignore_ascii_case("memory") {
+            Ok(aml_autodeploy::ledger::connection::StorageTarget::Memory { defaulted: false })
+        } else {
+            aml_autodeploy::ledger::connection::parse_connection_string(&connection, "--storage")
+        };
+    }
+    let ledger = open_ledger(&settings).map_err(|e| anyhow::anyhow!(e))?;
+    let ok = commands::status(
+        &ledger,
+        target.as_deref(),
+        json,
+        limit.max(1),
+        &mut std::io::stdout(),
+    )
+    .await
+    .context("failed to read the ledger")?;
     Ok(ok)
 }
 

@@ -1,25 +1,38 @@
-//! One event through the whole flow: parse → decide → act → outcome. Shared by the HTTP handler
-//! and the `replay` command, so a dry run exercises exactly the production path.
+//! One event through the whole flow: parse → decide → ledger claim → act → record → outcome.
+//! Shared by the HTTP handler and the `replay` command, so a dry run exercises the production path.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use thiserror::Error;
+use time::OffsetDateTime;
 use tracing::Span;
 
 use crate::actions::{Action, ActionError, ActionOutcome, PreparedRequest};
 use crate::config::Config;
-use crate::event::{self, Event, EventKind};
+use crate::dispatch::{Dispatcher, Sent};
+use crate::event::{self, Event, EventKind, ModelRegistered};
+use crate::ledger::record::rfc3339;
+use crate::ledger::{Attempt, Claim, ETag, Ledger, Record, State, StoreError, after};
 use crate::logs::InvocationLog;
-use crate::policy::{self, Decision, Facts, SkipReason};
+use crate::policy::{self, Decision, Facts, Plan, SkipReason};
 
 /// Whether actions are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Execution {
-    /// Send them (the handler, `replay --execute`).
+    /// Send them and record them (the handler, `replay --execute`).
     Send,
-    /// Only show what would be sent (`replay` without `--execute`).
+    /// Only show what would be sent; nothing is written to the ledger (`replay`).
     DryRun,
+}
+
+/// Who is asking: the invocation id (for logs and the record) and whether to send.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// `X-Azure-Functions-InvocationId`, or a label such as `replay`.
+    pub id: String,
+    /// Send or dry run.
+    pub execution: Execution,
 }
 
 /// Why an event could not be handled. Each answers the invocation with a non-2xx, so Event Grid
@@ -29,9 +42,12 @@ pub enum PipelineError {
     /// The config file or a setting is broken: nothing can be decided until an operator fixes it.
     #[error("aml-autodeploy is misconfigured: {}", .0.join("; "))]
     Misconfigured(Vec<String>),
-    /// The action failed.
+    /// The action failed and nothing durable holds the retry (in-memory ledger).
     #[error(transparent)]
     Action(#[from] ActionError),
+    /// The ledger could not be read or written: nothing was acted on.
+    #[error("the ledger is unavailable, nothing was acted on: {0}")]
+    Storage(#[from] StoreError),
 }
 
 /// The result of a handled event: the `ReturnValue` and, for dry runs, the request not sent.
@@ -48,6 +64,7 @@ pub struct Pipeline {
     config: Result<Arc<Config>, Vec<String>>,
     facts: Facts,
     action: Arc<dyn Action>,
+    ledger: Arc<Ledger>,
 }
 
 impl Pipeline {
@@ -56,11 +73,13 @@ impl Pipeline {
         config: Result<Arc<Config>, Vec<String>>,
         facts: Facts,
         action: Arc<dyn Action>,
+        ledger: Arc<Ledger>,
     ) -> Self {
         Self {
             config,
             facts,
             action,
+            ledger,
         }
     }
 
@@ -69,11 +88,29 @@ impl Pipeline {
         self.config.as_ref().err().map(Vec::as_slice)
     }
 
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The sender shared with `Reconcile`.
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher {
+            ledger: self.ledger.clone(),
+            action: self.action.clone(),
+        }
+    }
+
+    /// The action executor.
+    pub fn action(&self) -> &Arc<dyn Action> {
+        &self.action
+    }
+
     /// Handles one event value (object or JSON string) from an envelope or a file.
     pub async fn handle(
         &self,
         raw_event: &Value,
-        execution: Execution,
+        invocation: &Invocation,
         log: &InvocationLog,
     ) -> Result<Handled, PipelineError> {
         let config = match &self.config {
@@ -85,6 +122,7 @@ impl Pipeline {
                 return Err(PipelineError::Misconfigured(problems.clone()));
             }
         };
+        let dry_run = invocation.execution == Execution::DryRun;
 
         let event = match event::parse(raw_event) {
             Ok(event) => event,
@@ -93,8 +131,23 @@ impl Pipeline {
                 log.error(format!(
                     "malformed event, acknowledged without action (redelivery cannot fix it): {error}"
                 ));
+                let mut return_value =
+                    json!({ "decision": "malformed", "reason": error.to_string() });
+                if !dry_run {
+                    let name = self
+                        .ledger
+                        .record_malformed(
+                            raw_event,
+                            &error.to_string(),
+                            &invocation.id,
+                            OffsetDateTime::now_utc(),
+                        )
+                        .await?;
+                    log.info(format!("recorded as {name}"));
+                    return_value["recordedAs"] = json!(name);
+                }
                 return Ok(Handled {
-                    return_value: json!({ "decision": "malformed", "reason": error.to_string() }),
+                    return_value,
                     prepared: None,
                 });
             }
@@ -102,16 +155,45 @@ impl Pipeline {
         describe_event(&event, log);
 
         let decision = policy::decide(&event, config, self.facts);
+        let mut return_value = base_return_value(&event, &decision);
+        // The same label in stdout as in the ReturnValue, so a search for one finds both.
         let span = Span::current();
-        span.record("decision", decision.label());
+        span.record("decision", return_value["decision"].as_str());
         if let Some(plan) = decision.plan() {
             span.record("rule", plan.rule.as_ref());
         }
-        let mut return_value = base_return_value(&event, &decision);
+        log.info(decision.explain());
+        let model = match &event.kind {
+            EventKind::ModelRegistered(model) => model,
+            EventKind::Other { .. } => {
+                return Ok(Handled {
+                    return_value,
+                    prepared: None,
+                });
+            }
+        };
 
         let plan = match &decision {
+            // Events from another workspace are not ours to record.
+            Decision::Skip(SkipReason::OtherWorkspace { .. }) => {
+                return Ok(Handled {
+                    return_value,
+                    prepared: None,
+                });
+            }
             Decision::Skip(_) => {
-                log.info(decision.explain());
+                if !dry_run {
+                    self.record_decision(
+                        &event,
+                        model,
+                        &decision,
+                        None,
+                        State::Skipped,
+                        invocation,
+                        log,
+                    )
+                    .await?;
+                }
                 return Ok(Handled {
                     return_value,
                     prepared: None,
@@ -119,18 +201,26 @@ impl Pipeline {
             }
             Decision::Act(plan) | Decision::Observe(plan) | Decision::Paused(plan) => plan,
         };
-        log.info(decision.explain());
         for note in &plan.notes {
             log.warn(note.clone());
         }
         let prepared = self.action.prepare(&plan.action);
-        if !matches!(decision, Decision::Act(_)) || execution == Execution::DryRun {
-            if matches!(decision, Decision::Act(_)) {
+        let acting = matches!(decision, Decision::Act(_));
+        if !acting || dry_run {
+            if acting {
                 log.info(format!(
                     "dry run: would send {} {}",
                     prepared.method, prepared.url
                 ));
                 return_value["decision"] = json!("dry_run");
+            } else if !dry_run {
+                let state = if matches!(decision, Decision::Observe(_)) {
+                    State::Observed
+                } else {
+                    State::Skipped
+                };
+                self.record_decision(&event, model, &decision, Some(plan), state, invocation, log)
+                    .await?;
             }
             return_value["request"] =
                 json!({ "method": prepared.method, "url": prepared.url, "body": prepared.body });
@@ -140,30 +230,388 @@ impl Pipeline {
             });
         }
 
-        match self.action.execute(&plan.action, log).await {
-            Ok(outcome) => {
+        self.act(
+            &event,
+            model,
+            &decision,
+            plan,
+            invocation,
+            log,
+            return_value,
+        )
+        .await
+    }
+
+    /// The record a decision creates.
+    #[allow(clippy::too_many_arguments)]
+    fn new_record(
+        &self,
+        event: &Event,
+        model: &ModelRegistered,
+        decision: &Decision,
+        plan: Option<&Plan>,
+        state: State,
+        invocation: &Invocation,
+        now: OffsetDateTime,
+    ) -> Record {
+        let key = crate::ledger::record_key(
+            event.source.as_ref(),
+            model.name.as_ref(),
+            model.version.as_ref(),
+        );
+        let mut record = Record {
+            schema: crate::ledger::record::SCHEMA,
+            key,
+            workspace: event.source.to_string(),
+            model: model.name.to_string(),
+            version: model.version.to_string(),
+            state,
+            forced: false,
+            rule: plan.map(|p| p.rule.to_string()),
+            decision: state.as_str().to_string(),
+            reasons: vec![decision.explain()],
+            event_ids: vec![event.id.to_string()],
+            event_time: event.time_raw.clone(),
+            first_received: now,
+            last_received: now,
+            invocation_ids: Vec::new(),
+            action: plan.map(|p| p.action.clone()),
+            claim: None,
+            next_attempt_at: None,
+            attempts: Vec::new(),
+            rollout: None,
+            history: Vec::new(),
+        };
+        record.note_delivery(event.id.as_ref(), &invocation.id, now);
+        record.transition(state, decision.explain(), now);
+        record
+    }
+
+    /// Records a decision that sends nothing (skipped, observed, paused). An existing record that
+    /// was acted on keeps its state; the delivery is noted.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_decision(
+        &self,
+        event: &Event,
+        model: &ModelRegistered,
+        decision: &Decision,
+        plan: Option<&Plan>,
+        state: State,
+        invocation: &Invocation,
+        log: &InvocationLog,
+    ) -> Result<(), PipelineError> {
+        let now = OffsetDateTime::now_utc();
+        let record = self.new_record(event, model, decision, plan, state, invocation, now);
+        let (mut existing, mut etag) = match self.ledger.create(&record).await? {
+            Ok(_) => return Ok(()),
+            Err(existing) => existing,
+        };
+        for _ in 0..3 {
+            existing.note_delivery(event.id.as_ref(), &invocation.id, now);
+            if existing.state.open_to_action() {
+                existing.rule = record.rule.clone();
+                existing.action = record.action.clone();
+                existing.decision = record.decision.clone();
+                existing.reasons = record.reasons.clone();
+                if existing.state != state {
+                    existing.transition(state, decision.explain(), now);
+                }
+            } else {
+                log.info(format!(
+                    "the ledger already has model {} version {} as {}",
+                    model.name, model.version, existing.state
+                ));
+            }
+            match self.ledger.save(&existing, &etag).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict) => match self.ledger.load(&record.key).await? {
+                    Some((fresh, fresh_etag)) => {
+                        existing = fresh;
+                        etag = fresh_etag;
+                    }
+                    None => return Ok(()),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Lost three races to other deliveries of the same version: they recorded it.
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn act(
+        &self,
+        event: &Event,
+        model: &ModelRegistered,
+        decision: &Decision,
+        plan: &Plan,
+        invocation: &Invocation,
+        log: &InvocationLog,
+        mut return_value: Value,
+    ) -> Result<Handled, PipelineError> {
+        let now = OffsetDateTime::now_utc();
+        let workspace = event.source.as_ref();
+        let mut record = self.new_record(
+            event,
+            model,
+            decision,
+            Some(plan),
+            State::Dispatching,
+            invocation,
+            now,
+        );
+
+        // A late retry of an old version must never overwrite a newer one.
+        if let Some((newer, newer_time)) = self
+            .ledger
+            .newer_version_acted(
+                workspace,
+                plan.rule.as_ref(),
+                model.name.as_ref(),
+                event.time,
+            )
+            .await?
+        {
+            let why = format!(
+                "stale: version {newer} (event time {newer_time}) was already acted on for rule {} and is newer than this event ({})",
+                plan.rule,
+                event.time_raw.as_deref().unwrap_or("?")
+            );
+            log.warn(why.clone());
+            record.reasons.push(why.clone());
+            record.decision = "stale".into();
+            record.transition(State::Stale, why.clone(), now);
+            if let Err(existing) = self.ledger.create(&record).await? {
+                log.info(format!(
+                    "the ledger already has this version as {}",
+                    existing.0.state
+                ));
+            }
+            return_value["decision"] = json!("stale");
+            return_value["reason"] = json!(why);
+            Span::current().record("decision", "stale");
+            return Ok(Handled {
+                return_value,
+                prepared: None,
+            });
+        }
+
+        let attempt_id = uuid::Uuid::new_v4().to_string();
+        claim(&mut record, &attempt_id, "event", event.id.as_ref(), now);
+        let claim_due = after(now, self.ledger.options.claim_timeout);
+        // The takeover marker goes first: if this process dies after claiming, Reconcile finds it.
+        self.ledger.schedule(&record.key, claim_due).await?;
+
+        let etag = match self.ledger.create(&record).await {
+            Ok(Ok(etag)) => etag,
+            Ok(Err((existing, existing_etag))) => {
+                match self
+                    .claim_existing(
+                        existing,
+                        existing_etag,
+                        &record,
+                        &attempt_id,
+                        event,
+                        invocation,
+                        now,
+                        log,
+                    )
+                    .await
+                {
+                    Ok(Some((claimed, etag))) => {
+                        record = claimed;
+                        etag
+                    }
+                    Ok(None) => {
+                        let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                        return_value["decision"] = json!("duplicate");
+                        Span::current().record("decision", "duplicate");
+                        return Ok(Handled {
+                            return_value,
+                            prepared: None,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                return Err(e.into());
+            }
+        };
+
+        if let Err(e) = self
+            .ledger
+            .advance_latest(
+                workspace,
+                plan.rule.as_ref(),
+                model.name.as_ref(),
+                model.version.as_ref(),
+                event.time,
+            )
+            .await
+        {
+            log.warn(format!(
+                "could not update the newest-version pointer ({e}); continuing"
+            ));
+        }
+
+        match self
+            .dispatcher()
+            .send_claimed(record, etag, claim_due, log)
+            .await?
+        {
+            Sent::Dispatched(outcome) | Sent::Unrecorded(outcome) => {
                 log.info(success_line(&outcome));
-                return_value["status"] = json!(outcome.status);
-                return_value["attempts"] = json!(outcome.attempts);
-                if let Some(url) = &outcome.run_url {
-                    return_value["runUrl"] = json!(url);
-                }
-                if let Some(id) = outcome.run_id {
-                    return_value["runId"] = json!(id);
-                }
+                fill_outcome(&mut return_value, &outcome);
                 Ok(Handled {
                     return_value,
                     prepared: None,
                 })
             }
-            Err(error) => {
-                span.record("decision", "failed");
+            Sent::Retrying { at, error } if self.ledger.is_durable() => {
+                log.warn(format!(
+                    "{error}; recorded as retrying: Reconcile tries again at {} (no Event Grid redelivery needed)",
+                    rfc3339(at)
+                ));
+                return_value["decision"] = json!("retrying");
+                return_value["nextAttemptAt"] = json!(rfc3339(at));
+                return_value["error"] = json!(error.to_string());
+                Span::current().record("decision", "retrying");
+                Ok(Handled {
+                    return_value,
+                    prepared: None,
+                })
+            }
+            Sent::Retrying { error, .. } | Sent::GaveUp(error) => {
+                Span::current().record("decision", "failed");
                 log.error(format!(
                     "{error}; answering non-2xx so Event Grid redelivers the event later"
                 ));
                 Err(PipelineError::Action(error))
             }
         }
+    }
+
+    /// A delivery found the version's record already there. Claims it when nothing was sent for
+    /// it yet; otherwise says what happened to it and returns `None`.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_existing(
+        &self,
+        mut existing: Record,
+        mut etag: ETag,
+        fresh: &Record,
+        attempt_id: &str,
+        event: &Event,
+        invocation: &Invocation,
+        now: OffsetDateTime,
+        log: &InvocationLog,
+    ) -> Result<Option<(Record, ETag)>, PipelineError> {
+        for _ in 0..3 {
+            existing.note_delivery(event.id.as_ref(), &invocation.id, now);
+            // With the in-memory ledger nothing else retries, so a redelivery takes the retry.
+            let claimable = existing.state.open_to_action()
+                || (!self.ledger.is_durable() && existing.state == State::Retrying);
+            if claimable {
+                existing.rule = fresh.rule.clone();
+                existing.action = fresh.action.clone();
+                existing.reasons.extend(fresh.reasons.iter().cloned());
+                claim(&mut existing, attempt_id, "event", event.id.as_ref(), now);
+                match self.ledger.save(&existing, &etag).await {
+                    Ok(new_etag) => return Ok(Some((existing, new_etag))),
+                    Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                let what = match existing.state {
+                    State::Dispatching => "another delivery is sending it right now".to_string(),
+                    State::Retrying => format!(
+                        "it is queued for retry by Reconcile{}",
+                        existing
+                            .next_attempt_at
+                            .map(|t| format!(" at {}", rfc3339(t)))
+                            .unwrap_or_default()
+                    ),
+                    state => {
+                        let outcome = existing.last_outcome();
+                        if outcome.is_empty() {
+                            format!("it is {state}")
+                        } else {
+                            format!("it is {state}: {outcome}")
+                        }
+                    }
+                };
+                log.info(format!(
+                    "duplicate delivery: model {} version {} is already handled ({what}); nothing sent",
+                    existing.model, existing.version
+                ));
+                // Best effort: note the delivery on the record.
+                let _ = self.ledger.save(&existing, &etag).await;
+                return Ok(None);
+            }
+            match self.ledger.load(&existing.key).await? {
+                Some((reloaded, reloaded_etag)) => {
+                    existing = reloaded;
+                    etag = reloaded_etag;
+                }
+                None => return Ok(None),
+            }
+        }
+        log.info("duplicate delivery: another delivery claimed this version first; nothing sent");
+        Ok(None)
+    }
+}
+
+/// Marks `record` as claimed by a new attempt.
+pub fn claim(
+    record: &mut Record,
+    attempt_id: &str,
+    trigger: &str,
+    event_id: &str,
+    now: OffsetDateTime,
+) {
+    record.claim = Some(Claim {
+        attempt_id: attempt_id.to_string(),
+        claimed_at: now,
+    });
+    record.next_attempt_at = None;
+    record.decision = "dispatching".into();
+    record.attempts.push(Attempt {
+        id: attempt_id.to_string(),
+        trigger: trigger.to_string(),
+        event_id: event_id.to_string(),
+        started_at: now,
+        finished_at: None,
+        outcome: String::new(),
+        status: None,
+        run_url: None,
+        error: None,
+    });
+    if record.state != State::Dispatching
+        || record
+            .history
+            .last()
+            .is_none_or(|t| t.state != State::Dispatching)
+    {
+        record.transition(
+            State::Dispatching,
+            format!("attempt {attempt_id} ({trigger})"),
+            now,
+        );
+    }
+}
+
+fn fill_outcome(return_value: &mut Value, outcome: &ActionOutcome) {
+    return_value["status"] = json!(outcome.status);
+    return_value["attempts"] = json!(outcome.attempts);
+    if let Some(url) = &outcome.run_url {
+        return_value["runUrl"] = json!(url);
+    }
+    if let Some(id) = outcome.run_id {
+        return_value["runId"] = json!(id);
     }
 }
 

@@ -15,8 +15,9 @@ use tracing::field::Empty;
 
 use crate::actions::ActionError;
 use crate::host::{self, EnvelopeError};
+use crate::ledger::StoreError;
 use crate::logs::InvocationLog;
-use crate::pipeline::{Execution, Pipeline, PipelineError};
+use crate::pipeline::{Execution, Invocation, Pipeline, PipelineError};
 
 /// Shared state of the server.
 #[derive(Clone)]
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(ready))
         .route("/ModelRegistered", post(model_registered))
+        .route("/Reconcile", post(reconcile))
         .fallback(not_found)
         .with_state(state)
 }
@@ -71,7 +73,14 @@ async fn model_registered(
             Err(e) => Err(HandlerError::Envelope(e)),
             Ok(event) => state
                 .pipeline
-                .handle(&event, Execution::Send, &log)
+                .handle(
+                    &event,
+                    &Invocation {
+                        id: invocation_id.clone(),
+                        execution: Execution::Send,
+                    },
+                    &log,
+                )
                 .await
                 .map_err(HandlerError::from),
         };
@@ -87,6 +96,33 @@ async fn model_registered(
     .await
 }
 
+/// The timer function: one pass over the ledger's outbox. The body (the timer's envelope) carries
+/// nothing we need.
+async fn reconcile(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let invocation_id = headers
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string();
+    let span = tracing::info_span!("reconcile", invocation_id = %invocation_id);
+    async move {
+        let log = InvocationLog::new();
+        if let Some(problems) = state.pipeline.problems() {
+            let error = HandlerError::Pipeline(PipelineError::Misconfigured(problems.to_vec()));
+            return error.into_response_with(log.lines());
+        }
+        match crate::reconcile::reconcile(&state.pipeline, &log).await {
+            Ok(summary) => json_response(StatusCode::OK, host::response(log.lines(), summary)),
+            Err(e) => {
+                log.error(format!("Reconcile stopped: the ledger is unavailable: {e}"));
+                HandlerError::Pipeline(PipelineError::Storage(e)).into_response_with(log.lines())
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
 /// Every way an invocation can fail, and its status.
 #[derive(Debug, Error)]
 pub enum HandlerError {
@@ -94,7 +130,8 @@ pub enum HandlerError {
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     /// 500: the config or settings are broken (the host fails the invocation; Event Grid retries).
-    /// 502: GitHub refused the request; 503: GitHub unavailable within the budget.
+    /// 502: GitHub refused the request; 503: GitHub unavailable within the budget (in-memory
+    /// ledger only) or the ledger unavailable.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
@@ -116,6 +153,8 @@ impl HandlerError {
             HandlerError::Pipeline(PipelineError::Action(ActionError::Rejected { .. })) => {
                 StatusCode::BAD_GATEWAY
             }
+            HandlerError::Pipeline(PipelineError::Storage(StoreError::Unavailable(_)))
+            | HandlerError::Pipeline(PipelineError::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -63,6 +63,13 @@ pub struct Settings {
     pub retry_budget: Duration,
     /// GitHub endpoint and credentials.
     pub github: GithubSettings,
+    /// Where the ledger lives (`AUTODEPLOY_STORAGE`, else `AzureWebJobsStorage`), or why it
+    /// could not be read.
+    pub storage: Result<crate::ledger::connection::StorageTarget, String>,
+    /// `AUTODEPLOY_CONTAINER`.
+    pub container: String,
+    /// `AUTODEPLOY_CLAIM_TIMEOUT_SECS`, `AUTODEPLOY_RETRY_FIRST_DELAY_SECS`, `AUTODEPLOY_GIVE_UP_AFTER`.
+    pub ledger: crate::ledger::LedgerOptions,
     /// Problems found while reading settings; each fails every invocation until fixed.
     pub problems: Vec<String>,
 }
@@ -174,6 +181,44 @@ impl Settings {
             ));
         }
 
+        let defaults = crate::ledger::LedgerOptions::default();
+        let mut duration = |name: &str, default: Duration| {
+            match env.get(name) {
+            None => default,
+            Some(raw) => parse_duration(&raw).unwrap_or_else(|| {
+                problems.push(format!(
+                    "{name} must be a duration such as 90s, 10m, 24h or 1d (or a number of seconds), got {raw:?}"
+                ));
+                default
+            }),
+        }
+        };
+        let ledger = crate::ledger::LedgerOptions {
+            claim_timeout: duration("AUTODEPLOY_CLAIM_TIMEOUT_SECS", defaults.claim_timeout),
+            first_retry_delay: duration(
+                "AUTODEPLOY_RETRY_FIRST_DELAY_SECS",
+                defaults.first_retry_delay,
+            ),
+            give_up_after: duration("AUTODEPLOY_GIVE_UP_AFTER", defaults.give_up_after),
+        };
+        let container = env
+            .get("AUTODEPLOY_CONTAINER")
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|| "autodeploy".to_string());
+        let container_ok = (3..=63).contains(&container.len())
+            && container
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !container.starts_with('-')
+            && !container.ends_with('-')
+            && !container.contains("--");
+        if !container_ok {
+            problems.push(format!(
+                "AUTODEPLOY_CONTAINER {container:?} is not a valid blob container name (3-63 lowercase letters, digits and single hyphens)"
+            ));
+        }
+        let storage = crate::ledger::connection::StorageTarget::from_env(env);
+
         Settings {
             port,
             config_path,
@@ -181,9 +226,34 @@ impl Settings {
             log_format,
             retry_budget,
             github,
+            storage,
+            container,
+            ledger,
             problems,
         }
     }
+}
+
+/// Parses `90`, `90s`, `10m`, `24h` or `1d`.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let s = raw.trim().to_ascii_lowercase();
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s.as_str(), "s"),
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    let factor = match unit.trim() {
+        "ms" => 0.001,
+        "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86400.0,
+        _ => return None,
+    };
+    let secs = value * factor;
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {
@@ -304,6 +374,16 @@ mod tests {
                 .unwrap_err()
                 .contains("GITHUB_APP_PRIVATE_KEY")
         );
+    }
+
+    #[test]
+    fn durations_accept_units() {
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172800)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("5 weeks"), None);
     }
 
     #[test]

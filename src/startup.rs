@@ -9,15 +9,47 @@ use tokio::net::TcpListener;
 use crate::actions::Action;
 use crate::actions::github::GithubClient;
 use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::ledger::connection::managed_identity;
 use crate::pipeline::Pipeline;
 use crate::policy::Facts;
 use crate::routes::{AppState, router};
 use crate::settings::Settings;
 
+/// Which ledger a pipeline uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerChoice {
+    /// The one the settings name (`AUTODEPLOY_STORAGE` / `AzureWebJobsStorage`).
+    Configured,
+    /// A fresh in-memory one (dry runs: nothing is written anywhere).
+    Scratch,
+}
+
+/// The ledger the settings name, or why it cannot be opened.
+pub fn open_ledger(settings: &Settings) -> Result<Ledger, String> {
+    let target = settings.storage.clone()?;
+    let store = target.open(&settings.container, managed_identity)?;
+    Ok(Ledger::new(store, settings.ledger))
+}
+
 /// The pipeline for `settings`: loads the config and collects every problem (config or settings)
 /// that must fail invocations until fixed.
-pub fn build_pipeline(settings: &Settings, config_path: &std::path::Path) -> Pipeline {
+pub fn build_pipeline(
+    settings: &Settings,
+    config_path: &std::path::Path,
+    choice: LedgerChoice,
+) -> Pipeline {
     let mut problems = settings.problems.clone();
+    let ledger = match choice {
+        LedgerChoice::Scratch => Ledger::in_memory(),
+        LedgerChoice::Configured => match open_ledger(settings) {
+            Ok(ledger) => ledger,
+            Err(problem) => {
+                problems.push(problem);
+                Ledger::in_memory()
+            }
+        },
+    };
     let config = match Config::load(config_path) {
         Ok(config) => Some(Arc::new(config)),
         Err(e) => {
@@ -37,6 +69,7 @@ pub fn build_pipeline(settings: &Settings, config_path: &std::path::Path) -> Pip
             paused: settings.paused,
         },
         action,
+        Arc::new(ledger),
     )
 }
 

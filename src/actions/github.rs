@@ -435,6 +435,69 @@ impl Action for GithubClient {
         let ActionPlan::Github(plan) = plan;
         self.dispatch(plan, log).await
     }
+
+    async fn find_existing_run(
+        &self,
+        plan: &ActionPlan,
+        event_ids: &[String],
+        since: OffsetDateTime,
+        log: &InvocationLog,
+    ) -> Result<Option<String>, ActionError> {
+        let ActionPlan::Github(plan) = plan;
+        // repository_dispatch has no run id and no idempotency key: nothing to look for (the
+        // documented duplicate window; the example workflow's concurrency group absorbs it).
+        let GithubRequest::WorkflowDispatch {
+            workflow, inputs, ..
+        } = &plan.request
+        else {
+            return Ok(None);
+        };
+        // Only runs that carry the event id (an input, shown in the example's run-name) can be
+        // recognised.
+        let carried: Vec<&String> = event_ids
+            .iter()
+            .filter(|id| inputs.values().any(|v| v.as_str() == Some(id.as_str())))
+            .collect();
+        if carried.is_empty() {
+            log.warn(
+                "takeover cannot check for an existing workflow run: the rule's inputs do not pass {eventId}; sending again",
+            );
+            return Ok(None);
+        }
+        let deadline = Instant::now() + self.budget;
+        let bearer = self.bearer(&plan.repository, deadline, log).await?;
+        let created = (since - time::Duration::minutes(1))
+            .format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            ))
+            .unwrap_or_default();
+        let url = format!(
+            "{}/repos/{}/{}/actions/workflows/{workflow}/runs?event=workflow_dispatch&per_page=100&created=%3E%3D{created}",
+            self.api_url,
+            plan.repository.owner(),
+            plan.repository.name()
+        );
+        let reply = self
+            .call(Method::GET, &url, &bearer, None, deadline, log)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(refusal(reply.status, &reply.body, "listing workflow runs"));
+        }
+        let runs: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        Ok(runs["workflow_runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|run| {
+                let title = format!(
+                    "{} {}",
+                    run["display_title"].as_str().unwrap_or_default(),
+                    run["name"].as_str().unwrap_or_default()
+                );
+                carried.iter().any(|id| title.contains(id.as_str()))
+            })
+            .and_then(|run| run["html_url"].as_str().map(str::to_string)))
+    }
 }
 
 /// A signed app JWT (RS256, `iat` 60 s in the past against clock drift, `exp` 9 min ahead: GitHub

@@ -11,15 +11,17 @@ use thiserror::Error;
 use crate::config::RepoSlug;
 use crate::logs::InvocationLog;
 
-/// A fully rendered action.
-#[derive(Debug, Clone, PartialEq)]
+/// A fully rendered action. Stored in the ledger record, so `Reconcile` can retry it without the
+/// event or the config (it holds no secrets).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ActionPlan {
     /// A GitHub dispatch.
     Github(GithubPlan),
 }
 
 /// A GitHub dispatch: which repository, which API, which body.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GithubPlan {
     /// `owner/repo`.
     pub repository: RepoSlug,
@@ -28,7 +30,8 @@ pub struct GithubPlan {
 }
 
 /// The two dispatch APIs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "api", rename_all = "snake_case")]
 pub enum GithubRequest {
     /// `POST /repos/{o}/{r}/dispatches`.
     RepositoryDispatch {
@@ -146,4 +149,15 @@ pub trait Action: Send + Sync {
         plan: &ActionPlan,
         log: &InvocationLog,
     ) -> Result<ActionOutcome, ActionError>;
+
+    /// After a crash between sending and recording, whether the action already took effect: the
+    /// URL of a run that carries one of `event_ids`, started since `since`. `None` when there is
+    /// none, or when the action cannot tell (then a takeover sends again).
+    async fn find_existing_run(
+        &self,
+        plan: &ActionPlan,
+        event_ids: &[String],
+        since: time::OffsetDateTime,
+        log: &InvocationLog,
+    ) -> Result<Option<String>, ActionError>;
 }

@@ -178,6 +178,19 @@ impl RepoSlug {
     }
 }
 
+impl serde::Serialize for RepoSlug {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RepoSlug {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        RepoSlug::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for RepoSlug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.owner, self.name)

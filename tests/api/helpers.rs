@@ -195,6 +195,38 @@ impl TestApp {
         .await
     }
 
+    /// The timer's POST to `/Reconcile`, with the timer envelope the host sends.
+    pub async fn post_reconcile(&self) -> HostReply {
+        let body = json!({
+            "Data": { "timer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": null, "IsPastDue": false } },
+            "Metadata": { "sys": { "MethodName": "Reconcile", "UtcNow": "2026-11-26T10:01:00Z", "RandGuid": "5d3c0a9e-1f7b-4c1a-9e8e-2a6d2b9c4f10" } }
+        });
+        let response = self
+            .client
+            .post(format!("http://127.0.0.1:{}/Reconcile", self.port))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .header("X-Azure-Functions-InvocationId", "reconcile-inv")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the handler answers");
+        let status = response.status().as_u16();
+        let raw = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        HostReply {
+            status,
+            content_type: "application/json".into(),
+            body,
+            raw,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or a host restart would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }
@@ -298,4 +330,28 @@ pub fn run_cli(
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The Azurite connection string `scripts/test.sh` exports.
+pub fn azurite() -> String {
+    std::env::var("AUTODEPLOY_TEST_STORAGE").expect(
+        "AUTODEPLOY_TEST_STORAGE is not set: the ledger tests need Azurite; run them with scripts/test.sh, \
+         which installs and starts it",
+    )
+}
+
+/// A fresh container name, so tests sharing one Azurite never see each other's records.
+pub fn unique_container() -> String {
+    format!("t{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}{n}", nanos, std::process::id())
 }

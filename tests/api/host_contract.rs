@@ -350,7 +350,7 @@ async fn every_structured_log_line_of_an_invocation_carries_its_invocation_id() 
     assert!(
         lines
             .iter()
-            .any(|l| l["span"]["model"] == "nobody" && l["span"]["decision"] == "skip"),
+            .any(|l| l["span"]["model"] == "nobody" && l["span"]["decision"] == "skipped"),
         "{stdout}"
     );
 }

@@ -5,3 +5,4 @@ mod cli;
 mod github;
 mod helpers;
 mod host_contract;
+mod ledger;

@@ -1,0 +1,194 @@
+//! Sending a claimed record's action and recording what happened: shared by the event handler
+//! (first attempt) and `Reconcile` (retries and takeovers).
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::actions::{Action, ActionError, ActionOutcome};
+use crate::ledger::{ETag, Ledger, Record, State, StoreError, after};
+use crate::logs::InvocationLog;
+
+/// What became of a claimed attempt.
+#[derive(Debug)]
+pub enum Sent {
+    /// The action was accepted and recorded.
+    Dispatched(ActionOutcome),
+    /// The action failed; the record is `retrying` and `Reconcile` will try again at `at`.
+    Retrying {
+        /// When.
+        at: OffsetDateTime,
+        /// Why it failed.
+        error: ActionError,
+    },
+    /// The action failed and the version is past `AUTODEPLOY_GIVE_UP_AFTER`: `failed`.
+    GaveUp(ActionError),
+    /// The action was accepted but the record could not be updated: a takeover after the claim
+    /// timeout may repeat it (the documented window).
+    Unrecorded(ActionOutcome),
+}
+
+/// Sends actions for claimed records.
+pub struct Dispatcher {
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// The action executor.
+    pub action: Arc<dyn Action>,
+}
+
+impl Dispatcher {
+    /// Sends the action of `record`, which the caller has claimed (state `dispatching`, claim with
+    /// the last attempt's id, outbox marker at `claim_due`), then records the outcome.
+    ///
+    /// Storage errors while recording a *failure* are returned, so the caller answers non-2xx and
+    /// Event Grid redelivers; after a *success* they only produce [`Sent::Unrecorded`].
+    pub async fn send_claimed(
+        &self,
+        mut record: Record,
+        mut etag: ETag,
+        claim_due: OffsetDateTime,
+        log: &InvocationLog,
+    ) -> Result<Sent, StoreError> {
+        let Some(plan) = record.action.clone() else {
+            return Err(StoreError::Unavailable(format!(
+                "record {} has no action to send",
+                record.key
+            )));
+        };
+        let attempt_id = record
+            .claim
+            .as_ref()
+            .map(|c| c.attempt_id.clone())
+            .unwrap_or_default();
+        let result = self.action.execute(&plan, log).await;
+        let now = OffsetDateTime::now_utc();
+
+        let failures = record
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == "transient_error" || a.outcome == "refused")
+            .count() as u32
+            + 1;
+        let give_up_at = after(record.first_received, self.ledger.options.give_up_after);
+        let next_at = after(now, self.ledger.retry_delay(failures));
+        let sent = match result {
+            Ok(outcome) => Sent::Dispatched(outcome),
+            Err(error) if next_at >= give_up_at => Sent::GaveUp(error),
+            Err(error) => Sent::Retrying { at: next_at, error },
+        };
+
+        if let Sent::Retrying { at, .. } = &sent {
+            // The retry marker first: if we die before the record says `retrying`, the claim
+            // marker still leads `Reconcile` here.
+            self.ledger.schedule(&record.key, *at).await?;
+        }
+
+        // Apply the outcome; on an ETag conflict (another delivery noted itself) re-read and
+        // re-apply, as long as the claim is still ours.
+        for _ in 0..5 {
+            apply(&mut record, &attempt_id, &sent, now);
+            match self.ledger.save(&record, &etag).await {
+                Ok(_) => {
+                    let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                    return Ok(sent);
+                }
+                Err(StoreError::Conflict) => match self.ledger.load(&record.key).await? {
+                    Some((fresh, fresh_etag))
+                        if fresh.claim.as_ref().map(|c| c.attempt_id.as_str())
+                            == Some(attempt_id.as_str()) =>
+                    {
+                        record = fresh;
+                        etag = fresh_etag;
+                    }
+                    _ => {
+                        log.warn(format!(
+                            "record {} was taken over by another attempt while this one ran; its outcome is not recorded here",
+                            record.key
+                        ));
+                        return Ok(match sent {
+                            Sent::Dispatched(outcome) => Sent::Unrecorded(outcome),
+                            other => other,
+                        });
+                    }
+                },
+                Err(e) => {
+                    return match sent {
+                        Sent::Dispatched(outcome) => {
+                            log.error(format!(
+                                "the action was accepted but the ledger could not record it ({e}); after the claim \
+                                 timeout Reconcile will take the claim over, which may repeat the dispatch once"
+                            ));
+                            Ok(Sent::Unrecorded(outcome))
+                        }
+                        _ => Err(e),
+                    };
+                }
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+}
+
+fn apply(record: &mut Record, attempt_id: &str, sent: &Sent, now: OffsetDateTime) {
+    let (outcome, status, run_url, error) = match sent {
+        Sent::Dispatched(o) | Sent::Unrecorded(o) => {
+            ("dispatched", Some(o.status), o.run_url.clone(), None)
+        }
+        Sent::Retrying { error, .. } | Sent::GaveUp(error) => (
+            if error.is_transient() {
+                "transient_error"
+            } else {
+                "refused"
+            },
+            match error {
+                ActionError::Rejected { status, .. } => Some(*status),
+                _ => None,
+            },
+            None,
+            Some(error.to_string()),
+        ),
+    };
+    if let Some(attempt) = record.attempt_mut(attempt_id) {
+        attempt.finished_at = Some(now);
+        attempt.outcome = outcome.to_string();
+        attempt.status = status;
+        attempt.run_url = run_url.clone();
+        attempt.error = error.clone();
+    }
+    record.claim = None;
+    match sent {
+        Sent::Dispatched(o) | Sent::Unrecorded(o) => {
+            record.next_attempt_at = None;
+            record.decision = "dispatched".into();
+            let note = match &o.run_url {
+                Some(url) => format!(
+                    "GitHub accepted the dispatch (HTTP {}); run {url}",
+                    o.status
+                ),
+                None => format!("GitHub accepted the dispatch (HTTP {})", o.status),
+            };
+            record.transition(State::Dispatched, note, now);
+        }
+        Sent::Retrying { at, error } => {
+            record.next_attempt_at = Some(*at);
+            record.decision = "retrying".into();
+            record.transition(
+                State::Retrying,
+                format!(
+                    "{error}; Reconcile retries at {}",
+                    crate::ledger::record::rfc3339(*at)
+                ),
+                now,
+            );
+        }
+        Sent::GaveUp(error) => {
+            record.next_attempt_at = None;
+            record.decision = "failed".into();
+            record.transition(
+                State::Failed,
+                format!("gave up (AUTODEPLOY_GIVE_UP_AFTER passed): {error}"),
+                now,
+            );
+        }
+    }
+}

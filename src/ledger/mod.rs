@@ -1,0 +1,471 @@
+//! The durable ledger: one record per (workspace, model, version), claims with ETags, an outbox of
+//! due work for `Reconcile`, and indexes that make "most recent first" listing cheap.
+//!
+//! Blob layout in the container (names are chosen so lexical listing does the work):
+//! - `records/{model}/{workspace-key}/{version}.json`: the record, the only place progress lives.
+//! - `index/{inverted-millis}/{record}`: one empty marker per record at creation; ascending listing
+//!   returns the most recently received first.
+//! - `outbox/{due-millis}/{record}`: work due at that time (a retry, or the takeover deadline of a
+//!   claim). Markers are hints: the record decides; a marker whose record needs nothing is deleted.
+//! - `latest/{model}/{workspace-key}/{rule}.json`: the newest version acted on, for stale checks.
+//! - `malformed/{inverted-millis}-{hash}.json`: events that could not be parsed.
+
+pub mod blob;
+pub mod connection;
+pub mod record;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+pub use record::{Attempt, Claim, Record, State};
+pub use store::{ETag, MemoryStore, Store, StoreError};
+
+/// Timing knobs of the ledger.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerOptions {
+    /// A `dispatching` claim older than this is presumed dead and taken over.
+    pub claim_timeout: Duration,
+    /// Delay before the first retry; doubles per failed attempt, capped at an hour.
+    pub first_retry_delay: Duration,
+    /// After this long since the first delivery, a version that still failed is `failed`.
+    pub give_up_after: Duration,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        Self {
+            claim_timeout: Duration::from_secs(120),
+            first_retry_delay: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+const INVERT_BASE: i128 = 9_999_999_999_999;
+
+/// The ledger over a [`Store`].
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    /// Timing knobs.
+    pub options: LedgerOptions,
+}
+
+/// The short, stable, blob-safe key of a workspace: its name plus a hash of the full id.
+pub fn workspace_key(workspace: &str) -> String {
+    let normalized = workspace.trim().trim_end_matches('/').to_ascii_lowercase();
+    let hash = Sha256::digest(normalized.as_bytes());
+    let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let name: String = normalized
+        .rsplit('/')
+        .next()
+        .unwrap_or("ws")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(40)
+        .collect();
+    format!("{}-{hex}", if name.is_empty() { "ws" } else { &name })
+}
+
+/// The record's blob name.
+pub fn record_key(workspace: &str, model: &str, version: &str) -> String {
+    format!(
+        "records/{model}/{}/{version}.json",
+        workspace_key(workspace)
+    )
+}
+
+fn millis(at: OffsetDateTime) -> i128 {
+    (at.unix_timestamp_nanos() / 1_000_000).max(0)
+}
+
+fn outbox_name(key: &str, due: OffsetDateTime) -> String {
+    format!("outbox/{:013}/{key}", millis(due))
+}
+
+fn index_name(key: &str, received: OffsetDateTime) -> String {
+    format!("index/{:013}/{key}", INVERT_BASE - millis(received))
+}
+
+fn latest_name(workspace: &str, rule: &str, model: &str) -> String {
+    format!("latest/{model}/{}/{rule}.json", workspace_key(workspace))
+}
+
+/// Parses `outbox/{millis}/{key}`.
+fn parse_outbox(name: &str) -> Option<(OffsetDateTime, String)> {
+    let rest = name.strip_prefix("outbox/")?;
+    let (ms, key) = rest.split_once('/')?;
+    let ms: i128 = ms.parse().ok()?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()?;
+    Some((at, key.to_string()))
+}
+
+/// Adds a std duration to a time, saturating.
+pub fn after(at: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    at + time::Duration::try_from(d).unwrap_or(time::Duration::days(3650))
+}
+
+/// Whether a `dispatching` claim has outlived `timeout` at `now`.
+pub fn claim_expired(record: &Record, timeout: Duration, now: OffsetDateTime) -> bool {
+    record
+        .claim
+        .as_ref()
+        .is_none_or(|c| after(c.claimed_at, timeout) <= now)
+}
+
+impl Ledger {
+    /// A ledger over `store`.
+    pub fn new(store: Arc<dyn Store>, options: LedgerOptions) -> Self {
+        Self { store, options }
+    }
+
+    /// An in-memory ledger with default options.
+    pub fn in_memory() -> Self {
+        Self::new(Arc::new(MemoryStore::new()), LedgerOptions::default())
+    }
+
+    /// Whether records survive a restart.
+    pub fn is_durable(&self) -> bool {
+        self.store.is_durable()
+    }
+
+    /// Where the ledger lives (no secrets).
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// The delay before retry number `failures` (1-based).
+    pub fn retry_delay(&self, failures: u32) -> Duration {
+        self.options
+            .first_retry_delay
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(MAX_RETRY_DELAY)
+    }
+
+    /// Reads a record.
+    pub async fn load(&self, key: &str) -> Result<Option<(Record, ETag)>, StoreError> {
+        match self.store.read(key).await? {
+            None => Ok(None),
+            Some((bytes, etag)) => Record::from_bytes(&bytes)
+                .map(|r| Some((r, etag)))
+                .map_err(StoreError::Unavailable),
+        }
+    }
+
+    /// Creates `record` create-only. `Ok(Err(existing))` when the version already has a record.
+    pub async fn create(
+        &self,
+        record: &Record,
+    ) -> Result<Result<ETag, (Record, ETag)>, StoreError> {
+        match self.store.create(&record.key, record.to_bytes()).await {
+            Ok(etag) => {
+                // The index is a listing aid; a missing entry only hides the record from `status`'s
+                // recent view, never from the pipeline.
+                if let Err(e) = self
+                    .store
+                    .put(&index_name(&record.key, record.first_received), Vec::new())
+                    .await
+                {
+                    tracing::warn!(error = %e, key = %record.key, "failed to write the ledger index entry");
+                }
+                Ok(Ok(etag))
+            }
+            Err(StoreError::AlreadyExists) => match self.load(&record.key).await? {
+                Some(existing) => Ok(Err(existing)),
+                // Deleted in between: extremely unlikely; report as a conflict to retry.
+                None => Err(StoreError::Conflict),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces a record if it still has `etag`.
+    pub async fn save(&self, record: &Record, etag: &ETag) -> Result<ETag, StoreError> {
+        self.store
+            .replace(&record.key, record.to_bytes(), etag)
+            .await
+    }
+
+    /// Puts an outbox marker: `key` needs attention at `due`.
+    pub async fn schedule(&self, key: &str, due: OffsetDateTime) -> Result<(), StoreError> {
+        self.store.put(&outbox_name(key, due), Vec::new()).await
+    }
+
+    /// Removes an outbox marker.
+    pub async fn unschedule(&self, key: &str, due: OffsetDateTime) -> Result<(), StoreError> {
+        self.store.delete(&outbox_name(key, due)).await
+    }
+
+    /// Outbox entries due at `now`, earliest first: `(due, record key)`.
+    pub async fn due(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<(OffsetDateTime, String)>, StoreError> {
+        let names = self.store.list("outbox/", limit.max(1) * 4).await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| parse_outbox(n))
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .collect())
+    }
+
+    /// If a newer version than `event_time` was already acted on for (workspace, rule, model),
+    /// that version and its event time.
+    pub async fn newer_version_acted(
+        &self,
+        workspace: &str,
+        rule: &str,
+        model: &str,
+        event_time: Option<OffsetDateTime>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let Some(event_time) = event_time else {
+            return Ok(None);
+        };
+        let Some((bytes, _)) = self
+            .store
+            .read(&latest_name(workspace, rule, model))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let latest: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let latest_time = latest["eventTime"].as_str().and_then(|t| {
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        });
+        Ok(match latest_time {
+            Some(t) if t > event_time => Some((
+                latest["version"].as_str().unwrap_or_default().to_string(),
+                latest["eventTime"].as_str().unwrap_or_default().to_string(),
+            )),
+            _ => None,
+        })
+    }
+
+    /// Records `version` as the newest acted on for (workspace, rule, model), unless a newer one
+    /// already is (compare-and-swap on the pointer's ETag).
+    pub async fn advance_latest(
+        &self,
+        workspace: &str,
+        rule: &str,
+        model: &str,
+        version: &str,
+        event_time: Option<OffsetDateTime>,
+    ) -> Result<(), StoreError> {
+        let Some(event_time) = event_time else {
+            return Ok(());
+        };
+        let name = latest_name(workspace, rule, model);
+        let time_text = event_time
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let body = serde_json::to_vec(&json!({"version": version, "eventTime": time_text}))
+            .unwrap_or_default();
+        for _ in 0..5 {
+            match self.store.read(&name).await? {
+                None => match self.store.create(&name, body.clone()).await {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::AlreadyExists) => continue,
+                    Err(e) => return Err(e),
+                },
+                Some((bytes, etag)) => {
+                    let current: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let current_time = current["eventTime"].as_str().and_then(|t| {
+                        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                            .ok()
+                    });
+                    if current_time.is_some_and(|t| t >= event_time) {
+                        return Ok(());
+                    }
+                    match self.store.replace(&name, body.clone(), &etag).await {
+                        Ok(_) => return Ok(()),
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Records an event that could not be parsed, for the operator.
+    pub async fn record_malformed(
+        &self,
+        raw: &Value,
+        error: &str,
+        invocation_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, StoreError> {
+        let text = raw.to_string();
+        let hash: String = Sha256::digest(text.as_bytes())
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let name = format!("malformed/{:013}-{hash}.json", INVERT_BASE - millis(now));
+        // Keep the record small: an event is at most 1 MB, a record should not be.
+        let excerpt: String = text.chars().take(16 * 1024).collect();
+        let body = json!({
+            "schema": record::SCHEMA,
+            "receivedAt": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "invocationId": invocation_id,
+            "error": error,
+            "event": excerpt,
+        });
+        self.store
+            .put(&name, serde_json::to_vec_pretty(&body).unwrap_or_default())
+            .await?;
+        Ok(name)
+    }
+
+    /// The most recently received records, newest first.
+    pub async fn recent(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let names = self.store.list("index/", limit * 2 + 10).await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(key) = name
+                .strip_prefix("index/")
+                .and_then(|r| r.split_once('/'))
+                .map(|(_, k)| k.to_string())
+            else {
+                continue;
+            };
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if let Some((record, _)) = self.load(&key).await? {
+                out.push(record);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every record of `model` (all workspaces), newest first.
+    pub async fn model_history(
+        &self,
+        model: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let names = self.store.list(&format!("records/{model}/"), 5000).await?;
+        let mut out = Vec::new();
+        for name in names {
+            if let Some((record, _)) = self.load(&name).await? {
+                out.push(record);
+            }
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.first_received));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Every record of `model:version` (one per workspace).
+    pub async fn version_records(
+        &self,
+        model: &str,
+        version: &str,
+    ) -> Result<Vec<Record>, StoreError> {
+        let names = self.store.list(&format!("records/{model}/"), 5000).await?;
+        let mut out = Vec::new();
+        for name in names
+            .iter()
+            .filter(|n| n.ends_with(&format!("/{version}.json")))
+        {
+            if let Some((record, _)) = self.load(name).await? {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn keys_are_stable_blob_safe_and_case_insensitive_on_the_workspace() {
+        let a = workspace_key(
+            "/subscriptions/S/resourceGroups/RG/providers/Microsoft.MachineLearningServices/workspaces/ML-WS",
+        );
+        let b = workspace_key(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.machinelearningservices/workspaces/ml-ws/",
+        );
+        assert_eq!(a, b);
+        assert!(a.starts_with("ml-ws-"), "{a}");
+        assert_eq!(
+            record_key("/x/ws", "credit", "7"),
+            format!("records/credit/{}/7.json", workspace_key("/x/ws"))
+        );
+    }
+
+    #[test]
+    fn recent_first_and_due_order_come_from_lexical_order() {
+        let early = index_name("k", datetime!(2026-01-01 0:00 UTC));
+        let late = index_name("k", datetime!(2026-06-01 0:00 UTC));
+        assert!(late < early, "newer must sort first");
+        let soon = outbox_name("k", datetime!(2026-01-01 0:00 UTC));
+        let later = outbox_name("k", datetime!(2026-06-01 0:00 UTC));
+        assert!(soon < later);
+        assert_eq!(
+            parse_outbox(&soon),
+            Some((datetime!(2026-01-01 0:00 UTC), "k".to_string()))
+        );
+    }
+
+    #[test]
+    fn retry_delay_doubles_and_is_capped() {
+        let ledger = Ledger::in_memory();
+        assert_eq!(ledger.retry_delay(1), Duration::from_secs(60));
+        assert_eq!(ledger.retry_delay(2), Duration::from_secs(120));
+        assert_eq!(ledger.retry_delay(30), MAX_RETRY_DELAY);
+    }
+
+    #[tokio::test]
+    async fn latest_pointer_only_moves_forward() {
+        let ledger = Ledger::in_memory();
+        let t1 = datetime!(2026-01-01 0:00 UTC);
+        let t2 = datetime!(2026-02-01 0:00 UTC);
+        ledger
+            .advance_latest("/ws", "r", "m", "2", Some(t2))
+            .await
+            .unwrap();
+        ledger
+            .advance_latest("/ws", "r", "m", "1", Some(t1))
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger
+                .newer_version_acted("/ws", "r", "m", Some(t1))
+                .await
+                .unwrap()
+                .unwrap()
+                .0,
+            "2"
+        );
+        assert_eq!(
+            ledger
+                .newer_version_acted("/ws", "r", "m", Some(t2))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            ledger
+                .newer_version_acted("/ws", "other-rule", "m", Some(t1))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}

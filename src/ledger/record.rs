@@ -1,0 +1,262 @@
+//! The ledger record: one per (workspace, model, version), the only place progress lives.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::actions::ActionPlan;
+
+/// RFC 3339 text of a time, for messages.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The record format version.
+pub const SCHEMA: u32 = 1;
+
+/// Where a model version stands. Later issues add transitions, not states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Seen, not yet decided (a record is normally created already decided).
+    Received,
+    /// A rule matched in observe mode: nothing sent.
+    Observed,
+    /// No action: no rule matched, paused, …
+    Skipped,
+    /// Older than a version already acted on: never acted on (unless forced).
+    Stale,
+    /// Refused by the quality gate (final for this version).
+    Rejected,
+    /// Accepted, waiting for its turn (e.g. a rollout on the same endpoint).
+    Queued,
+    /// Claimed: an attempt is sending the action right now.
+    Dispatching,
+    /// The GitHub dispatch was accepted.
+    Dispatched,
+    /// The last attempt failed; `next_attempt_at` says when `Reconcile` tries again.
+    Retrying,
+    /// A direct rollout is in progress (`rollout.phase`).
+    Deploying,
+    /// The rollout finished.
+    Succeeded,
+    /// The rollout failed and traffic was restored.
+    RolledBack,
+    /// A newer version replaced this one before it was acted on.
+    Superseded,
+    /// Gave up (`AUTODEPLOY_GIVE_UP_AFTER`).
+    Failed,
+}
+
+impl State {
+    /// The wire name (`dispatched`, `retrying`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Received => "received",
+            State::Observed => "observed",
+            State::Skipped => "skipped",
+            State::Stale => "stale",
+            State::Rejected => "rejected",
+            State::Queued => "queued",
+            State::Dispatching => "dispatching",
+            State::Dispatched => "dispatched",
+            State::Retrying => "retrying",
+            State::Deploying => "deploying",
+            State::Succeeded => "succeeded",
+            State::RolledBack => "rolled_back",
+            State::Superseded => "superseded",
+            State::Failed => "failed",
+        }
+    }
+
+    /// States a new delivery may still act on: nothing was sent for them yet, and a changed
+    /// config or an unpaused app may now want to act.
+    pub fn open_to_action(self) -> bool {
+        matches!(
+            self,
+            State::Received | State::Observed | State::Skipped | State::Queued
+        )
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A claim on a record: who is sending its action, since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The attempt this claim belongs to.
+    pub attempt_id: String,
+    /// When it was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub claimed_at: OffsetDateTime,
+}
+
+/// One try at sending the action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Unique id.
+    pub id: String,
+    /// What started it: `event`, `reconcile` or `takeover`.
+    pub trigger: String,
+    /// The event id it was for.
+    pub event_id: String,
+    /// Start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// End, when it ended.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// `dispatched`, `transient_error`, `refused`, `found_existing_run`; empty while running.
+    #[serde(default)]
+    pub outcome: String,
+    /// Final HTTP status, when known.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The workflow run's URL, when known.
+    #[serde(default)]
+    pub run_url: Option<String>,
+    /// The error, when it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One state change, for the operator's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The new state.
+    pub state: State,
+    /// Why.
+    pub note: String,
+}
+
+/// The record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Always [`SCHEMA`].
+    pub schema: u32,
+    /// The blob name.
+    pub key: String,
+    /// Workspace ARM id.
+    pub workspace: String,
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+    /// Current state.
+    pub state: State,
+    /// Acted on despite the stale check or the gate (recorded, never silent).
+    #[serde(default)]
+    pub forced: bool,
+    /// The rule that matched, if any.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The decision label (`dispatched`, `skipped`, …) as the pipeline returned it.
+    pub decision: String,
+    /// Why, in words: the decision's explanation and later notes.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Every event id delivered for this version.
+    #[serde(default)]
+    pub event_ids: Vec<String>,
+    /// The event's time, verbatim.
+    #[serde(default)]
+    pub event_time: Option<String>,
+    /// First delivery.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_received: OffsetDateTime,
+    /// Latest delivery.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_received: OffsetDateTime,
+    /// Functions invocation ids that touched it (bounded).
+    #[serde(default)]
+    pub invocation_ids: Vec<String>,
+    /// The action to send (what `Reconcile` retries).
+    #[serde(default)]
+    pub action: Option<ActionPlan>,
+    /// The current claim while `dispatching`.
+    #[serde(default)]
+    pub claim: Option<Claim>,
+    /// When `Reconcile` retries, while `retrying`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Every attempt.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// Direct-deployment rollout state (phase, traffic); later issues.
+    #[serde(default)]
+    pub rollout: Option<Value>,
+    /// State changes, oldest first.
+    #[serde(default)]
+    pub history: Vec<Transition>,
+}
+
+/// How many invocation ids a record keeps (duplicates can be many).
+const MAX_INVOCATION_IDS: usize = 50;
+
+impl Record {
+    /// Moves to `state`, noting why.
+    pub fn transition(&mut self, state: State, note: impl Into<String>, at: OffsetDateTime) {
+        self.state = state;
+        self.history.push(Transition {
+            at,
+            state,
+            note: note.into(),
+        });
+    }
+
+    /// Notes another delivery (event id and invocation id), without duplicates.
+    pub fn note_delivery(&mut self, event_id: &str, invocation_id: &str, at: OffsetDateTime) {
+        if !self.event_ids.iter().any(|e| e == event_id) {
+            self.event_ids.push(event_id.to_string());
+        }
+        if !invocation_id.is_empty()
+            && !self.invocation_ids.iter().any(|i| i == invocation_id)
+            && self.invocation_ids.len() < MAX_INVOCATION_IDS
+        {
+            self.invocation_ids.push(invocation_id.to_string());
+        }
+        if at > self.last_received {
+            self.last_received = at;
+        }
+    }
+
+    /// The attempt with `id`.
+    pub fn attempt_mut(&mut self, id: &str) -> Option<&mut Attempt> {
+        self.attempts.iter_mut().find(|a| a.id == id)
+    }
+
+    /// The last attempt's outcome in words, for `status`.
+    pub fn last_outcome(&self) -> String {
+        match self.attempts.last() {
+            None => String::new(),
+            Some(a) => {
+                let mut text = a.outcome.clone();
+                if let Some(status) = a.status {
+                    text.push_str(&format!(" (HTTP {status})"));
+                }
+                if let Some(url) = &a.run_url {
+                    text.push_str(&format!(" {url}"));
+                }
+                text
+            }
+        }
+    }
+
+    /// JSON for the store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses a stored record.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Record, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("unreadable ledger record: {e}"))
+    }
+}
