@@ -472,7 +472,7 @@ impl Pipeline {
                     prepared: None,
                 })
             }
-            Sent::Retrying { at, error } if self.ledger.is_durable() => {
+            Sent::Retrying { at, error } if self.ledger.is_durable() && error.is_transient() => {
                 log.warn(format!(
                     "{error}; recorded as retrying: Reconcile tries again at {} (no Event Grid redelivery needed)",
                     rfc3339(at)
@@ -485,6 +485,16 @@ impl Pipeline {
                     return_value,
                     prepared: None,
                 })
+            }
+            Sent::Retrying { at, error } if self.ledger.is_durable() => {
+                // Recorded and owned by Reconcile, but an operator must fix something (token,
+                // repository, workflow): fail the invocation so it shows up in monitoring.
+                Span::current().record("decision", "failed");
+                log.error(format!(
+                    "{error}; recorded as retrying (Reconcile tries again at {}); answering non-2xx so the failure is visible",
+                    rfc3339(at)
+                ));
+                Err(PipelineError::Action(error))
             }
             Sent::Retrying { error, .. } | Sent::GaveUp(error) => {
                 Span::current().record("decision", "failed");

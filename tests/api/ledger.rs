@@ -616,3 +616,40 @@ async fn status_shows_recent_records_a_models_history_and_a_whole_record() {
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_that_needs_an_operator_fails_the_invocation_but_stays_queued_for_reconcile() {
+    let t = Ledgered::new().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(422)
+                .set_body_json(json!({"message": "Unexpected inputs provided"})),
+        )
+        .expect(1)
+        .mount(&t.gh)
+        .await;
+    let app = t.spawn(&[]).await;
+
+    let reply = app.post_event(&credit("30")).await;
+
+    assert_eq!(
+        reply.status, 502,
+        "visible as a failed invocation: {}",
+        reply.raw
+    );
+    let record = t.record("credit-risk", "30").await;
+    assert_eq!(record["state"], "retrying");
+    assert_eq!(record["attempts"][0]["outcome"], "refused");
+    assert_eq!(record["attempts"][0]["status"], 422);
+    // Event Grid's redelivery finds it queued: Reconcile owns the retry, nothing is sent now.
+    let redelivered = app.post_event(&credit("30")).await;
+    assert_eq!(redelivered.status, 200);
+    assert_eq!(redelivered.decision(), "duplicate");
+    assert!(
+        redelivered
+            .logs_text()
+            .contains("queued for retry by Reconcile"),
+        "{}",
+        redelivered.logs_text()
+    );
+}
