@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::azure::arm::ArmClient;
 use crate::config::{Config, GithubTarget, Mode, RuleAction};
+use crate::event::WorkspaceId;
 use crate::host;
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Ledger, Record, StoreError};
@@ -117,8 +119,23 @@ pub async fn replay(
         let invocation = Invocation {
             id: format!("replay-{}", i + 1),
             execution,
+            trigger: "replay",
         };
         let result = pipeline.handle(event, &invocation, &log).await;
+        all_ok &= print_outcome(&log, result, execution, out)?;
+    }
+    Ok(all_ok)
+}
+
+/// Prints one handled event: its log lines, the decision, and the request (dry runs).
+fn print_outcome(
+    log: &InvocationLog,
+    result: Result<crate::pipeline::Handled, crate::pipeline::PipelineError>,
+    execution: Execution,
+    out: &mut dyn Write,
+) -> std::io::Result<bool> {
+    let mut all_ok = true;
+    {
         for line in log.lines() {
             writeln!(out, "  {line}")?;
         }
@@ -151,6 +168,90 @@ pub async fn replay(
                 writeln!(out, "FAILED: {error}")?;
             }
         }
+    }
+    Ok(all_ok)
+}
+
+/// `evaluate`: reads each model version from ARM (tags, properties, registration time), builds
+/// the event Azure ML would have sent, and runs it through the pipeline, recorded as manually
+/// triggered. Returns whether every version was handled.
+pub async fn evaluate(
+    pipeline: &Pipeline,
+    arm: &ArmClient,
+    workspace: &WorkspaceId,
+    targets: &[String],
+    execution: Execution,
+    ledger_for_dry_run: Option<&Ledger>,
+    out: &mut dyn Write,
+) -> std::io::Result<bool> {
+    let mut all_ok = true;
+    for target in targets {
+        writeln!(out, "── {target} ──")?;
+        let Some((name, version)) = target.rsplit_once(':') else {
+            writeln!(out, "FAILED: {target:?} is not MODEL:VERSION")?;
+            all_ok = false;
+            continue;
+        };
+        let model = match arm.model_version(workspace, name, version).await {
+            Ok(model) => model,
+            Err(e) => {
+                writeln!(
+                    out,
+                    "FAILED: cannot read model {name} version {version} from {workspace}: {e}"
+                )?;
+                all_ok = false;
+                continue;
+            }
+        };
+        if let Some(ledger) = ledger_for_dry_run {
+            let key = crate::ledger::record_key(workspace.as_ref(), name, version);
+            match ledger.load(&key).await {
+                Ok(Some((record, _))) => writeln!(
+                    out,
+                    "  the ledger has this version as {} ({}); --execute would {}",
+                    record.state,
+                    record.last_outcome(),
+                    if record.state.open_to_action() {
+                        "act on it"
+                    } else {
+                        "report it as already handled"
+                    }
+                )?,
+                Ok(None) => writeln!(out, "  the ledger has no record of this version yet")?,
+                Err(e) => writeln!(out, "  (the ledger could not be read: {e})")?,
+            }
+        }
+        let event_time = model
+            .created_at
+            .clone()
+            .unwrap_or_else(|| rfc3339(time::OffsetDateTime::now_utc()));
+        let event = serde_json::json!({
+            "id": format!("evaluate-{}", uuid::Uuid::new_v4()),
+            "topic": workspace.as_ref(),
+            "subject": format!("models/{name}:{version}"),
+            "eventType": crate::event::MODEL_REGISTERED,
+            "eventTime": event_time,
+            "data": {
+                "modelName": name,
+                "modelVersion": version,
+                "modelTags": model.tags,
+                "modelProperties": model.properties,
+            },
+            "dataVersion": "2",
+            "metadataVersion": "1",
+        });
+        let log = InvocationLog::new();
+        log.info(format!(
+            "manually triggered: model {name} version {version} read from {}",
+            model.id
+        ));
+        let invocation = Invocation {
+            id: "evaluate".into(),
+            execution,
+            trigger: "manual",
+        };
+        let result = pipeline.handle(&event, &invocation, &log).await;
+        all_ok &= print_outcome(&log, result, execution, out)?;
     }
     Ok(all_ok)
 }

@@ -15,10 +15,11 @@
 //! 8. [`pipeline`]: steps 3–7 for one event, shared by the handler and `replay`.
 //! 9. [`reconcile`]: the timer's pass over the ledger's outbox (retries, takeovers, giving up).
 //!
-//! Around them: [`settings`] (environment read once), [`logs`] (per-invocation lines),
+//! Around them: [`azure`] (clouds, credentials, the ARM client), [`settings`] (environment read once), [`logs`] (per-invocation lines),
 //! [`telemetry`] (tracing output) and [`commands`] (`replay`, `check-config`, `status`).
 
 pub mod actions;
+pub mod azure;
 pub mod commands;
 pub mod config;
 pub mod dispatch;

@@ -38,6 +38,22 @@ enum Command {
         #[arg(long)]
         execute: bool,
     },
+    /// Read model versions from Azure ML and run them through the pipeline, as if just
+    /// registered; a dry run unless --execute (then recorded as manually triggered).
+    Evaluate {
+        /// One or more MODEL:VERSION.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Act and record, instead of only showing the decision.
+        #[arg(long)]
+        execute: bool,
+        /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Workspace ARM id (default: the config's `workspace`).
+        #[arg(long)]
+        workspace: Option<String>,
+    },
     /// Validate the config file and print every problem.
     CheckConfig {
         /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
@@ -88,6 +104,12 @@ fn main() -> ExitCode {
                 limit,
                 storage,
             } => status(settings, target, json, limit, storage).await,
+            Command::Evaluate {
+                targets,
+                execute,
+                config,
+                workspace,
+            } => evaluate(settings, targets, execute, config, workspace).await,
             Command::CheckConfig { config } => {
                 let path = config.unwrap_or_else(|| settings.config_path.clone());
                 let ok = commands::check_config(&path, &mut std::io::stdout())?;
@@ -190,6 +212,66 @@ async fn status(
     )
     .await
     .context("failed to read the ledger")?;
+    Ok(ok)
+}
+
+async fn evaluate(
+    settings: Settings,
+    targets: Vec<String>,
+    execute: bool,
+    config: Option<PathBuf>,
+    workspace: Option<String>,
+) -> anyhow::Result<bool> {
+    telemetry::init(settings.log_format, Sink::Stderr, "warn");
+    let config_path = config.unwrap_or_else(|| settings.config_path.clone());
+    let workspace = match workspace {
+        Some(ws) => ws,
+        None => aml_autodeploy::config::Config::load(&config_path)
+            .ok()
+            .and_then(|c| c.workspace.map(|w| w.to_string()))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "evaluate needs the workspace: pass --workspace /subscriptions/…/workspaces/NAME or set `workspace:` in {}",
+                    config_path.display()
+                )
+            })?,
+    };
+    let workspace = aml_autodeploy::event::WorkspaceId::parse(&workspace)
+        .map_err(|e| anyhow::anyhow!("--workspace {e}"))?;
+    let credential = settings
+        .credential
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "Azure credential: {} · ARM: {} (api-version {})",
+        credential.kind().as_str(),
+        settings.arm.endpoint,
+        settings.arm.api_version
+    );
+    let arm = aml_autodeploy::azure::arm::ArmClient::new(&settings.arm, credential)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (execution, choice) = if execute {
+        (Execution::Send, LedgerChoice::Configured)
+    } else {
+        (Execution::DryRun, LedgerChoice::Scratch)
+    };
+    let pipeline = build_pipeline(&settings, &config_path, choice);
+    // A dry run reads (never writes) the app's ledger to say what --execute would find.
+    let ledger = if execute {
+        None
+    } else {
+        open_ledger(&settings).ok()
+    };
+    let ok = commands::evaluate(
+        &pipeline,
+        &arm,
+        &workspace,
+        &targets,
+        execution,
+        ledger.as_ref(),
+        &mut std::io::stdout(),
+    )
+    .await?;
     Ok(ok)
 }
 

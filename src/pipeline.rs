@@ -26,13 +26,16 @@ pub enum Execution {
     DryRun,
 }
 
-/// Who is asking: the invocation id (for logs and the record) and whether to send.
+/// Who is asking: the invocation id (for logs and the record), whether to send, and what
+/// triggered it.
 #[derive(Debug, Clone)]
 pub struct Invocation {
     /// `X-Azure-Functions-InvocationId`, or a label such as `replay`.
     pub id: String,
     /// Send or dry run.
     pub execution: Execution,
+    /// `event` (Event Grid), `replay` or `manual` (`evaluate`): recorded on the attempt.
+    pub trigger: &'static str,
 }
 
 /// Why an event could not be handled. Each answers the invocation with a non-2xx, so Event Grid
@@ -397,7 +400,13 @@ impl Pipeline {
         }
 
         let attempt_id = uuid::Uuid::new_v4().to_string();
-        claim(&mut record, &attempt_id, "event", event.id.as_ref(), now);
+        claim(
+            &mut record,
+            &attempt_id,
+            invocation.trigger,
+            event.id.as_ref(),
+            now,
+        );
         let claim_due = after(now, self.ledger.options.claim_timeout);
         // The takeover marker goes first: if this process dies after claiming, Reconcile finds it.
         self.ledger.schedule(&record.key, claim_due).await?;
@@ -529,7 +538,13 @@ impl Pipeline {
                 existing.rule = fresh.rule.clone();
                 existing.action = fresh.action.clone();
                 existing.reasons.extend(fresh.reasons.iter().cloned());
-                claim(&mut existing, attempt_id, "event", event.id.as_ref(), now);
+                claim(
+                    &mut existing,
+                    attempt_id,
+                    invocation.trigger,
+                    event.id.as_ref(),
+                    now,
+                );
                 match self.ledger.save(&existing, &etag).await {
                     Ok(new_etag) => return Ok(Some((existing, new_etag))),
                     Err(StoreError::Conflict) => {}

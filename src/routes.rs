@@ -78,6 +78,7 @@ async fn model_registered(
                     &Invocation {
                         id: invocation_id.clone(),
                         execution: Execution::Send,
+                        trigger: "event",
                     },
                     &log,
                 )

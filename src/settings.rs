@@ -70,6 +70,11 @@ pub struct Settings {
     pub container: String,
     /// `AUTODEPLOY_CLAIM_TIMEOUT_SECS`, `AUTODEPLOY_RETRY_FIRST_DELAY_SECS`, `AUTODEPLOY_GIVE_UP_AFTER`.
     pub ledger: crate::ledger::LedgerOptions,
+    /// `AUTODEPLOY_CLOUD`, `AUTODEPLOY_ARM_ENDPOINT`, `AUTODEPLOY_ARM_API_VERSION`.
+    pub arm: crate::azure::arm::ArmSettings,
+    /// The process's Azure credential (`AUTODEPLOY_CREDENTIAL` or the documented order), or why
+    /// it could not be created. Built once: its token cache is what keeps us to one token per hour.
+    pub credential: Result<std::sync::Arc<crate::azure::CachedCredential>, String>,
     /// Problems found while reading settings; each fails every invocation until fixed.
     pub problems: Vec<String>,
 }
@@ -217,7 +222,28 @@ impl Settings {
                 "AUTODEPLOY_CONTAINER {container:?} is not a valid blob container name (3-63 lowercase letters, digits and single hyphens)"
             ));
         }
-        let storage = crate::ledger::connection::StorageTarget::from_env(env);
+        let cloud = match env.get("AUTODEPLOY_CLOUD") {
+            None => crate::azure::Cloud::Public,
+            Some(raw) => crate::azure::Cloud::parse(&raw).unwrap_or_else(|e| {
+                problems.push(e);
+                crate::azure::Cloud::Public
+            }),
+        };
+        let arm = crate::azure::arm::ArmSettings {
+            cloud,
+            endpoint: env
+                .get("AUTODEPLOY_ARM_ENDPOINT")
+                .map(|e| e.trim().trim_end_matches('/').to_string())
+                .unwrap_or_else(|| cloud.arm_endpoint().to_string()),
+            api_version: env
+                .get("AUTODEPLOY_ARM_API_VERSION")
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| crate::azure::arm::DEFAULT_API_VERSION.to_string()),
+            budget: retry_budget,
+        };
+        let credential = crate::azure::CredentialKind::select(env)
+            .and_then(|kind| crate::azure::build_credential(kind, env, cloud));
+        let storage = crate::ledger::connection::StorageTarget::from_env(env, cloud);
 
         Settings {
             port,
@@ -229,6 +255,8 @@ impl Settings {
             storage,
             container,
             ledger,
+            arm,
+            credential,
             problems,
         }
     }

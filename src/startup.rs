@@ -28,7 +28,15 @@ pub enum LedgerChoice {
 /// The ledger the settings name, or why it cannot be opened.
 pub fn open_ledger(settings: &Settings) -> Result<Ledger, String> {
     let target = settings.storage.clone()?;
-    let store = target.open(&settings.container, managed_identity)?;
+    // The Functions convention: `__clientId` names a user-assigned managed identity; otherwise
+    // the process credential (managed identity on Azure, the CLI on a laptop).
+    let store = target.open(&settings.container, |client_id| match client_id {
+        Some(id) => managed_identity(Some(id)),
+        None => settings
+            .credential
+            .clone()
+            .map(|c| c as Arc<dyn azure_core::credentials::TokenCredential>),
+    })?;
     Ok(Ledger::new(store, settings.ledger))
 }
 

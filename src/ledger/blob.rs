@@ -28,6 +28,23 @@ use super::store::{ETag, Store, StoreError};
 
 /// Longest single storage request: the ledger sits on the invocation's critical path.
 const STORAGE_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest storage operation, retries and token acquisition included.
+const STORAGE_OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Bounds an operation: a token endpoint or an account that never answers must not hold the
+/// invocation (Event Grid stops waiting after 30 s).
+async fn bounded<T>(
+    operation: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(STORAGE_OPERATION_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer from storage within {}s",
+                STORAGE_OPERATION_TIMEOUT.as_secs()
+            )))
+        })
+}
 
 /// Signs requests with an account key (Shared Key authorization, service version 2015-02-21+).
 pub struct SharedKeyPolicy {
@@ -242,17 +259,8 @@ fn etag_of(etag: Option<&azure_core::http::Etag>) -> ETag {
     ETag(etag.map(|e| e.to_string()).unwrap_or_default())
 }
 
-#[async_trait::async_trait]
-impl Store for BlobStore {
-    fn describe(&self) -> String {
-        self.description.clone()
-    }
-
-    fn is_durable(&self) -> bool {
-        true
-    }
-
-    async fn create(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
+impl BlobStore {
+    async fn create_unbounded(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
         self.ready().await?;
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some("application/json".into()),
@@ -273,7 +281,7 @@ impl Store for BlobStore {
         }
     }
 
-    async fn read(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
+    async fn read_unbounded(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
         self.ready().await?;
         let options = BlobClientDownloadOptions {
             parallel: std::num::NonZero::new(1),
@@ -295,7 +303,12 @@ impl Store for BlobStore {
         }
     }
 
-    async fn replace(&self, name: &str, body: Vec<u8>, etag: &ETag) -> Result<ETag, StoreError> {
+    async fn replace_unbounded(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        etag: &ETag,
+    ) -> Result<ETag, StoreError> {
         self.ready().await?;
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some("application/json".into()),
@@ -323,7 +336,7 @@ impl Store for BlobStore {
         }
     }
 
-    async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
+    async fn put_unbounded(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
         self.ready().await?;
         self.container
             .blob_client(name)
@@ -333,7 +346,7 @@ impl Store for BlobStore {
             .map_err(|e| unavailable(&e))
     }
 
-    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+    async fn delete_unbounded(&self, name: &str) -> Result<(), StoreError> {
         self.ready().await?;
         match self.container.blob_client(name).delete(None).await {
             Ok(_) => Ok(()),
@@ -342,7 +355,7 @@ impl Store for BlobStore {
         }
     }
 
-    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn list_unbounded(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         self.ready().await?;
         let options = BlobContainerClientListBlobsOptions {
             prefix: Some(prefix.to_string()),
@@ -366,6 +379,41 @@ impl Store for BlobStore {
             }
         }
         Ok(names)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for BlobStore {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    async fn create(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
+        bounded(self.create_unbounded(name, body)).await
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
+        bounded(self.read_unbounded(name)).await
+    }
+
+    async fn replace(&self, name: &str, body: Vec<u8>, etag: &ETag) -> Result<ETag, StoreError> {
+        bounded(self.replace_unbounded(name, body, etag)).await
+    }
+
+    async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        bounded(self.put_unbounded(name, body)).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        bounded(self.delete_unbounded(name)).await
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        bounded(self.list_unbounded(prefix, limit)).await
     }
 }
 

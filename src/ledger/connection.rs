@@ -78,7 +78,7 @@ impl StorageTarget {
     }
 
     /// Reads the storage settings.
-    pub fn from_env(env: &dyn Env) -> Result<StorageTarget, String> {
+    pub fn from_env(env: &dyn Env, cloud: crate::azure::Cloud) -> Result<StorageTarget, String> {
         for prefix in ["AUTODEPLOY_STORAGE", "AzureWebJobsStorage"] {
             if let Some(value) = read_secret(env, prefix)? {
                 if value.expose_secret().trim().eq_ignore_ascii_case("memory") {
@@ -86,7 +86,7 @@ impl StorageTarget {
                 }
                 return parse_connection_string(value.expose_secret(), prefix);
             }
-            if let Some(target) = identity_from_env(env, prefix)? {
+            if let Some(target) = identity_from_env(env, prefix, cloud)? {
                 return Ok(target);
             }
         }
@@ -144,17 +144,23 @@ pub fn managed_identity(
     Ok(credential)
 }
 
-fn identity_from_env(env: &dyn Env, prefix: &str) -> Result<Option<StorageTarget>, String> {
+fn identity_from_env(
+    env: &dyn Env,
+    prefix: &str,
+    cloud: crate::azure::Cloud,
+) -> Result<Option<StorageTarget>, String> {
     let uri = env.get(&format!("{prefix}__blobServiceUri"));
     let account = env.get(&format!("{prefix}__accountName"));
     let endpoint = match (uri, account) {
         (Some(uri), _) => {
             Url::parse(uri.trim()).map_err(|_| format!("{prefix}__blobServiceUri is not a URL"))?
         }
-        (None, Some(account)) => {
-            Url::parse(&format!("https://{}.blob.core.windows.net", account.trim()))
-                .map_err(|_| format!("{prefix}__accountName is not a storage account name"))?
-        }
+        (None, Some(account)) => Url::parse(&format!(
+            "https://{}.blob.{}",
+            account.trim(),
+            cloud.storage_suffix()
+        ))
+        .map_err(|_| format!("{prefix}__accountName is not a storage account name"))?,
         (None, None) => return Ok(None),
     };
     if endpoint.scheme() != "https" {
@@ -246,10 +252,10 @@ mod tests {
 
     #[test]
     fn development_storage_points_at_azurite() {
-        let t = StorageTarget::from_env(&env(&[(
-            "AzureWebJobsStorage",
-            "UseDevelopmentStorage=true",
-        )]))
+        let t = StorageTarget::from_env(
+            &env(&[("AzureWebJobsStorage", "UseDevelopmentStorage=true")]),
+            crate::azure::Cloud::Public,
+        )
         .unwrap();
         match t {
             StorageTarget::SharedKey {
@@ -264,10 +270,13 @@ mod tests {
 
     #[test]
     fn autodeploy_storage_wins_over_the_function_app_storage() {
-        let t = StorageTarget::from_env(&env(&[
-            ("AUTODEPLOY_STORAGE", "memory"),
-            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
-        ]))
+        let t = StorageTarget::from_env(
+            &env(&[
+                ("AUTODEPLOY_STORAGE", "memory"),
+                ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+            ]),
+            crate::azure::Cloud::Public,
+        )
         .unwrap();
         assert!(matches!(t, StorageTarget::Memory { defaulted: false }));
     }
@@ -320,11 +329,14 @@ mod tests {
 
     #[test]
     fn identity_based_connections_use_managed_identity() {
-        let t = StorageTarget::from_env(&env(&[
-            ("AzureWebJobsStorage__accountName", "prodledger"),
-            ("AzureWebJobsStorage__credential", "managedidentity"),
-            ("AzureWebJobsStorage__clientId", "1111-2222"),
-        ]))
+        let t = StorageTarget::from_env(
+            &env(&[
+                ("AzureWebJobsStorage__accountName", "prodledger"),
+                ("AzureWebJobsStorage__credential", "managedidentity"),
+                ("AzureWebJobsStorage__clientId", "1111-2222"),
+            ]),
+            crate::azure::Cloud::Public,
+        )
         .unwrap();
         match &t {
             StorageTarget::Identity {
@@ -358,10 +370,13 @@ mod tests {
 
     #[test]
     fn identity_based_connections_refuse_plain_http() {
-        let err = StorageTarget::from_env(&env(&[(
-            "AzureWebJobsStorage__blobServiceUri",
-            "http://127.0.0.1:10000/x",
-        )]))
+        let err = StorageTarget::from_env(
+            &env(&[(
+                "AzureWebJobsStorage__blobServiceUri",
+                "http://127.0.0.1:10000/x",
+            )]),
+            crate::azure::Cloud::Public,
+        )
         .unwrap_err();
         assert!(err.contains("https"), "{err}");
     }

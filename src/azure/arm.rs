@@ -1,0 +1,786 @@
+//! A small Azure Resource Manager client for `Microsoft.MachineLearningServices`.
+//!
+//! Built on our own `reqwest` client with an injected `TokenCredential` rather than on
+//! `azure_core`'s pipeline: its bearer-token policy refuses plain http, which the loopback fakes
+//! in tests need, and we want exact control of which hosts ever see a token. Long-running
+//! operations follow `Azure-AsyncOperation` (PUT) or `Location` (DELETE, 202), honour `Retry-After`,
+//! and surface the operation's `error` verbatim.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use azure_core::credentials::TokenCredential;
+use reqwest::{Method, StatusCode, Url};
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+use thiserror::Error;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::Cloud;
+use crate::event::WorkspaceId;
+
+/// The pinned `Microsoft.MachineLearningServices` API version (`AUTODEPLOY_ARM_API_VERSION`
+/// overrides it).
+pub const DEFAULT_API_VERSION: &str = "2025-12-01";
+/// Poll interval when the service gives no `Retry-After`.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+const PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// Where ARM is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct ArmSettings {
+    /// The cloud (token scope, Azure ML host suffix).
+    pub cloud: Cloud,
+    /// ARM endpoint (`AUTODEPLOY_ARM_ENDPOINT`, default the cloud's).
+    pub endpoint: String,
+    /// `api-version` for Microsoft.MachineLearningServices.
+    pub api_version: String,
+    /// Total retry time per request.
+    pub budget: Duration,
+}
+
+/// Why an ARM call failed.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum ArmError {
+    /// No token could be had.
+    #[error("Azure credential: {0}")]
+    Credential(String),
+    /// ARM answered with an error (after retries for 429/5xx).
+    #[error("ARM {method} {path}: HTTP {status}: {code}: {message}")]
+    Http {
+        /// Method.
+        method: String,
+        /// URL path (no query, no host).
+        path: String,
+        /// Status.
+        status: u16,
+        /// ARM's `error.code`.
+        code: String,
+        /// ARM's `error.message`, verbatim.
+        message: String,
+    },
+    /// A long-running operation ended `Failed` or `Canceled`.
+    #[error("ARM operation {status}: {code}: {message}")]
+    OperationFailed {
+        /// `Failed` or `Canceled`.
+        status: String,
+        /// The operation's `error.code`.
+        code: String,
+        /// The operation's `error.message`, verbatim.
+        message: String,
+    },
+    /// A URL from a response points at a host that must not receive our token.
+    #[error(
+        "refused to follow {0}: its host is not ARM or the cloud's Azure ML host, so no token is sent there"
+    )]
+    ForeignUrl(String),
+    /// ARM could not be reached, or kept failing, within the budget.
+    #[error("ARM unavailable: {0}")]
+    Unavailable(String),
+    /// A long-running operation did not finish in the time allowed.
+    #[error("ARM operation still running after {0:?}")]
+    StillRunning(Duration),
+}
+
+impl ArmError {
+    /// Whether trying again later can succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ArmError::Unavailable(_) | ArmError::StillRunning(_) => true,
+            ArmError::Http { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Whether ARM said the resource does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ArmError::Http { status: 404, .. })
+    }
+}
+
+/// A long-running operation in progress, or its result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// Finished: the resource (PUT) or nothing (DELETE).
+    Done(Option<Value>),
+    /// Still running.
+    Pending {
+        /// Where to poll.
+        poll_url: Url,
+        /// `Azure-AsyncOperation` (status body) or `Location` (202 until done).
+        via_location: bool,
+        /// What to GET when done (PUT: the resource itself).
+        final_url: Option<Url>,
+        /// How long the service asked us to wait.
+        retry_after: Duration,
+    },
+}
+
+/// The parts of a workspace we use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workspace {
+    /// ARM id.
+    pub id: String,
+    /// Region.
+    pub location: String,
+    /// `properties.mlFlowTrackingUri`, when present.
+    pub mlflow_tracking_uri: Option<String>,
+}
+
+/// The parts of a model version we use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelVersion {
+    /// ARM id.
+    pub id: String,
+    /// `properties.tags`.
+    pub tags: Map<String, Value>,
+    /// `properties.properties`.
+    pub properties: Map<String, Value>,
+    /// `properties.jobName`: the training job (MLflow run) that produced it.
+    pub job_name: Option<String>,
+    /// `systemData.createdAt`: when it was registered.
+    pub created_at: Option<String>,
+}
+
+/// An online endpoint's scoring keys. `Debug` is redacted.
+pub struct EndpointKeys {
+    /// `primaryKey`.
+    pub primary: SecretString,
+    /// `secondaryKey`.
+    pub secondary: SecretString,
+}
+
+impl std::fmt::Debug for EndpointKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndpointKeys(<redacted>)")
+    }
+}
+
+/// The ARM client. One per process.
+pub struct ArmClient {
+    endpoint: Url,
+    api_version: String,
+    scope: String,
+    aml_suffix: String,
+    budget: Duration,
+    credential: Arc<dyn TokenCredential>,
+    http: OnceLock<reqwest::Client>,
+}
+
+impl std::fmt::Debug for ArmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClient")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("api_version", &self.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl ArmClient {
+    /// A client for `settings` using `credential`.
+    pub fn new(
+        settings: &ArmSettings,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Result<Self, String> {
+        let endpoint = Url::parse(settings.endpoint.trim_end_matches('/')).map_err(|_| {
+            format!(
+                "AUTODEPLOY_ARM_ENDPOINT is not a URL: {:?}",
+                settings.endpoint
+            )
+        })?;
+        Ok(Self {
+            endpoint,
+            api_version: settings.api_version.clone(),
+            scope: settings.cloud.arm_scope(),
+            aml_suffix: settings.cloud.azureml_host_suffix().to_string(),
+            budget: settings.budget,
+            credential,
+            http: OnceLock::new(),
+        })
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                // Never follow redirects: a redirect could carry the token elsewhere.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
+    }
+
+    /// Whether `url` may receive our token: the ARM endpoint itself, or (https only) the cloud's
+    /// regional Azure ML hosts (MLflow).
+    pub fn may_receive_token(&self, url: &Url) -> bool {
+        let same_origin = url.scheme() == self.endpoint.scheme()
+            && url.host_str() == self.endpoint.host_str()
+            && url.port_or_known_default() == self.endpoint.port_or_known_default();
+        let azureml = url.scheme() == "https"
+            && url.host_str().is_some_and(|h| {
+                h.to_ascii_lowercase()
+                    .ends_with(&format!(".{}", self.aml_suffix))
+            });
+        same_origin || azureml
+    }
+
+    /// The full URL of an ARM resource id (or id plus action), with `api-version`.
+    pub fn resource_url(&self, id: &str) -> Result<Url, ArmError> {
+        let mut url = self.endpoint.clone();
+        let base = self.endpoint.path().trim_end_matches('/');
+        url.set_path(&format!("{base}/{}", id.trim_start_matches('/')));
+        url.query_pairs_mut()
+            .append_pair("api-version", &self.api_version);
+        Ok(url)
+    }
+
+    async fn token(&self, scope: &str, deadline: Instant) -> Result<String, ArmError> {
+        // Bounded: an unreachable token endpoint must not hold the invocation past its budget.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, self.credential.get_token(&[scope], None)).await {
+            Ok(Ok(token)) => Ok(token.token.secret().to_string()),
+            Ok(Err(e)) => Err(ArmError::Credential(first_line(&e.to_string()))),
+            Err(_) => Err(ArmError::Credential(format!(
+                "no token for {scope} within the {:.0}s budget (is the token endpoint reachable?)",
+                self.budget.as_secs_f32()
+            ))),
+        }
+    }
+
+    /// One request, retried on 429/5xx/transport errors inside the budget. Non-2xx final answers
+    /// become [`ArmError::Http`] except 202/404 handling left to the caller via `accept`.
+    async fn request(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        scope: &str,
+        accept: &[u16],
+    ) -> Result<Reply, ArmError> {
+        if !self.may_receive_token(&url) {
+            return Err(ArmError::ForeignUrl(redact_query(&url)));
+        }
+        let deadline = Instant::now() + self.budget;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let token = self.token(scope, deadline).await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut request = self
+                .http()
+                .request(method.clone(), url.clone())
+                .bearer_auth(token)
+                .header("accept", "application/json")
+                .header(
+                    "user-agent",
+                    concat!("aml-autodeploy/", env!("CARGO_PKG_VERSION")),
+                )
+                .timeout(remaining.clamp(Duration::from_millis(100), PER_REQUEST_TIMEOUT));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let (wait, why) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    let body: Value = if bytes.is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                            Value::String(
+                                String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                            )
+                        })
+                    };
+                    if status.is_success() || accept.contains(&status.as_u16()) {
+                        return Ok(Reply {
+                            status,
+                            headers,
+                            body,
+                        });
+                    }
+                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                        (
+                            retry_after(&headers).unwrap_or_else(|| backoff(attempt)),
+                            format!("HTTP {}", status.as_u16()),
+                        )
+                    } else {
+                        return Err(http_error(&method, &url, status, &body));
+                    }
+                }
+                Err(e) => (
+                    backoff(attempt),
+                    if e.is_timeout() {
+                        "a timeout".into()
+                    } else {
+                        "a connection error".into()
+                    },
+                ),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if wait >= remaining {
+                return Err(ArmError::Unavailable(format!(
+                    "{method} {} failed with {why} on attempt {attempt}; no time left in the {:.0}s budget",
+                    url.path(),
+                    self.budget.as_secs_f32()
+                )));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// GETs a resource.
+    pub async fn get(&self, id: &str) -> Result<Value, ArmError> {
+        let url = self.resource_url(id)?;
+        Ok(self
+            .request(Method::GET, url, None, &self.scope, &[])
+            .await?
+            .body)
+    }
+
+    /// GETs a resource; `None` when it does not exist.
+    pub async fn get_optional(&self, id: &str) -> Result<Option<Value>, ArmError> {
+        match self.get(id).await {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// POSTs an action (e.g. `…/listKeys`).
+    pub async fn post(&self, id_and_action: &str, body: Option<&Value>) -> Result<Value, ArmError> {
+        let url = self.resource_url(id_and_action)?;
+        Ok(self
+            .request(Method::POST, url, body, &self.scope, &[])
+            .await?
+            .body)
+    }
+
+    /// GETs a URL on an Azure ML regional host (e.g. MLflow), with an ARM-audience token.
+    pub async fn get_azureml(&self, url: Url) -> Result<Value, ArmError> {
+        Ok(self
+            .request(Method::GET, url, None, &self.scope, &[])
+            .await?
+            .body)
+    }
+
+    /// Starts a PUT (create or update).
+    pub async fn begin_put(&self, id: &str, body: &Value) -> Result<Operation, ArmError> {
+        let url = self.resource_url(id)?;
+        let reply = self
+            .request(Method::PUT, url.clone(), Some(body), &self.scope, &[])
+            .await?;
+        self.operation_from(reply, Some(url))
+    }
+
+    /// Starts a DELETE. A resource already gone counts as done.
+    pub async fn begin_delete(&self, id: &str) -> Result<Operation, ArmError> {
+        let url = self.resource_url(id)?;
+        let reply = self
+            .request(Method::DELETE, url, None, &self.scope, &[404])
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(Operation::Done(None));
+        }
+        self.operation_from(reply, None)
+    }
+
+    fn operation_from(&self, reply: Reply, final_url: Option<Url>) -> Result<Operation, ArmError> {
+        let header_url = |name: &str| {
+            reply
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| Url::parse(s).ok())
+        };
+        let retry_after = retry_after(&reply.headers).unwrap_or(DEFAULT_POLL_INTERVAL);
+        if let Some(poll_url) = header_url("azure-asyncoperation") {
+            self.check(&poll_url)?;
+            return Ok(Operation::Pending {
+                poll_url,
+                via_location: false,
+                final_url,
+                retry_after,
+            });
+        }
+        if reply.status == StatusCode::ACCEPTED
+            && let Some(poll_url) = header_url("location")
+        {
+            self.check(&poll_url)?;
+            return Ok(Operation::Pending {
+                poll_url,
+                via_location: true,
+                final_url,
+                retry_after,
+            });
+        }
+        Ok(Operation::Done(match reply.body {
+            Value::Null => None,
+            body => Some(body),
+        }))
+    }
+
+    fn check(&self, url: &Url) -> Result<(), ArmError> {
+        if self.may_receive_token(url) {
+            Ok(())
+        } else {
+            Err(ArmError::ForeignUrl(redact_query(url)))
+        }
+    }
+
+    /// One poll of a pending operation.
+    pub async fn poll(&self, operation: &Operation) -> Result<Operation, ArmError> {
+        let Operation::Pending {
+            poll_url,
+            via_location,
+            final_url,
+            ..
+        } = operation
+        else {
+            return Ok(operation.clone());
+        };
+        let reply = self
+            .request(Method::GET, poll_url.clone(), None, &self.scope, &[])
+            .await?;
+        let retry_after = retry_after(&reply.headers).unwrap_or(DEFAULT_POLL_INTERVAL);
+        if *via_location {
+            if reply.status == StatusCode::ACCEPTED {
+                return Ok(Operation::Pending {
+                    poll_url: poll_url.clone(),
+                    via_location: true,
+                    final_url: final_url.clone(),
+                    retry_after,
+                });
+            }
+            return Ok(Operation::Done(match reply.body {
+                Value::Null => None,
+                body => Some(body),
+            }));
+        }
+        let status = reply.body["status"]
+            .as_str()
+            .unwrap_or("InProgress")
+            .to_string();
+        match status.as_str() {
+            "Succeeded" => match final_url {
+                Some(url) => {
+                    let done = self
+                        .request(Method::GET, url.clone(), None, &self.scope, &[])
+                        .await?;
+                    Ok(Operation::Done(Some(done.body)))
+                }
+                None => Ok(Operation::Done(None)),
+            },
+            "Failed" | "Canceled" | "Cancelled" => Err(ArmError::OperationFailed {
+                status,
+                code: reply.body["error"]["code"]
+                    .as_str()
+                    .unwrap_or("Unknown")
+                    .to_string(),
+                message: reply.body["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            }),
+            _ => Ok(Operation::Pending {
+                poll_url: poll_url.clone(),
+                via_location: false,
+                final_url: final_url.clone(),
+                retry_after,
+            }),
+        }
+    }
+
+    /// Polls until done, waiting as the service asks, for at most `max_wait`.
+    pub async fn wait(
+        &self,
+        mut operation: Operation,
+        max_wait: Duration,
+    ) -> Result<Option<Value>, ArmError> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            match &operation {
+                Operation::Done(value) => return Ok(value.clone()),
+                Operation::Pending { retry_after, .. } => {
+                    if Instant::now() + *retry_after > deadline {
+                        return Err(ArmError::StillRunning(max_wait));
+                    }
+                    tokio::time::sleep(*retry_after).await;
+                    operation = self.poll(&operation).await?;
+                }
+            }
+        }
+    }
+
+    /// The workspace.
+    pub async fn workspace(&self, workspace: &WorkspaceId) -> Result<Workspace, ArmError> {
+        let value = self.get(workspace.as_ref()).await?;
+        Ok(Workspace {
+            id: value["id"]
+                .as_str()
+                .unwrap_or(workspace.as_ref())
+                .to_string(),
+            location: value["location"].as_str().unwrap_or_default().to_string(),
+            mlflow_tracking_uri: value["properties"]["mlFlowTrackingUri"]
+                .as_str()
+                .map(str::to_string),
+        })
+    }
+
+    /// A model version.
+    pub async fn model_version(
+        &self,
+        workspace: &WorkspaceId,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelVersion, ArmError> {
+        let id = format!(
+            "{}/models/{name}/versions/{version}",
+            workspace.as_ref().trim_end_matches('/')
+        );
+        let value = self.get(&id).await?;
+        let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
+        Ok(ModelVersion {
+            id: value["id"].as_str().unwrap_or(&id).to_string(),
+            tags: object(&value["properties"]["tags"]),
+            properties: object(&value["properties"]["properties"]),
+            job_name: value["properties"]["jobName"].as_str().map(str::to_string),
+            created_at: value["systemData"]["createdAt"]
+                .as_str()
+                .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
+                .map(str::to_string),
+        })
+    }
+
+    /// The ARM id of an online endpoint.
+    pub fn online_endpoint_id(workspace: &WorkspaceId, endpoint: &str) -> String {
+        format!(
+            "{}/onlineEndpoints/{endpoint}",
+            workspace.as_ref().trim_end_matches('/')
+        )
+    }
+
+    /// An online endpoint, if it exists.
+    pub async fn online_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+    ) -> Result<Option<Value>, ArmError> {
+        self.get_optional(&Self::online_endpoint_id(workspace, endpoint))
+            .await
+    }
+
+    /// Starts creating or updating an online endpoint (traffic changes go through here).
+    pub async fn begin_put_online_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+        body: &Value,
+    ) -> Result<Operation, ArmError> {
+        self.begin_put(&Self::online_endpoint_id(workspace, endpoint), body)
+            .await
+    }
+
+    /// An online deployment, if it exists.
+    pub async fn online_deployment(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+        deployment: &str,
+    ) -> Result<Option<Value>, ArmError> {
+        self.get_optional(&format!(
+            "{}/deployments/{deployment}",
+            Self::online_endpoint_id(workspace, endpoint)
+        ))
+        .await
+    }
+
+    /// Starts creating or updating an online deployment.
+    pub async fn begin_put_online_deployment(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+        deployment: &str,
+        body: &Value,
+    ) -> Result<Operation, ArmError> {
+        self.begin_put(
+            &format!(
+                "{}/deployments/{deployment}",
+                Self::online_endpoint_id(workspace, endpoint)
+            ),
+            body,
+        )
+        .await
+    }
+
+    /// Starts deleting an online deployment.
+    pub async fn begin_delete_online_deployment(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+        deployment: &str,
+    ) -> Result<Operation, ArmError> {
+        self.begin_delete(&format!(
+            "{}/deployments/{deployment}",
+            Self::online_endpoint_id(workspace, endpoint)
+        ))
+        .await
+    }
+
+    /// An endpoint's scoring keys (`listKeys`).
+    pub async fn list_keys(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+    ) -> Result<EndpointKeys, ArmError> {
+        let value = self
+            .post(
+                &format!("{}/listKeys", Self::online_endpoint_id(workspace, endpoint)),
+                None,
+            )
+            .await?;
+        let key =
+            |name: &str| SecretString::from(value[name].as_str().unwrap_or_default().to_string());
+        Ok(EndpointKeys {
+            primary: key("primaryKey"),
+            secondary: key("secondaryKey"),
+        })
+    }
+}
+
+fn http_error(method: &Method, url: &Url, status: StatusCode, body: &Value) -> ArmError {
+    let error = &body["error"];
+    ArmError::Http {
+        method: method.to_string(),
+        path: url.path().to_string(),
+        status: status.as_u16(),
+        code: error["code"].as_str().unwrap_or("Unknown").to_string(),
+        message: error["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| body.as_str().unwrap_or_default().to_string()),
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF)
+}
+
+/// A URL for messages: poll URLs can carry signatures in their query.
+fn redact_query(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.to_string()
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct NoCredential;
+
+    #[async_trait::async_trait]
+    impl TokenCredential for NoCredential {
+        async fn get_token(
+            &self,
+            _: &[&str],
+            _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+            Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                "no",
+            ))
+        }
+    }
+
+    fn client(endpoint: &str, cloud: Cloud) -> ArmClient {
+        ArmClient::new(
+            &ArmSettings {
+                cloud,
+                endpoint: endpoint.into(),
+                api_version: DEFAULT_API_VERSION.into(),
+                budget: Duration::from_secs(1),
+            },
+            Arc::new(NoCredential),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tokens_go_only_to_arm_and_the_clouds_azure_ml_hosts() {
+        let c = client("https://management.azure.com", Cloud::Public);
+        let ok = [
+            "https://management.azure.com/subscriptions/x/operations/1",
+            "https://westeurope.api.azureml.ms/mlflow/v2.0/x",
+        ];
+        let refused = [
+            "https://evil.example.com/operations/1",
+            "http://management.azure.com/x",
+            "https://management.azure.com.evil.example/x",
+            "https://westeurope.api.ml.azure.us/x",
+            "http://westeurope.api.azureml.ms/x",
+        ];
+        for u in ok {
+            assert!(c.may_receive_token(&Url::parse(u).unwrap()), "{u}");
+        }
+        for u in refused {
+            assert!(!c.may_receive_token(&Url::parse(u).unwrap()), "{u}");
+        }
+        let local = client("http://127.0.0.1:4000", Cloud::UsGov);
+        assert!(local.may_receive_token(&Url::parse("http://127.0.0.1:4000/op").unwrap()));
+        assert!(!local.may_receive_token(&Url::parse("http://127.0.0.1:4001/op").unwrap()));
+        assert!(
+            local
+                .may_receive_token(&Url::parse("https://usgovvirginia.api.ml.azure.us/x").unwrap())
+        );
+    }
+
+    #[test]
+    fn resource_urls_carry_the_api_version() {
+        let c = client("http://127.0.0.1:4000/", Cloud::Public);
+        let url = c.resource_url("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:4000/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws?api-version=2025-12-01"
+        );
+    }
+
+    #[test]
+    fn keys_debug_is_redacted() {
+        let keys = EndpointKeys {
+            primary: SecretString::from("k1"),
+            secondary: SecretString::from("k2"),
+        };
+        assert!(!format!("{keys:?}").contains("k1"));
+    }
+}
