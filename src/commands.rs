@@ -29,24 +29,32 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
                 writeln!(out, "  only events from workspace {ws}")?;
             }
             for rule in &config.rules {
-                let RuleAction::Github(github) = &rule.action;
-                let action = match &github.target {
-                    GithubTarget::RepositoryDispatch { event_type } => {
-                        format!(
+                let action = match &rule.action {
+                    RuleAction::Github(github) => match &github.target {
+                        GithubTarget::RepositoryDispatch { event_type } => format!(
                             "repository_dispatch {:?} to {}",
                             event_type.source(),
                             github.repository
-                        )
-                    }
-                    GithubTarget::WorkflowDispatch {
-                        workflow, git_ref, ..
-                    } => {
-                        format!(
+                        ),
+                        GithubTarget::WorkflowDispatch {
+                            workflow, git_ref, ..
+                        } => format!(
                             "workflow_dispatch {workflow} on {} in {}",
                             git_ref.source(),
                             github.repository
-                        )
-                    }
+                        ),
+                    },
+                    RuleAction::AzureMl(azureml) => format!(
+                        "deploy to endpoint {} ({}, {:?}{})",
+                        azureml.endpoint,
+                        azureml.deployment_file.display(),
+                        azureml.rollout.strategy,
+                        if azureml.smoke_test.is_some() {
+                            ", smoke test"
+                        } else {
+                            ""
+                        }
+                    ),
                 };
                 let tags = if rule.tags.is_empty() {
                     String::new()
@@ -306,11 +314,27 @@ fn print_table(records: &[Record], out: &mut dyn Write) -> std::io::Result<()> {
             if outcome.is_empty() {
                 outcome = r.history.last().map(|t| t.note.clone()).unwrap_or_default();
             }
-            if let Some(next) = r.next_attempt_at {
+            if let Some(rollout) = &r.rollout {
+                let traffic = rollout["traffic"]
+                    .as_object()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| {
+                        t.iter()
+                            .map(|(k, v)| format!("{k}={v}%"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_else(|| "unchanged".into());
+                outcome = format!(
+                    "phase {}; traffic {traffic}; next: {}",
+                    rollout["phase"].as_str().unwrap_or("?"),
+                    rollout["next_step"].as_str().unwrap_or("?")
+                );
+            } else if let Some(next) = r.next_attempt_at {
                 outcome = format!("{outcome}; next try {}", rfc3339(next));
             }
-            if outcome.chars().count() > 90 {
-                outcome = outcome.chars().take(89).collect::<String>() + "…";
+            if outcome.chars().count() > 120 {
+                outcome = outcome.chars().take(119).collect::<String>() + "…";
             }
             [
                 r.model.clone(),
@@ -363,4 +387,100 @@ pub enum StatusError {
     /// Writing the output failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// `rollback ENDPOINT`: restores the traffic map from before the last rollout this program
+/// promoted on the endpoint, while its previous deployments are still retained.
+pub async fn rollback(
+    deployer: &crate::deploy::Deployer,
+    workspace: &WorkspaceId,
+    endpoint: &str,
+    out: &mut dyn Write,
+) -> Result<bool, StatusError> {
+    use crate::actions::azureml::rollout::{Phase, RolloutState};
+    let engine = &deployer.engine;
+    let lock = engine.lock(workspace.as_ref(), endpoint).await?;
+    if let Some(active) = &lock.active {
+        writeln!(
+            out,
+            "a rollout is in progress on {endpoint} ({active}); it rolls back by itself if it fails"
+        )?;
+        return Ok(false);
+    }
+    let Some(key) = lock.last_promoted else {
+        writeln!(
+            out,
+            "nothing to roll back on {endpoint}: no rollout of aml-autodeploy was promoted there"
+        )?;
+        return Ok(false);
+    };
+    let Some((mut record, etag)) = deployer.ledger.load(&key).await? else {
+        writeln!(out, "the record {key} is missing")?;
+        return Ok(false);
+    };
+    let Some(mut rollout) = record.rollout.as_ref().and_then(RolloutState::from_value) else {
+        writeln!(out, "{key} has no rollout state")?;
+        return Ok(false);
+    };
+    if rollout.phase != Phase::Retaining {
+        writeln!(
+            out,
+            "cannot roll back {} {} on {endpoint}: it is in phase {} and the previous deployments ({}) are no longer retained",
+            record.model,
+            record.version,
+            rollout.phase.as_str(),
+            rollout
+                .previous_traffic
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        return Ok(false);
+    }
+    writeln!(
+        out,
+        "rolling back {endpoint}: {} {} ({}) → previous traffic {:?}",
+        record.model, record.version, rollout.deployment, rollout.previous_traffic
+    )?;
+    let operation = engine
+        .put_traffic(
+            workspace,
+            endpoint,
+            &rollout.previous_traffic,
+            &rollout.previous_mirror,
+        )
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("restoring traffic: {e}")))?;
+    engine
+        .arm()
+        .wait(operation, std::time::Duration::from_secs(600))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("restoring traffic: {e}")))?;
+    let now = time::OffsetDateTime::now_utc();
+    rollout.traffic = rollout.previous_traffic.clone();
+    rollout.mirror = rollout.previous_mirror.clone();
+    rollout.cleanup.clear();
+    rollout.hold_until = None;
+    rollout.phase = Phase::RolledBack;
+    rollout.failure = Some("rolled back by hand (aml-autodeploy rollback)".into());
+    rollout.next_step = format!(
+        "nothing; {} is kept at 0% for inspection",
+        rollout.deployment
+    );
+    record.rollout = Some(rollout.to_value());
+    record.next_attempt_at = None;
+    record.decision = "rolled_back".into();
+    record.transition(
+        crate::ledger::State::RolledBack,
+        "manual rollback: previous traffic restored",
+        now,
+    );
+    deployer.ledger.save(&record, &etag).await?;
+    writeln!(
+        out,
+        "done: traffic restored; {} recorded as rolled_back",
+        record.key
+    )?;
+    Ok(true)
 }

@@ -22,6 +22,7 @@ pub mod actions;
 pub mod azure;
 pub mod commands;
 pub mod config;
+pub mod deploy;
 pub mod dispatch;
 pub mod event;
 pub mod host;

@@ -54,6 +54,18 @@ enum Command {
         #[arg(long)]
         workspace: Option<String>,
     },
+    /// Restore an endpoint's traffic to what it was before the last rollout (while the previous
+    /// deployments are retained).
+    Rollback {
+        /// The online endpoint.
+        endpoint: String,
+        /// Workspace ARM id (default: from the config rule that deploys to ENDPOINT).
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate the config file and print every problem.
     CheckConfig {
         /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
@@ -110,6 +122,11 @@ fn main() -> ExitCode {
                 config,
                 workspace,
             } => evaluate(settings, targets, execute, config, workspace).await,
+            Command::Rollback {
+                endpoint,
+                workspace,
+                config,
+            } => rollback(settings, endpoint, workspace, config).await,
             Command::CheckConfig { config } => {
                 let path = config.unwrap_or_else(|| settings.config_path.clone());
                 let ok = commands::check_config(&path, &mut std::io::stdout())?;
@@ -272,6 +289,43 @@ async fn evaluate(
         &mut std::io::stdout(),
     )
     .await?;
+    Ok(ok)
+}
+
+async fn rollback(
+    settings: Settings,
+    endpoint: String,
+    workspace: Option<String>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    telemetry::init(settings.log_format, Sink::Stderr, "warn");
+    let config_path = config.unwrap_or_else(|| settings.config_path.clone());
+    let workspace = match workspace {
+        Some(ws) => ws,
+        None => {
+            let config = aml_autodeploy::config::Config::load(&config_path)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            config
+                .rules
+                .iter()
+                .find_map(|rule| match &rule.action {
+                    aml_autodeploy::config::RuleAction::AzureMl(a) if a.endpoint == endpoint => a
+                        .target_workspace
+                        .clone()
+                        .or_else(|| config.workspace.clone())
+                        .map(|w| w.to_string()),
+                    _ => None,
+                })
+                .ok_or_else(|| anyhow::anyhow!("pass --workspace: no rule in {} deploys to {endpoint} with a known workspace", config_path.display()))?
+        }
+    };
+    let workspace = aml_autodeploy::event::WorkspaceId::parse(&workspace)
+        .map_err(|e| anyhow::anyhow!("--workspace {e}"))?;
+    let pipeline = build_pipeline(&settings, &config_path, LedgerChoice::Configured);
+    let deployer = pipeline.deployer().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ok = commands::rollback(deployer, &workspace, &endpoint, &mut std::io::stdout())
+        .await
+        .context("rollback failed")?;
     Ok(ok)
 }
 

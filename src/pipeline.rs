@@ -8,8 +8,10 @@ use thiserror::Error;
 use time::OffsetDateTime;
 use tracing::Span;
 
+use crate::actions::ActionPlan;
 use crate::actions::{Action, ActionError, ActionOutcome, PreparedRequest};
 use crate::config::Config;
+use crate::deploy::Deployer;
 use crate::dispatch::{Dispatcher, Sent};
 use crate::event::{self, Event, EventKind, ModelRegistered};
 use crate::ledger::record::rfc3339;
@@ -68,6 +70,7 @@ pub struct Pipeline {
     facts: Facts,
     action: Arc<dyn Action>,
     ledger: Arc<Ledger>,
+    deployer: Result<Arc<Deployer>, String>,
 }
 
 impl Pipeline {
@@ -77,13 +80,20 @@ impl Pipeline {
         facts: Facts,
         action: Arc<dyn Action>,
         ledger: Arc<Ledger>,
+        deployer: Result<Arc<Deployer>, String>,
     ) -> Self {
         Self {
             config,
             facts,
             action,
             ledger,
+            deployer,
         }
+    }
+
+    /// The direct-deployment runner, or why there is none (no Azure credential).
+    pub fn deployer(&self) -> Result<&Arc<Deployer>, &str> {
+        self.deployer.as_ref().map_err(String::as_str)
     }
 
     /// The problems that make every invocation fail, if any.
@@ -207,7 +217,7 @@ impl Pipeline {
         for note in &plan.notes {
             log.warn(note.clone());
         }
-        let prepared = self.action.prepare(&plan.action);
+        let prepared = self.prepare(&plan.action);
         let acting = matches!(decision, Decision::Act(_));
         if !acting || dry_run {
             if acting {
@@ -243,6 +253,41 @@ impl Pipeline {
             return_value,
         )
         .await
+    }
+
+    /// The request an action would send first (dry runs, observe mode).
+    fn prepare(&self, action: &ActionPlan) -> PreparedRequest {
+        match action {
+            ActionPlan::Github(_) => self.action.prepare(action),
+            ActionPlan::AzureMl(plan) => {
+                let url = match &self.deployer {
+                    Ok(deployer) => deployer
+                        .engine
+                        .arm()
+                        .resource_url(&format!(
+                            "{}/onlineEndpoints/{}/deployments/{}",
+                            plan.workspace, plan.endpoint, plan.deployment
+                        ))
+                        .map(|u| u.to_string())
+                        .unwrap_or_default(),
+                    Err(_) => format!(
+                        "{{ARM}}{}/onlineEndpoints/{}/deployments/{}",
+                        plan.workspace, plan.endpoint, plan.deployment
+                    ),
+                };
+                let mut body = plan.body.clone();
+                body["location"] = json!("<the workspace's region>");
+                PreparedRequest {
+                    method: "PUT",
+                    url,
+                    headers: vec![(
+                        "authorization".into(),
+                        "Bearer <redacted: Azure credential>".into(),
+                    )],
+                    body,
+                }
+            }
+        }
     }
 
     /// The record a decision creates.
@@ -399,6 +444,12 @@ impl Pipeline {
             });
         }
 
+        if let ActionPlan::AzureMl(_) = &plan.action {
+            return self
+                .act_rollout(record, invocation, log, return_value)
+                .await;
+        }
+
         let attempt_id = uuid::Uuid::new_v4().to_string();
         claim(
             &mut record,
@@ -513,6 +564,118 @@ impl Pipeline {
                 Err(PipelineError::Action(error))
             }
         }
+    }
+
+    /// Direct deployment: record the version `queued`, then take the endpoint and start the
+    /// deployment PUT (or queue behind a running rollout). Never waits for provisioning.
+    async fn act_rollout(
+        &self,
+        mut record: Record,
+        invocation: &Invocation,
+        log: &InvocationLog,
+        mut return_value: Value,
+    ) -> Result<Handled, PipelineError> {
+        let deployer = match &self.deployer {
+            Ok(deployer) => deployer.clone(),
+            Err(why) => {
+                log.error(why.clone());
+                return Err(PipelineError::Misconfigured(vec![why.clone()]));
+            }
+        };
+        let now = record.first_received;
+        record.state = State::Queued;
+        record.decision = "queued".into();
+        if let Some(last) = record.history.last_mut() {
+            last.state = State::Queued;
+        }
+        let claim_due = after(now, self.ledger.options.claim_timeout);
+        self.ledger.schedule(&record.key, claim_due).await?;
+        let etag = match self.ledger.create(&record).await {
+            Ok(Ok(etag)) => etag,
+            Ok(Err((mut existing, etag))) => {
+                let event_id = record.event_ids.first().cloned().unwrap_or_default();
+                existing.note_delivery(&event_id, &invocation.id, now);
+                if matches!(
+                    existing.state,
+                    State::Received | State::Observed | State::Skipped
+                ) {
+                    existing.rule = record.rule.clone();
+                    existing.action = record.action.clone();
+                    existing.reasons.extend(record.reasons.iter().cloned());
+                    existing.decision = "queued".into();
+                    existing.transition(State::Queued, "acting on it now", now);
+                    match self.ledger.save(&existing, &etag).await {
+                        Ok(etag) => {
+                            record = existing;
+                            etag
+                        }
+                        Err(e) => {
+                            let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                            if e == StoreError::Conflict {
+                                return_value["decision"] = json!("duplicate");
+                                return Ok(Handled {
+                                    return_value,
+                                    prepared: None,
+                                });
+                            }
+                            return Err(e.into());
+                        }
+                    }
+                } else {
+                    let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                    let phase = existing
+                        .rollout
+                        .as_ref()
+                        .and_then(|r| r["phase"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    log.info(format!(
+                        "duplicate delivery: model {} version {} is already {}{}; nothing started",
+                        existing.model,
+                        existing.version,
+                        existing.state,
+                        if phase.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (rollout phase {phase})")
+                        }
+                    ));
+                    let _ = self.ledger.save(&existing, &etag).await;
+                    return_value["decision"] = json!("duplicate");
+                    Span::current().record("decision", "duplicate");
+                    return Ok(Handled {
+                        return_value,
+                        prepared: None,
+                    });
+                }
+            }
+            Err(e) => {
+                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                return Err(e.into());
+            }
+        };
+        let record = deployer.start(record, etag, claim_due, log).await?;
+        return_value["decision"] = json!(record.state.as_str());
+        if let Some(rollout) = &record.rollout {
+            return_value["rollout"] = json!({
+                "phase": rollout["phase"],
+                "endpoint": rollout["endpoint"],
+                "deployment": rollout["deployment"],
+                "previousTraffic": rollout["previous_traffic"],
+                "nextStep": rollout["next_step"],
+            });
+        }
+        Span::current().record("decision", record.state.as_str());
+        if (record.state == State::Failed
+            || record.state == State::RolledBack
+            || record.state == State::Stale)
+            && let Some(why) = record.reasons.last()
+        {
+            return_value["reason"] = json!(why);
+        }
+        Ok(Handled {
+            return_value,
+            prepared: None,
+        })
     }
 
     /// A delivery found the version's record already there. Claims it when nothing was sent for

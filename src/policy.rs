@@ -243,6 +243,13 @@ fn plan(rule: &Rule, event: &Event, model: &ModelRegistered) -> Plan {
                 request,
             })
         }
+        RuleAction::AzureMl(azureml) => ActionPlan::AzureMl(crate::actions::azureml::plan(
+            azureml,
+            event.source.as_ref(),
+            model.name.as_ref(),
+            model.version.as_ref(),
+            &azureml.name.render(&values),
+        )),
     };
     Plan {
         rule: rule.name.clone(),
@@ -445,7 +452,9 @@ rules:
             &config(RULES),
             Facts::default(),
         );
-        let ActionPlan::Github(plan) = &d.plan().unwrap().action;
+        let ActionPlan::Github(plan) = &d.plan().unwrap().action else {
+            panic!("not a github plan")
+        };
         let GithubRequest::WorkflowDispatch {
             inputs, git_ref, ..
         } = &plan.request

@@ -26,6 +26,7 @@ struct Tally {
     failed: usize,
     found_existing: usize,
     cleaned: usize,
+    rollouts: usize,
 }
 
 /// Runs one pass and returns its summary (the invocation's `ReturnValue`).
@@ -52,6 +53,26 @@ pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value
             tally.cleaned += 1;
             continue;
         };
+        // Direct deployments advance their rollout, one bounded step at a time.
+        if matches!(record.action, Some(crate::actions::ActionPlan::AzureMl(_))) {
+            match pipeline.deployer() {
+                Ok(deployer) => {
+                    let record = deployer.advance(record, etag, marker_due, log).await?;
+                    tally.rollouts += 1;
+                    if let Some(rollout) = &record.rollout {
+                        log.info(format!(
+                            "{} {}: {} (rollout phase {})",
+                            record.model,
+                            record.version,
+                            record.state,
+                            rollout["phase"].as_str().unwrap_or_default()
+                        ));
+                    }
+                }
+                Err(why) => log.error(why.to_string()),
+            }
+            continue;
+        }
         let trigger = match record.state {
             State::Retrying if record.next_attempt_at.is_none_or(|t| t <= now) => "reconcile",
             State::Dispatching if claim_expired(&record, ledger.options.claim_timeout, now) => {
@@ -217,6 +238,7 @@ pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value
         "failed": tally.failed,
         "foundExistingRun": tally.found_existing,
         "cleaned": tally.cleaned,
+        "rollouts": tally.rollouts,
     }))
 }
 

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::actions::Action;
+use crate::actions::azureml::rollout::RolloutEngine;
 use crate::actions::github::GithubClient;
+use crate::azure::arm::ArmClient;
 use crate::config::Config;
+use crate::deploy::Deployer;
 use crate::ledger::Ledger;
 use crate::ledger::connection::managed_identity;
 use crate::pipeline::Pipeline;
@@ -65,6 +68,23 @@ pub fn build_pipeline(
             None
         }
     };
+    let ledger = Arc::new(ledger);
+    // Direct deployment needs an Azure credential; without one only azureml rules fail.
+    let deployer = settings
+        .credential
+        .clone()
+        .map_err(|e| format!("direct deployment (azureml rules) needs an Azure credential: {e}"))
+        .and_then(|credential| {
+            let arm = ArmClient::new(&settings.arm, credential.clone())?;
+            Ok(Arc::new(Deployer {
+                ledger: ledger.clone(),
+                engine: Arc::new(RolloutEngine::new(
+                    Arc::new(arm),
+                    credential,
+                    ledger.clone(),
+                )),
+            }))
+        });
     let action: Arc<dyn Action> =
         Arc::new(GithubClient::new(&settings.github, settings.retry_budget));
     let config = match config {
@@ -77,7 +97,8 @@ pub fn build_pipeline(
             paused: settings.paused,
         },
         action,
-        Arc::new(ledger),
+        ledger,
+        deployer,
     )
 }
 

@@ -410,7 +410,14 @@ impl GithubClient {
 #[async_trait::async_trait]
 impl Action for GithubClient {
     fn prepare(&self, plan: &ActionPlan) -> PreparedRequest {
-        let ActionPlan::Github(plan) = plan;
+        let ActionPlan::Github(plan) = plan else {
+            return PreparedRequest {
+                method: "NONE",
+                url: String::new(),
+                headers: Vec::new(),
+                body: Value::Null,
+            };
+        };
         let (url, body) = self.endpoint(plan);
         let mut headers: Vec<(String, String)> = self
             .headers()
@@ -432,7 +439,9 @@ impl Action for GithubClient {
         plan: &ActionPlan,
         log: &InvocationLog,
     ) -> Result<ActionOutcome, ActionError> {
-        let ActionPlan::Github(plan) = plan;
+        let ActionPlan::Github(plan) = plan else {
+            return Err(ActionError::Credentials("not a GitHub action".into()));
+        };
         self.dispatch(plan, log).await
     }
 
@@ -443,7 +452,9 @@ impl Action for GithubClient {
         since: OffsetDateTime,
         log: &InvocationLog,
     ) -> Result<Option<String>, ActionError> {
-        let ActionPlan::Github(plan) = plan;
+        let ActionPlan::Github(plan) = plan else {
+            return Ok(None);
+        };
         // repository_dispatch has no run id and no idempotency key: nothing to look for (the
         // documented duplicate window; the example workflow's concurrency group absorbs it).
         let GithubRequest::WorkflowDispatch {

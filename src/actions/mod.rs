@@ -1,6 +1,7 @@
 //! Actions: what a matched rule does. The plan types are plain data produced by the pure policy;
 //! executing them is behind the [`Action`] trait.
 
+pub mod azureml;
 pub mod github;
 
 use std::fmt;
@@ -18,6 +19,9 @@ use crate::logs::InvocationLog;
 pub enum ActionPlan {
     /// A GitHub dispatch.
     Github(GithubPlan),
+    /// A direct deployment with a rollout.
+    #[serde(rename = "azureml")]
+    AzureMl(azureml::AzureMlPlan),
 }
 
 /// A GitHub dispatch: which repository, which API, which body.
@@ -68,6 +72,20 @@ impl ActionPlan {
                     "run workflow {workflow} on {git_ref} in {repository} (workflow_dispatch)"
                 ),
             },
+            ActionPlan::AzureMl(plan) => format!(
+                "deploy {} as {} on endpoint {} ({})",
+                plan.model_id
+                    .rsplit("/models/")
+                    .next()
+                    .unwrap_or(&plan.model_id)
+                    .replace("/versions/", ":"),
+                plan.deployment,
+                plan.endpoint,
+                match plan.rollout.strategy {
+                    crate::config::Strategy::BlueGreen => "blue-green",
+                    crate::config::Strategy::AllAtOnce => "all-at-once",
+                }
+            ),
         }
     }
 }

@@ -104,6 +104,75 @@ pub enum Mode {
 pub enum RuleAction {
     /// Trigger a GitHub Actions workflow.
     Github(GithubAction),
+    /// Deploy directly to an Azure ML managed online endpoint.
+    AzureMl(AzureMlAction),
+}
+
+/// The `azureml:` block of a rule.
+#[derive(Debug, Clone)]
+pub struct AzureMlAction {
+    /// Online endpoint name (wins over the YAML's `endpoint_name`).
+    pub endpoint: String,
+    /// The deployment YAML, resolved against the config file's folder.
+    pub deployment_file: PathBuf,
+    /// The translated deployment body.
+    pub template: crate::actions::azureml::translate::DeploymentTemplate,
+    /// Deployment name template (default `{modelName}-{modelVersion}`), sanitised per event.
+    pub name: Template,
+    /// Where to deploy; default: the event's workspace.
+    pub target_workspace: Option<WorkspaceId>,
+    /// Request to score the new deployment with before it gets traffic.
+    pub smoke_test: Option<SmokeTest>,
+    /// How traffic moves.
+    pub rollout: RolloutSpec,
+}
+
+/// `smoke_test:`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SmokeTest {
+    /// The request file, resolved against the config file's folder.
+    pub request_file: PathBuf,
+    /// Its JSON content.
+    pub request: serde_json::Value,
+    /// The status a healthy deployment answers.
+    pub expect_status: u16,
+}
+
+/// `rollout.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Mirror (optional) → canary → bake → 100%.
+    BlueGreen,
+    /// 100% once the smoke test passes.
+    AllAtOnce,
+}
+
+/// `rollout:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutSpec {
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Shadow traffic share during the mirror phase (0: no mirror phase), at most 50.
+    pub mirror_percent: u8,
+    /// Live traffic share during the canary phase.
+    pub canary_percent: u8,
+    /// How long the canary bakes (each Reconcile during it repeats the smoke test).
+    pub bake_minutes: u32,
+    /// How long the previous deployment stays (at 0%) so rollback is instant.
+    pub retain_previous_minutes: u32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::BlueGreen,
+            mirror_percent: 0,
+            canary_percent: 10,
+            bake_minutes: 15,
+            retain_previous_minutes: 60,
+        }
+    }
 }
 
 /// The `github:` block of a rule.
@@ -274,7 +343,10 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let mut walker = Walker::default();
+        let mut walker = Walker {
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ..Walker::default()
+        };
         let config = walker.config(&root, path);
         match config {
             Some(config) if walker.problems.is_empty() => Ok(config),
@@ -289,6 +361,20 @@ impl Config {
 #[derive(Default)]
 struct Walker {
     problems: Vec<ConfigProblem>,
+    /// The config file's folder: relative files in the config resolve against it.
+    base: PathBuf,
+}
+
+/// Azure ML endpoint and deployment names: 3-32 characters, a letter first, then letters, digits
+/// and '-', not ending with '-'.
+pub fn valid_azureml_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (3..=32).contains(&bytes.len())
+        && bytes[0].is_ascii_alphabetic()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && !name.ends_with('-')
 }
 
 impl Walker {
@@ -441,7 +527,11 @@ impl Walker {
 
     fn rule(&mut self, value: &Value, label: &str) -> Option<Rule> {
         let map = self.mapping(value, label)?;
-        self.check_keys(map, &["name", "models", "tags", "mode", "github"], label);
+        self.check_keys(
+            map,
+            &["name", "models", "tags", "mode", "github", "azureml"],
+            label,
+        );
 
         let name =
             self.string(map, "name", label, true)
@@ -486,14 +576,30 @@ impl Walker {
             }
         };
 
-        let action = match map.get("github") {
-            None | Some(Value::Null) => {
-                self.problem(label, "rule has no action: add a `github:` block");
+        let present = |key: &str| !matches!(map.get(key), None | Some(Value::Null));
+        let action = match (present("github"), present("azureml")) {
+            (false, false) => {
+                self.problem(
+                    label,
+                    "rule has no action: add a `github:` block (workflow) or an `azureml:` block (direct deployment)",
+                );
                 None
             }
-            Some(github) => self
-                .github(github, &join(label, "github"))
+            (true, true) => {
+                self.problem(
+                    label,
+                    "a rule has one action: `github` or `azureml`, not both",
+                );
+                None
+            }
+            (true, false) => map
+                .get("github")
+                .and_then(|github| self.github(github, &join(label, "github")))
                 .map(RuleAction::Github),
+            (false, true) => map
+                .get("azureml")
+                .and_then(|azureml| self.azureml(azureml, &join(label, "azureml")))
+                .map(RuleAction::AzureMl),
         };
 
         Some(Rule {
@@ -689,6 +795,211 @@ impl Walker {
         })
     }
 
+    fn azureml(&mut self, value: &Value, location: &str) -> Option<AzureMlAction> {
+        let map = self.mapping(value, location)?;
+        self.check_keys(
+            map,
+            &[
+                "endpoint",
+                "deployment",
+                "name",
+                "target_workspace",
+                "smoke_test",
+                "rollout",
+            ],
+            location,
+        );
+        let endpoint = self.string(map, "endpoint", location, true).and_then(|e| {
+            let e = e.trim().to_string();
+            if valid_azureml_name(&e) {
+                Some(e)
+            } else {
+                self.problem(
+                    &join(location, "endpoint"),
+                    format!("{e:?} is not an online endpoint name (3-32 letters, digits and '-', starting with a letter)"),
+                );
+                None
+            }
+        });
+        let target_workspace = self
+            .string(map, "target_workspace", location, false)
+            .and_then(|raw| match WorkspaceId::parse(&raw) {
+                Ok(ws) if ws.is_workspace_arm_id() => Some(Some(ws)),
+                _ => {
+                    self.problem(
+                        &join(location, "target_workspace"),
+                        format!("{raw:?} is not an Azure ML workspace ARM id"),
+                    );
+                    None
+                }
+            })
+            .unwrap_or(None);
+        let name = match map.get("name") {
+            None | Some(Value::Null) => Template::parse("{modelName}-{modelVersion}").ok(),
+            Some(_) => self
+                .string(map, "name", location, false)
+                .and_then(|n| self.template(&n, &join(location, "name"))),
+        };
+
+        let deployment = self
+            .string(map, "deployment", location, true)
+            .and_then(|file| {
+                let loc = join(location, "deployment");
+                let path = self.base.join(&file);
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        self.problem(&loc, format!("cannot read {}: {e}", path.display()));
+                        return None;
+                    }
+                };
+                let yaml: Value = match serde_norway::from_str(&text) {
+                    Ok(yaml) => yaml,
+                    Err(e) => {
+                        self.problem(&loc, format!("{}: not valid YAML: {e}", path.display()));
+                        return None;
+                    }
+                };
+                let ws = target_workspace.as_ref().map(|w| w.as_ref());
+                match crate::actions::azureml::translate::translate(&yaml, ws) {
+                    Ok(template) => Some((path, template)),
+                    Err(problems) => {
+                        for p in problems {
+                            self.problem(&loc, format!("{}: {p}", path.display()));
+                        }
+                        None
+                    }
+                }
+            });
+
+        let smoke_test = match map.get("smoke_test") {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => self.smoke_test(v, &join(location, "smoke_test")).map(Some),
+        };
+        let rollout = match map.get("rollout") {
+            None | Some(Value::Null) => Some(RolloutSpec::default()),
+            Some(v) => self.rollout(v, &join(location, "rollout")),
+        };
+        let (deployment_file, template) = deployment?;
+        Some(AzureMlAction {
+            endpoint: endpoint?,
+            deployment_file,
+            template,
+            name: name?,
+            target_workspace,
+            smoke_test: smoke_test?,
+            rollout: rollout?,
+        })
+    }
+
+    fn smoke_test(&mut self, value: &Value, location: &str) -> Option<SmokeTest> {
+        let map = self.mapping(value, location)?;
+        self.check_keys(map, &["request", "expect_status"], location);
+        let expect_status = match map.get("expect_status") {
+            None | Some(Value::Null) => Some(200),
+            Some(v) => match v.as_u64() {
+                Some(s) if (100..600).contains(&s) => Some(s as u16),
+                _ => {
+                    self.problem(
+                        &join(location, "expect_status"),
+                        "must be an HTTP status such as 200",
+                    );
+                    None
+                }
+            },
+        };
+        let request = self
+            .string(map, "request", location, true)
+            .and_then(|file| {
+                let path = self.base.join(&file);
+                let loc = join(location, "request");
+                match std::fs::read_to_string(&path) {
+                    Err(e) => {
+                        self.problem(&loc, format!("cannot read {}: {e}", path.display()));
+                        None
+                    }
+                    Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                        Ok(json) => Some((path, json)),
+                        Err(e) => {
+                            self.problem(&loc, format!("{} is not JSON: {e}", path.display()));
+                            None
+                        }
+                    },
+                }
+            });
+        let (request_file, request) = request?;
+        Some(SmokeTest {
+            request_file,
+            request,
+            expect_status: expect_status?,
+        })
+    }
+
+    fn rollout(&mut self, value: &Value, location: &str) -> Option<RolloutSpec> {
+        let map = self.mapping(value, location)?;
+        self.check_keys(
+            map,
+            &[
+                "strategy",
+                "mirror_percent",
+                "canary_percent",
+                "bake_minutes",
+                "retain_previous_minutes",
+            ],
+            location,
+        );
+        let mut spec = RolloutSpec::default();
+        let mut ok = true;
+        match map.get("strategy").and_then(Value::as_str) {
+            None => {}
+            Some("blue-green") => spec.strategy = Strategy::BlueGreen,
+            Some("all-at-once") => spec.strategy = Strategy::AllAtOnce,
+            Some(other) => {
+                self.problem(
+                    &join(location, "strategy"),
+                    format!("must be blue-green or all-at-once, got {other:?}"),
+                );
+                ok = false;
+            }
+        }
+        let mut number = |key: &str, max: u64| -> Option<u64> {
+            match map.get(key) {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n <= max => Some(n),
+                    _ => {
+                        self.problem(
+                            &join(location, key),
+                            format!("must be a whole number from 0 to {max}"),
+                        );
+                        ok = false;
+                        None
+                    }
+                },
+            }
+        };
+        if let Some(n) = number("mirror_percent", 50) {
+            spec.mirror_percent = n as u8;
+        }
+        if let Some(n) = number("canary_percent", 99) {
+            spec.canary_percent = n as u8;
+        }
+        if let Some(n) = number("bake_minutes", 7 * 24 * 60) {
+            spec.bake_minutes = n as u32;
+        }
+        if let Some(n) = number("retain_previous_minutes", 30 * 24 * 60) {
+            spec.retain_previous_minutes = n as u32;
+        }
+        if ok && spec.strategy == Strategy::BlueGreen && spec.canary_percent == 0 {
+            self.problem(
+                &join(location, "canary_percent"),
+                "must be at least 1 for blue-green (or use strategy: all-at-once)",
+            );
+            ok = false;
+        }
+        ok.then_some(spec)
+    }
+
     fn inputs(&mut self, value: Option<&Value>, location: &str) -> Option<Vec<(String, Template)>> {
         let map = match value {
             None | Some(Value::Null) => return Some(Vec::new()),
@@ -826,7 +1137,9 @@ rules:
         assert!(config.rules[0].matches_name("credit-risk"));
         assert!(!config.rules[0].matches_name("fraud"));
         assert_eq!(config.rules[0].tags["stage"], "production");
-        let RuleAction::Github(gh) = &config.rules[1].action;
+        let RuleAction::Github(gh) = &config.rules[1].action else {
+            panic!("not a github rule")
+        };
         match &gh.target {
             GithubTarget::WorkflowDispatch {
                 workflow,

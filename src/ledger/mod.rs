@@ -294,6 +294,55 @@ impl Ledger {
         Err(StoreError::Conflict)
     }
 
+    /// Reads a JSON blob that is not a record (e.g. an endpoint lock).
+    pub async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.store.read(name).await? {
+            None => Ok(None),
+            Some((bytes, _)) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Unavailable(format!("{name} is unreadable: {e}"))),
+        }
+    }
+
+    /// Read-modify-write of a JSON blob with ETag compare-and-swap (created when absent); returns
+    /// what `change` returned on the attempt that was written.
+    pub async fn update_json<T, R>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut T) -> R,
+    ) -> Result<R, StoreError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Default,
+    {
+        for _ in 0..10 {
+            let current = self.store.read(name).await?;
+            let (mut value, etag) = match &current {
+                None => (T::default(), None),
+                Some((bytes, etag)) => (
+                    serde_json::from_slice(bytes).map_err(|e| {
+                        StoreError::Unavailable(format!("{name} is unreadable: {e}"))
+                    })?,
+                    Some(etag.clone()),
+                ),
+            };
+            let result = change(&mut value);
+            let body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+            let written = match etag {
+                None => self.store.create(name, body).await.map(|_| ()),
+                Some(etag) => self.store.replace(name, body, &etag).await.map(|_| ()),
+            };
+            match written {
+                Ok(()) => return Ok(result),
+                Err(StoreError::AlreadyExists) | Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
     /// Records an event that could not be parsed, for the operator.
     pub async fn record_malformed(
         &self,

@@ -2,7 +2,9 @@
 //! standing in for GitHub.
 
 mod azure;
+mod azureml;
 mod cli;
+mod fake_arm;
 mod github;
 mod helpers;
 mod host_contract;

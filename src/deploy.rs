@@ -1,0 +1,312 @@
+//! Direct deployments in the ledger: starting a rollout from the event handler (take the endpoint,
+//! start the deployment PUT, return) and advancing it from `Reconcile`, one bounded step at a time.
+//! The record's `rollout` field holds the whole state; any instance can continue it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::actions::ActionPlan;
+use crate::actions::azureml::AzureMlPlan;
+use crate::actions::azureml::rollout::{Acquired, Next, Phase, RolloutEngine, RolloutState};
+use crate::ledger::record::rfc3339;
+use crate::ledger::{ETag, Ledger, Record, State, StoreError, after};
+use crate::logs::InvocationLog;
+
+/// How long a queued rollout waits before checking the endpoint again on its own (normally the
+/// rollout ahead of it wakes it when it releases the endpoint).
+const QUEUED_RECHECK: Duration = Duration::from_secs(300);
+/// Steps per visit, so one pass cannot spin on one record.
+const MAX_STEPS_PER_VISIT: usize = 12;
+/// Never reschedule sooner than this.
+const MIN_DELAY: Duration = Duration::from_secs(1);
+
+/// Runs rollouts recorded in the ledger.
+pub struct Deployer {
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// The rollout engine.
+    pub engine: Arc<RolloutEngine>,
+}
+
+/// The ledger state for a rollout phase.
+pub fn record_state(rollout: &RolloutState) -> State {
+    match rollout.phase {
+        Phase::Queued => State::Queued,
+        Phase::Retaining | Phase::Cleaning | Phase::Done => State::Succeeded,
+        Phase::RolledBack => State::RolledBack,
+        Phase::Failed if rollout.stale => State::Stale,
+        Phase::Failed => State::Failed,
+        _ => State::Deploying,
+    }
+}
+
+fn plan_of(record: &Record) -> Option<AzureMlPlan> {
+    match &record.action {
+        Some(ActionPlan::AzureMl(plan)) => Some(plan.clone()),
+        _ => None,
+    }
+}
+
+impl Deployer {
+    /// The first steps, inside the event's invocation: queue behind a running rollout, or take the
+    /// endpoint and start the deployment PUT. Never waits for provisioning. `claim_due` is the
+    /// takeover marker written before the record was created.
+    pub async fn start(
+        &self,
+        mut record: Record,
+        etag: ETag,
+        claim_due: OffsetDateTime,
+        log: &InvocationLog,
+    ) -> Result<Record, StoreError> {
+        let Some(plan) = plan_of(&record) else {
+            return Err(StoreError::Unavailable(
+                "the record has no deployment plan".into(),
+            ));
+        };
+        let mut rollout = RolloutState::new(&plan);
+        let now = OffsetDateTime::now_utc();
+        match self
+            .engine
+            .acquire(&plan, &record.key, record.event_time.as_deref())
+            .await?
+        {
+            Acquired::Granted => {
+                let (record, _) = self.run(record, etag, rollout, &plan, true, log).await?;
+                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                Ok(record)
+            }
+            Acquired::Queued { superseded } => {
+                let active = self
+                    .engine
+                    .lock(&plan.workspace, &plan.endpoint)
+                    .await?
+                    .active
+                    .unwrap_or_default();
+                for key in superseded {
+                    self.supersede(&key, &record, log).await?;
+                }
+                rollout.next_step =
+                    format!("wait for the rollout of {active} on {}", plan.endpoint);
+                log.info(format!(
+                    "endpoint {} is busy ({}); this version is queued and starts when it is free",
+                    plan.endpoint,
+                    active
+                        .rsplit('/')
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ));
+                record.rollout = Some(rollout.to_value());
+                record.claim = None;
+                record.decision = "queued".into();
+                record.transition(State::Queued, format!("queued behind {active}"), now);
+                self.ledger
+                    .schedule(&record.key, after(now, QUEUED_RECHECK))
+                    .await?;
+                self.ledger.save(&record, &etag).await?;
+                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                Ok(record)
+            }
+            Acquired::Superseded => {
+                let why =
+                    "superseded: a newer version of this model is already waiting for the endpoint"
+                        .to_string();
+                log.info(why.clone());
+                record.rollout = Some(rollout.to_value());
+                record.claim = None;
+                record.decision = "superseded".into();
+                record.transition(State::Superseded, why, now);
+                self.ledger.save(&record, &etag).await?;
+                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                Ok(record)
+            }
+        }
+    }
+
+    async fn supersede(
+        &self,
+        key: &str,
+        by: &Record,
+        log: &InvocationLog,
+    ) -> Result<(), StoreError> {
+        for _ in 0..5 {
+            let Some((mut queued, etag)) = self.ledger.load(key).await? else {
+                return Ok(());
+            };
+            if queued.state != State::Queued {
+                return Ok(());
+            }
+            let why = format!(
+                "superseded by version {} before its rollout started",
+                by.version
+            );
+            if let Some(value) = &queued.rollout
+                && let Some(mut state) = RolloutState::from_value(value)
+            {
+                state.next_step = "nothing".into();
+                queued.rollout = Some(state.to_value());
+            }
+            queued.decision = "superseded".into();
+            queued.transition(State::Superseded, why.clone(), OffsetDateTime::now_utc());
+            match self.ledger.save(&queued, &etag).await {
+                Ok(_) => {
+                    log.info(format!(
+                        "{} version {}: {why}",
+                        queued.model, queued.version
+                    ));
+                    return Ok(());
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// One visit from `Reconcile`: continue the rollout where the record says it is.
+    pub async fn advance(
+        &self,
+        record: Record,
+        etag: ETag,
+        marker_due: OffsetDateTime,
+        log: &InvocationLog,
+    ) -> Result<Record, StoreError> {
+        let Some(plan) = plan_of(&record) else {
+            self.ledger.unschedule(&record.key, marker_due).await?;
+            return Ok(record);
+        };
+        let rollout = record
+            .rollout
+            .as_ref()
+            .and_then(RolloutState::from_value)
+            .unwrap_or_else(|| RolloutState::new(&plan));
+        if rollout.phase == Phase::Queued {
+            if record.state != State::Queued {
+                self.ledger.unschedule(&record.key, marker_due).await?;
+                return Ok(record);
+            }
+            match self
+                .engine
+                .acquire(&plan, &record.key, record.event_time.as_deref())
+                .await?
+            {
+                Acquired::Granted => {}
+                _ => {
+                    let now = OffsetDateTime::now_utc();
+                    self.ledger
+                        .schedule(&record.key, after(now, QUEUED_RECHECK))
+                        .await?;
+                    self.ledger.unschedule(&record.key, marker_due).await?;
+                    return Ok(record);
+                }
+            }
+        }
+        let (record, _) = self.run(record, etag, rollout, &plan, false, log).await?;
+        self.ledger.unschedule(&record.key, marker_due).await?;
+        Ok(record)
+    }
+
+    /// Steps until the rollout must wait, records the result, and schedules the next visit.
+    /// `inline` (inside an event's invocation) stops at the first wait of any length: provisioning
+    /// is `Reconcile`'s job, never the invocation's.
+    async fn run(
+        &self,
+        mut record: Record,
+        etag: ETag,
+        mut rollout: RolloutState,
+        plan: &AzureMlPlan,
+        inline: bool,
+        log: &InvocationLog,
+    ) -> Result<(Record, ETag), StoreError> {
+        let mut next = Next::Now;
+        for _ in 0..MAX_STEPS_PER_VISIT {
+            let before = rollout.phase;
+            next = self
+                .engine
+                .step(plan, &mut rollout, record.forced, log)
+                .await;
+            if rollout.phase != before {
+                let now = OffsetDateTime::now_utc();
+                let note = match (&rollout.failure, rollout.phase) {
+                    (
+                        Some(why),
+                        Phase::RollingBack
+                        | Phase::RemovingFailed
+                        | Phase::Failed
+                        | Phase::RolledBack,
+                    ) => {
+                        format!("{}: {why}", rollout.phase.as_str())
+                    }
+                    _ => format!("{} → {}", before.as_str(), rollout.phase.as_str()),
+                };
+                let state = record_state(&rollout);
+                record.decision = state.as_str().into();
+                record.transition(state, note, now);
+                if let Some(why) = &rollout.failure
+                    && !record.reasons.contains(why)
+                {
+                    record.reasons.push(why.clone());
+                }
+            }
+            // The service asked for no wait (Retry-After: 0): poll again within this visit.
+            if next != Next::Now && (inline || next != Next::After(Duration::ZERO)) {
+                break;
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        // Give the endpoint back once traffic is settled (promoted or restored).
+        let settled = matches!(
+            rollout.phase,
+            Phase::Retaining | Phase::Cleaning | Phase::Done | Phase::RolledBack | Phase::Failed
+        );
+        let mut wake = None;
+        if settled && !rollout.released {
+            let promoted = matches!(
+                rollout.phase,
+                Phase::Retaining | Phase::Cleaning | Phase::Done
+            );
+            wake = self
+                .engine
+                .release(&plan.workspace, &plan.endpoint, &record.key, promoted)
+                .await?;
+            rollout.released = true;
+        }
+        record.rollout = Some(rollout.to_value());
+        record.claim = None;
+        match next {
+            Next::Finished => record.next_attempt_at = None,
+            Next::Now | Next::After(_) => {
+                let delay = match next {
+                    Next::After(d) => d.max(MIN_DELAY),
+                    _ => MIN_DELAY,
+                };
+                let due = after(now, delay);
+                record.next_attempt_at = Some(due);
+                self.ledger.schedule(&record.key, due).await?;
+            }
+        }
+        let etag = self.ledger.save(&record, &etag).await?;
+        if let Some(next_key) = wake {
+            // The next queued version may start now.
+            self.ledger.schedule(&next_key, now).await?;
+            log.info(format!(
+                "endpoint {} is free; the next queued version starts on the next Reconcile",
+                plan.endpoint
+            ));
+        }
+        if let Some(at) = record.next_attempt_at {
+            log.info(format!(
+                "rollout of {}: {} (next step at {})",
+                plan.deployment,
+                rollout.next_step,
+                rfc3339(at)
+            ));
+        }
+        Ok((record, etag))
+    }
+}

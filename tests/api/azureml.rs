@@ -1,0 +1,578 @@
+//! Direct deployment: blue/green rollouts against the stateful fake ARM, driven through the host
+//! contract (events and `Reconcile`), with the ledger in Azurite.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::fake_arm::FakeArm;
+use crate::helpers::*;
+
+struct Direct {
+    arm: FakeArm,
+    mi: MockServer,
+    container: String,
+    storage: String,
+    files: tempfile::TempDir,
+}
+
+const DEPLOYMENT_YAML: &str = r#"
+$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json
+name: ignored-by-the-rule
+endpoint_name: ignored-too
+model: azureml:replaced-by-the-event:1
+environment: azureml:sklearn-env:3
+code_configuration: { code: azureml:score-code:2, scoring_script: score.py }
+instance_type: Standard_DS3_v2
+instance_count: 1
+request_settings: { request_timeout_ms: 5000, max_queue_wait_ms: 500, max_concurrent_requests_per_instance: 2 }
+liveness_probe: { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
+"#;
+
+impl Direct {
+    async fn new() -> Self {
+        let mi = MockServer::start().await;
+        let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + 3600).to_string();
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "access_token": "mi-token", "expires_on": expires, "resource": "https://management.azure.com", "token_type": "Bearer"
+            })))
+            .mount(&mi)
+            .await;
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(files.path().join("deployment.yml"), DEPLOYMENT_YAML).unwrap();
+        std::fs::write(
+            files.path().join("request.json"),
+            r#"{"input_data": [[1, 2, 3]]}"#,
+        )
+        .unwrap();
+        Self {
+            arm: FakeArm::start().await,
+            mi,
+            container: unique_container(),
+            storage: azurite(),
+            files,
+        }
+    }
+
+    fn config(&self, endpoint: &str, rollout: &str) -> String {
+        let dir = self.files.path().display();
+        format!(
+            r#"
+workspace: {WS}
+rules:
+  - name: credit-direct
+    models: ["credit-risk"]
+    azureml:
+      endpoint: {endpoint}
+      deployment: {dir}/deployment.yml
+      smoke_test: {{ request: {dir}/request.json, expect_status: 200 }}
+      rollout: {rollout}
+"#
+        )
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AUTODEPLOY_STORAGE", self.storage.clone()),
+            ("AUTODEPLOY_CONTAINER", self.container.clone()),
+            ("AUTODEPLOY_CREDENTIAL", "managed-identity".into()),
+            ("IDENTITY_ENDPOINT", self.mi.uri()),
+            ("IDENTITY_HEADER", "h".into()),
+            ("AUTODEPLOY_ARM_ENDPOINT", self.arm.uri.clone()),
+        ]
+    }
+
+    async fn spawn(&self, config: &str) -> TestApp {
+        let env = self.env();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        TestApp::spawn(config, &pairs).await
+    }
+
+    fn record(&self, version: &str) -> Value {
+        let env = self.env();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out, err) = run_cli(
+            dir.path(),
+            &["status", &format!("credit-risk:{version}")],
+            &pairs,
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Runs Reconcile passes until the version reaches `state` (markers are due a second apart).
+    async fn reconcile_until(&self, app: &TestApp, version: &str, state: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..20 {
+            let pass = app.post_reconcile().await;
+            assert_eq!(pass.status, 200, "{}", pass.raw);
+            last = tokio::task::block_in_place(|| self.record(version));
+            if last["state"] == state {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        panic!("version {version} never reached {state}: {last:#}");
+    }
+
+    fn phases(record: &Value) -> Vec<String> {
+        record["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["note"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn credit(version: &str) -> Value {
+    let mut event = model_event("credit-risk", version, json!({}));
+    event["eventTime"] = json!(format!("2026-11-26T10:00:{:0>2}Z", version));
+    event
+}
+
+const FAST: &str =
+    "{ strategy: blue-green, canary_percent: 10, bake_minutes: 0, retain_previous_minutes: 0 }";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_deployment_on_an_empty_endpoint_gets_all_traffic() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[]);
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+
+    let reply = app.post_event(&credit("1")).await;
+
+    assert_eq!(reply.status, 200, "{}", reply.raw);
+    assert_eq!(reply.decision(), "deploying", "{}", reply.raw);
+    assert_eq!(reply.body["ReturnValue"]["rollout"]["phase"], "creating");
+    let record = t.reconcile_until(&app, "1", "succeeded").await;
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-1".to_string(), 100)].into()
+    );
+    assert_eq!(record["rollout"]["phase"], "done");
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+    // The body is the YAML translated as az ml does, with the event's model.
+    let body = t.arm.with(|s| s.deployment_puts[0].clone());
+    assert_eq!(
+        body["properties"]["model"],
+        format!("{WS}/models/credit-risk/versions/1")
+    );
+    assert_eq!(
+        body["properties"]["environmentId"],
+        format!("{WS}/environments/sklearn-env/versions/3")
+    );
+    assert_eq!(
+        body["properties"]["requestSettings"]["maxQueueWait"],
+        "PT0.5S"
+    );
+    assert_eq!(body["location"], "westeurope");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blue_green_goes_through_mirror_canary_promotion_and_cleanup() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    let app = t
+        .spawn(&t.config("credit-ep", "{ strategy: blue-green, mirror_percent: 20, canary_percent: 10, bake_minutes: 0, retain_previous_minutes: 0 }"))
+        .await;
+
+    assert_eq!(app.post_event(&credit("2")).await.decision(), "deploying");
+    let record = t.reconcile_until(&app, "2", "succeeded").await;
+    let record = if record["rollout"]["phase"] == "done" {
+        record
+    } else {
+        t.reconcile_until_phase(&app, "2", "done").await
+    };
+
+    let puts = t.arm.with(|s| s.traffic_puts.clone());
+    let map = |pairs: &[(&str, u32)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        puts,
+        vec![
+            (map(&[("blue", 100)]), map(&[("credit-risk-2", 20)])),
+            (map(&[("blue", 90), ("credit-risk-2", 10)]), map(&[])),
+            (map(&[("credit-risk-2", 100)]), map(&[])),
+        ]
+    );
+    assert_eq!(
+        t.arm.deployment_names("credit-ep"),
+        vec!["credit-risk-2"],
+        "blue deleted after retention"
+    );
+    let phases = Direct::phases(&record).join(" | ");
+    for step in [
+        "queued → creating",
+        "creating → smoke_test",
+        "smoke_test → mirroring",
+        "mirroring → canary",
+        "canary → promoting",
+        "promoting → retaining",
+        "retaining → cleaning",
+        "cleaning → done",
+    ] {
+        assert!(phases.contains(step), "{step} missing in {phases}");
+    }
+    // Every bake visit probed the new deployment directly, with the endpoint key.
+    let calls = t.arm.with(|s| s.scoring_calls.clone());
+    assert!(calls.len() >= 3, "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|(dep, auth)| dep == "credit-risk-2" && auth == "Bearer fake-primary-key")
+    );
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+}
+
+impl Direct {
+    async fn reconcile_until_phase(&self, app: &TestApp, version: &str, phase: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..20 {
+            app.post_reconcile().await;
+            last = tokio::task::block_in_place(|| self.record(version));
+            if last["rollout"]["phase"] == phase {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        panic!("version {version} never reached phase {phase}: {last:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_provisioning_rolls_back_and_leaves_traffic_intact() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    t.arm.with(|s| {
+        s.fail_next_create = Some((
+            "QuotaExceeded".into(),
+            "Not enough quota for Standard_DS3_v2".into(),
+        ))
+    });
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+
+    app.post_event(&credit("3")).await;
+    let record = t.reconcile_until(&app, "3", "rolled_back").await;
+
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("blue".to_string(), 100)].into()
+    );
+    assert_eq!(
+        t.arm.deployment_names("credit-ep"),
+        vec!["blue"],
+        "the failed deployment is deleted"
+    );
+    let reasons = record["reasons"].to_string();
+    assert!(
+        reasons.contains("QuotaExceeded") && reasons.contains("Not enough quota"),
+        "{reasons}"
+    );
+    assert_eq!(record["rollout"]["configuration_problem"], true);
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_smoke_test_rolls_back_before_any_traffic_moves() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    t.arm
+        .with(|s| s.scoring_status.insert("credit-risk-4".into(), 500));
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+
+    app.post_event(&credit("4")).await;
+    let record = t.reconcile_until(&app, "4", "rolled_back").await;
+
+    assert!(
+        t.arm.with(|s| s.traffic_puts.is_empty()),
+        "no traffic change before the smoke test passed"
+    );
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("blue".to_string(), 100)].into()
+    );
+    assert_eq!(t.arm.deployment_names("credit-ep"), vec!["blue"]);
+    assert!(
+        record["reasons"]
+            .to_string()
+            .contains("smoke test of credit-risk-4 answered HTTP 500"),
+        "{record:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_traffic_update_restores_the_previous_traffic() {
+    let t = Direct::new().await;
+    t.arm
+        .add_endpoint("credit-ep", &[("blue", "1", 70), ("red", "1", 30)]);
+    // The canary's traffic update fails.
+    t.arm.with(|s| s.fail_traffic_update = Some(1));
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+
+    app.post_event(&credit("5")).await;
+    let record = t.reconcile_until(&app, "5", "rolled_back").await;
+
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("blue".to_string(), 70), ("red".to_string(), 30)].into()
+    );
+    let puts = t.arm.with(|s| s.traffic_puts.clone());
+    assert_eq!(
+        puts.first().unwrap().0["credit-risk-5"],
+        10,
+        "canary taken from both in proportion: {puts:?}"
+    );
+    assert_eq!(puts.first().unwrap().0["blue"], 63);
+    assert_eq!(
+        puts.last().unwrap().0,
+        [("blue".to_string(), 70), ("red".to_string(), 30)].into()
+    );
+    assert!(
+        !t.arm
+            .deployment_names("credit-ep")
+            .contains(&"credit-risk-5".to_string())
+    );
+    assert!(
+        record["reasons"].to_string().contains("updating traffic"),
+        "{record:#}"
+    );
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_mid_rollout_resumes_from_the_ledger() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    t.arm.with(|s| s.hold_operations = true);
+    let config = t.config("credit-ep", FAST);
+    let mut app = t.spawn(&config).await;
+    assert_eq!(app.post_event(&credit("6")).await.decision(), "deploying");
+    app.post_reconcile().await;
+    assert_eq!(
+        tokio::task::block_in_place(|| t.record("6"))["rollout"]["phase"],
+        "creating"
+    );
+    app.kill();
+
+    t.arm.with(|s| s.hold_operations = false);
+    let app = t.spawn(&config).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    t.reconcile_until(&app, "6", "succeeded").await;
+
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-6".to_string(), 100)].into()
+    );
+    assert_eq!(
+        t.arm.with(|s| s.deployment_puts.len()),
+        1,
+        "the deployment was created once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_events_create_one_deployment() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+
+    let events: Vec<Value> = (0..10).map(|_| credit("7")).collect();
+    let replies = futures_util::future::join_all(events.iter().map(|e| app.post_event(e))).await;
+
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| r.decision() == "deploying")
+            .count(),
+        1,
+        "{:?}",
+        replies
+            .iter()
+            .map(|r| r.decision().to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| r.decision() == "duplicate")
+            .count(),
+        9
+    );
+    t.reconcile_until(&app, "7", "succeeded").await;
+    assert_eq!(t.arm.with(|s| s.deployment_puts.len()), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_versions_in_quick_succession_are_serialized_and_the_middle_one_superseded() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    t.arm.with(|s| s.hold_operations = true);
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+
+    assert_eq!(app.post_event(&credit("8")).await.decision(), "deploying");
+    assert_eq!(app.post_event(&credit("9")).await.decision(), "queued");
+    assert_eq!(app.post_event(&credit("10")).await.decision(), "queued");
+    assert_eq!(
+        tokio::task::block_in_place(|| t.record("9"))["state"],
+        "superseded"
+    );
+
+    t.arm.with(|s| s.hold_operations = false);
+    t.reconcile_until(&app, "8", "succeeded").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    t.reconcile_until(&app, "10", "succeeded").await;
+
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-10".to_string(), 100)].into()
+    );
+    let created: Vec<String> = t.arm.with(|s| {
+        s.deployment_puts
+            .iter()
+            .map(|b| {
+                b["properties"]["model"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    });
+    assert_eq!(created, ["8", "10"], "version 9 was never deployed");
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_older_than_the_live_one_is_stale() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "12", 100)]);
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+
+    let reply = app.post_event(&credit("11")).await;
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.decision(), "stale", "{}", reply.raw);
+    assert!(
+        reply.body["ReturnValue"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("serves version 12"),
+        "{}",
+        reply.raw
+    );
+    assert!(t.arm.with(|s| s.deployment_puts.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_endpoint_is_a_clear_recorded_error() {
+    let t = Direct::new().await;
+    let app = t.spawn(&t.config("nope-ep", FAST)).await;
+
+    let reply = app.post_event(&credit("13")).await;
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.decision(), "failed", "{}", reply.raw);
+    assert!(
+        reply.body["ReturnValue"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("online endpoint nope-ep does not exist"),
+        "{}",
+        reply.raw
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_restores_the_previous_traffic_while_it_is_retained() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    let app = t
+        .spawn(&t.config(
+            "credit-ep",
+            "{ strategy: all-at-once, retain_previous_minutes: 60 }",
+        ))
+        .await;
+    app.post_event(&credit("14")).await;
+    let record = t.reconcile_until(&app, "14", "succeeded").await;
+    assert_eq!(record["rollout"]["phase"], "retaining");
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-14".to_string(), 100)].into()
+    );
+
+    let env = t.env();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run_cli(
+            dir.path(),
+            &["rollback", "credit-ep", "--workspace", WS],
+            &pairs,
+        )
+    });
+
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("blue".to_string(), 100)].into()
+    );
+    let record = tokio::task::block_in_place(|| t.record("14"));
+    assert_eq!(record["state"], "rolled_back");
+    let (code, out, _) = tokio::task::block_in_place(|| {
+        run_cli(
+            dir.path(),
+            &["rollback", "credit-ep", "--workspace", WS],
+            &pairs,
+        )
+    });
+    assert_ne!(code, 0, "nothing left to roll back: {out}");
+}
+
+#[test]
+fn check_config_reports_azureml_problems_with_their_location() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("local.yml"),
+        "instance_type: x\ncode_configuration: { code: ./src, scoring_script: score.py }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("autodeploy.yml"),
+        r#"
+rules:
+  - name: direct
+    models: [m]
+    azureml:
+      endpoint: ep
+      deployment: local.yml
+      name: "{model}-x"
+      smoke_test: { request: missing.json }
+      rollout: { strategy: canary, mirror_percent: 80 }
+"#,
+    )
+    .unwrap();
+    let (code, out, _) = run_cli(dir.path(), &["check-config"], &[]);
+    assert_ne!(code, 0);
+    for needle in [
+        "rules[0] (direct).azureml.endpoint: \"ep\" is not an online endpoint name",
+        "rules[0] (direct).azureml.name: unknown placeholder {model}",
+        "rules[0] (direct).azureml.deployment:",
+        "local path",
+        "rules[0] (direct).azureml.smoke_test.request: cannot read",
+        "rules[0] (direct).azureml.rollout.strategy: must be blue-green or all-at-once",
+        "rules[0] (direct).azureml.rollout.mirror_percent: must be a whole number from 0 to 50",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}

@@ -1,0 +1,612 @@
+//! A stateful fake of Azure Resource Manager for online endpoints and deployments, on loopback.
+//! It keeps endpoints and deployments, runs long-running operations that finish after N polls,
+//! enforces the service's rules (traffic sums to 0 or 100; only `Succeeded` deployments get
+//! traffic; a deployment with traffic cannot be deleted; mirror ≤ 50% and never on a live
+//! deployment; no read-only fields in a PUT), checks each deployment body against the fields and
+//! types of the official `OnlineDeployments_CreateOrUpdate` example, and serves a scoring URL.
+//! Every rule violation is recorded: a test that ends with violations fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::helpers::WS;
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub model: String,
+    pub provisioning: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    pub traffic: BTreeMap<String, u32>,
+    pub mirror: BTreeMap<String, u32>,
+    pub auth_mode: String,
+}
+
+#[derive(Debug, Clone)]
+enum Effect {
+    Provision {
+        endpoint: String,
+        deployment: String,
+    },
+    Traffic {
+        endpoint: String,
+        traffic: BTreeMap<String, u32>,
+        mirror: BTreeMap<String, u32>,
+    },
+    Delete {
+        endpoint: String,
+        deployment: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Op {
+    polls_left: u32,
+    failure: Option<(String, String)>,
+    effect: Effect,
+    done: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct ArmState {
+    pub endpoints: BTreeMap<String, Endpoint>,
+    pub deployments: BTreeMap<(String, String), Deployment>,
+    ops: HashMap<String, Op>,
+    next_op: u32,
+    /// Polls before a deployment PUT finishes.
+    pub create_polls: u32,
+    /// While true, every operation stays InProgress.
+    pub hold_operations: bool,
+    /// The next deployment PUT ends Failed with this (code, message).
+    pub fail_next_create: Option<(String, String)>,
+    /// The traffic PUT number N (1-based) ends Failed.
+    pub fail_traffic_update: Option<u32>,
+    traffic_updates: u32,
+    /// Scoring status per deployment (default 200).
+    pub scoring_status: HashMap<String, u16>,
+    /// Every request, as "METHOD /path" (no query).
+    pub requests: Vec<String>,
+    /// Traffic PUT bodies, in order: (traffic, mirror).
+    pub traffic_puts: Vec<(BTreeMap<String, u32>, BTreeMap<String, u32>)>,
+    /// Deployment PUT bodies, in order.
+    pub deployment_puts: Vec<Value>,
+    /// Scoring calls: (deployment header, authorization header).
+    pub scoring_calls: Vec<(String, String)>,
+    /// Rules the client broke.
+    pub violations: Vec<String>,
+    base: String,
+}
+
+#[derive(Clone)]
+pub struct FakeArm {
+    pub state: Arc<Mutex<ArmState>>,
+    pub uri: String,
+    _task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeArm {
+    pub async fn start() -> FakeArm {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(ArmState {
+            create_polls: 2,
+            base: uri.clone(),
+            ..ArmState::default()
+        }));
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeArm {
+            state,
+            uri,
+            _task: Arc::new(task),
+        }
+    }
+
+    /// An endpoint with live deployments `(name, model version, traffic)` of model `credit-risk`.
+    pub fn add_endpoint(&self, name: &str, deployments: &[(&str, &str, u32)]) {
+        let mut s = self.state.lock().unwrap();
+        let mut endpoint = Endpoint {
+            auth_mode: "Key".into(),
+            ..Endpoint::default()
+        };
+        for (dep, version, traffic) in deployments {
+            s.deployments.insert(
+                (name.to_string(), dep.to_string()),
+                Deployment {
+                    model: format!("{WS}/models/credit-risk/versions/{version}"),
+                    provisioning: "Succeeded".into(),
+                },
+            );
+            if *traffic > 0 {
+                endpoint.traffic.insert(dep.to_string(), *traffic);
+            }
+        }
+        s.endpoints.insert(name.to_string(), endpoint);
+    }
+
+    pub fn traffic(&self, endpoint: &str) -> BTreeMap<String, u32> {
+        self.state.lock().unwrap().endpoints[endpoint]
+            .traffic
+            .clone()
+    }
+
+    pub fn deployment_names(&self, endpoint: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .deployments
+            .keys()
+            .filter(|(e, _)| e == endpoint)
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.state.lock().unwrap().violations.clone()
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut ArmState) -> R) -> R {
+        f(&mut self.state.lock().unwrap())
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+fn percent_map(v: &Value) -> BTreeMap<String, u32> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n as u32)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<ArmState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let mut s = state.lock().unwrap();
+    s.requests.push(format!("{method} {path}"));
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let base = s.base.clone();
+
+    if path == "/score" {
+        let deployment = headers
+            .get("azureml-model-deployment")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        s.scoring_calls.push((deployment.clone(), auth.clone()));
+        if auth != "Bearer fake-primary-key" {
+            return error(StatusCode::UNAUTHORIZED, "Unauthorized", "bad key");
+        }
+        let status = s.scoring_status.get(&deployment).copied().unwrap_or(200);
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            axum::Json(json!({"prediction": [1]})),
+        )
+            .into_response();
+    }
+    if let Some(id) = path.strip_prefix("/operations/") {
+        return poll(&mut s, id, false);
+    }
+    if let Some(id) = path.strip_prefix("/locations/") {
+        return poll(&mut s, id, true);
+    }
+    if !path.starts_with(WS) {
+        return error(StatusCode::NOT_FOUND, "NotFound", "unknown path");
+    }
+    if uri
+        .query()
+        .is_none_or(|q| !q.contains("api-version=2025-12-01"))
+    {
+        s.violations
+            .push(format!("{method} {path} without api-version=2025-12-01"));
+    }
+    let rest = &path[WS.len()..];
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", []) => axum::Json(
+            json!({"id": WS, "name": "ml-ws", "location": "westeurope", "properties": {}}),
+        )
+        .into_response(),
+        ("GET", ["onlineEndpoints", ep]) => match s.endpoints.get(*ep) {
+            None => error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                &format!("endpoint {ep} not found"),
+            ),
+            Some(e) => axum::Json(endpoint_json(ep, e, &base)).into_response(),
+        },
+        ("POST", ["onlineEndpoints", ep, "listKeys"]) if s.endpoints.contains_key(*ep) => {
+            axum::Json(
+                json!({"primaryKey": "fake-primary-key", "secondaryKey": "fake-secondary-key"}),
+            )
+            .into_response()
+        }
+        ("PUT", ["onlineEndpoints", ep]) => put_endpoint(&mut s, ep, &body),
+        ("GET", ["onlineEndpoints", ep, "deployments", dep]) => {
+            match s.deployments.get(&(ep.to_string(), dep.to_string())) {
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFound",
+                    "deployment not found",
+                ),
+                Some(d) => axum::Json(json!({
+                    "id": format!("{path}"), "name": dep, "location": "westeurope",
+                    "properties": {"model": d.model, "provisioningState": d.provisioning},
+                    "sku": {"name": "Default", "capacity": 1}
+                }))
+                .into_response(),
+            }
+        }
+        ("PUT", ["onlineEndpoints", ep, "deployments", dep]) => {
+            put_deployment(&mut s, ep, dep, &body)
+        }
+        ("DELETE", ["onlineEndpoints", ep, "deployments", dep]) => {
+            let Some(e) = s.endpoints.get(*ep) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFound",
+                    "endpoint not found",
+                );
+            };
+            if e.traffic.get(*dep).copied().unwrap_or(0) > 0
+                || e.mirror.get(*dep).copied().unwrap_or(0) > 0
+            {
+                s.violations
+                    .push(format!("DELETE of {dep}, which still has traffic"));
+                return error(
+                    StatusCode::CONFLICT,
+                    "BadRequest",
+                    "A deployment with traffic cannot be deleted",
+                );
+            }
+            if !s
+                .deployments
+                .contains_key(&(ep.to_string(), dep.to_string()))
+            {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            let id = new_op(
+                &mut s,
+                1,
+                None,
+                Effect::Delete {
+                    endpoint: ep.to_string(),
+                    deployment: dep.to_string(),
+                },
+            );
+            (
+                StatusCode::ACCEPTED,
+                [
+                    ("location", format!("{base}/locations/{id}")),
+                    ("retry-after", "0".into()),
+                ],
+            )
+                .into_response()
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("no route for {method} {rest}"),
+        ),
+    }
+}
+
+fn endpoint_json(name: &str, e: &Endpoint, base: &str) -> Value {
+    json!({
+        "id": format!("{WS}/onlineEndpoints/{name}"), "name": name, "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
+        "location": "westeurope", "identity": {"type": "SystemAssigned"}, "kind": "Managed", "tags": {},
+        "properties": {
+            "authMode": e.auth_mode, "description": "test endpoint",
+            "traffic": e.traffic, "mirrorTraffic": e.mirror,
+            "provisioningState": "Succeeded", "scoringUri": format!("{base}/score"), "swaggerUri": format!("{base}/swagger.json")
+        }
+    })
+}
+
+fn new_op(
+    s: &mut ArmState,
+    polls: u32,
+    failure: Option<(String, String)>,
+    effect: Effect,
+) -> String {
+    s.next_op += 1;
+    let id = format!("op{}", s.next_op);
+    s.ops.insert(
+        id.clone(),
+        Op {
+            polls_left: polls,
+            failure,
+            effect,
+            done: false,
+        },
+    );
+    id
+}
+
+fn put_endpoint(s: &mut ArmState, ep: &str, body: &Value) -> Response {
+    if !s.endpoints.contains_key(ep) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "endpoint not found",
+        );
+    }
+    for read_only in ["provisioningState", "scoringUri", "swaggerUri"] {
+        if body["properties"].get(read_only).is_some() {
+            s.violations
+                .push(format!("endpoint PUT carries read-only {read_only}"));
+        }
+    }
+    let traffic = percent_map(&body["properties"]["traffic"]);
+    let mirror = percent_map(&body["properties"]["mirrorTraffic"]);
+    s.traffic_puts.push((traffic.clone(), mirror.clone()));
+    let sum: u32 = traffic.values().sum();
+    if sum != 0 && sum != 100 {
+        s.violations
+            .push(format!("traffic sums to {sum}: {traffic:?}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadArgument",
+            "Traffic must sum to 0 or 100",
+        );
+    }
+    for dep in traffic.keys().chain(mirror.keys()) {
+        match s.deployments.get(&(ep.to_string(), dep.clone())) {
+            Some(d) if d.provisioning == "Succeeded" => {}
+            _ => {
+                s.violations.push(format!(
+                    "traffic to {dep}, which is not a Succeeded deployment"
+                ));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "BadArgument",
+                    "Traffic can only go to succeeded deployments",
+                );
+            }
+        }
+    }
+    if mirror.len() > 1
+        || mirror.values().any(|v| *v > 50)
+        || mirror
+            .keys()
+            .any(|d| traffic.get(d).copied().unwrap_or(0) > 0)
+    {
+        s.violations
+            .push(format!("bad mirror {mirror:?} with traffic {traffic:?}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadArgument",
+            "Mirror traffic: at most 50% to one deployment without live traffic",
+        );
+    }
+    s.traffic_updates += 1;
+    let failure = (s.fail_traffic_update == Some(s.traffic_updates)).then(|| {
+        (
+            "InternalServerError".to_string(),
+            "traffic update failed".to_string(),
+        )
+    });
+    let id = new_op(
+        s,
+        1,
+        failure,
+        Effect::Traffic {
+            endpoint: ep.to_string(),
+            traffic,
+            mirror,
+        },
+    );
+    let base = s.base.clone();
+    (
+        StatusCode::OK,
+        [
+            ("azure-asyncoperation", format!("{base}/operations/{id}")),
+            ("retry-after", "0".into()),
+        ],
+        axum::Json(body.clone()),
+    )
+        .into_response()
+}
+
+fn put_deployment(s: &mut ArmState, ep: &str, dep: &str, body: &Value) -> Response {
+    if !s.endpoints.contains_key(ep) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "endpoint not found",
+        );
+    }
+    s.deployment_puts.push(body.clone());
+    // Fields and types of the official OnlineDeployments_CreateOrUpdate example.
+    let p = &body["properties"];
+    let mut problems = Vec::new();
+    if body["location"].as_str().is_none_or(str::is_empty) {
+        problems.push("location must be a non-empty string");
+    }
+    if !body["sku"]["name"].is_string() || !body["sku"]["capacity"].is_u64() {
+        problems.push("sku must have name (string) and capacity (integer)");
+    }
+    if p["endpointComputeType"] != "Managed" {
+        problems.push("properties.endpointComputeType must be Managed");
+    }
+    if !p["model"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("/subscriptions/"))
+    {
+        problems.push("properties.model must be an ARM id");
+    }
+    if !p["instanceType"].is_string() {
+        problems.push("properties.instanceType must be a string");
+    }
+    for duration in [
+        &p["requestSettings"]["requestTimeout"],
+        &p["requestSettings"]["maxQueueWait"],
+        &p["livenessProbe"]["period"],
+        &p["readinessProbe"]["initialDelay"],
+    ] {
+        if !duration.is_null() && !duration.as_str().is_some_and(|d| d.starts_with("PT")) {
+            problems.push("durations must be ISO-8601 strings");
+        }
+    }
+    if !p["requestSettings"].is_null()
+        && !p["requestSettings"]["maxConcurrentRequestsPerInstance"].is_u64()
+    {
+        problems.push("requestSettings.maxConcurrentRequestsPerInstance must be an integer");
+    }
+    if !problems.is_empty() {
+        s.violations
+            .extend(problems.iter().map(|p| format!("deployment body: {p}")));
+        return error(StatusCode::BAD_REQUEST, "BadArgument", &problems.join("; "));
+    }
+    let key = (ep.to_string(), dep.to_string());
+    if s.endpoints[ep].traffic.get(dep).copied().unwrap_or(0) > 0 {
+        s.violations
+            .push(format!("PUT over {dep}, which serves traffic"));
+    }
+    s.deployments.insert(
+        key,
+        Deployment {
+            model: p["model"].as_str().unwrap().to_string(),
+            provisioning: "Creating".into(),
+        },
+    );
+    let failure = s.fail_next_create.take();
+    let polls = s.create_polls;
+    let id = new_op(
+        s,
+        polls,
+        failure,
+        Effect::Provision {
+            endpoint: ep.to_string(),
+            deployment: dep.to_string(),
+        },
+    );
+    let base = s.base.clone();
+    let mut response = body.clone();
+    response["properties"]["provisioningState"] = json!("Creating");
+    (
+        StatusCode::CREATED,
+        [
+            ("azure-asyncoperation", format!("{base}/operations/{id}")),
+            ("retry-after", "0".into()),
+        ],
+        axum::Json(response),
+    )
+        .into_response()
+}
+
+fn poll(s: &mut ArmState, id: &str, location: bool) -> Response {
+    let Some(mut op) = s.ops.get(id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "NotFound", "no such operation");
+    };
+    if !op.done && (op.polls_left > 1 || s.hold_operations) {
+        op.polls_left = op.polls_left.saturating_sub(1).max(1);
+        s.ops.insert(id.to_string(), op);
+        return if location {
+            (StatusCode::ACCEPTED, [("retry-after", "0")]).into_response()
+        } else {
+            (
+                StatusCode::OK,
+                [("retry-after", "0")],
+                axum::Json(json!({"status": "InProgress"})),
+            )
+                .into_response()
+        };
+    }
+    if !op.done {
+        op.done = true;
+        match (&op.effect, &op.failure) {
+            (
+                Effect::Provision {
+                    endpoint,
+                    deployment,
+                },
+                failure,
+            ) => {
+                if let Some(d) = s
+                    .deployments
+                    .get_mut(&(endpoint.clone(), deployment.clone()))
+                {
+                    d.provisioning = if failure.is_some() {
+                        "Failed".into()
+                    } else {
+                        "Succeeded".into()
+                    };
+                }
+            }
+            (
+                Effect::Traffic {
+                    endpoint,
+                    traffic,
+                    mirror,
+                },
+                None,
+            ) => {
+                if let Some(e) = s.endpoints.get_mut(endpoint) {
+                    e.traffic = traffic
+                        .iter()
+                        .filter(|(_, v)| **v > 0)
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                    e.mirror = mirror
+                        .iter()
+                        .filter(|(_, v)| **v > 0)
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                }
+            }
+            (Effect::Traffic { .. }, Some(_)) => {}
+            (
+                Effect::Delete {
+                    endpoint,
+                    deployment,
+                },
+                _,
+            ) => {
+                s.deployments
+                    .remove(&(endpoint.clone(), deployment.clone()));
+            }
+        }
+        s.ops.insert(id.to_string(), op.clone());
+    }
+    if location {
+        return StatusCode::OK.into_response();
+    }
+    match &op.failure {
+        Some((code, message)) => {
+            axum::Json(json!({"status": "Failed", "error": {"code": code, "message": message}}))
+                .into_response()
+        }
+        None => axum::Json(json!({"status": "Succeeded"})).into_response(),
+    }
+}
