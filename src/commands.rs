@@ -149,6 +149,16 @@ fn print_outcome(
         }
         match result {
             Ok(mut handled) => {
+                let decision = handled.return_value["decision"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if execution == Execution::Send
+                    && matches!(decision.as_str(), "retrying" | "failed" | "rolled_back")
+                {
+                    // Recorded, but not done: the caller asked to act and it did not happen.
+                    all_ok = false;
+                }
                 // The request is printed in full below; keep the decision short.
                 if let Some(map) = handled.return_value.as_object_mut() {
                     map.remove("request");

@@ -11,7 +11,7 @@ use crate::actions::ActionPlan;
 use crate::actions::azureml::AzureMlPlan;
 use crate::actions::azureml::rollout::{Acquired, Next, Phase, RolloutEngine, RolloutState};
 use crate::ledger::record::rfc3339;
-use crate::ledger::{ETag, Ledger, Record, State, StoreError, after};
+use crate::ledger::{ETag, Ledger, Marker, Record, State, StoreError, after};
 use crate::logs::InvocationLog;
 
 /// How long a queued rollout waits before checking the endpoint again on its own (normally the
@@ -51,13 +51,13 @@ fn plan_of(record: &Record) -> Option<AzureMlPlan> {
 
 impl Deployer {
     /// The first steps, inside the event's invocation: queue behind a running rollout, or take the
-    /// endpoint and start the deployment PUT. Never waits for provisioning. `claim_due` is the
+    /// endpoint and start the deployment PUT. Never waits for provisioning. `claim_marker` is the
     /// takeover marker written before the record was created.
     pub async fn start(
         &self,
         mut record: Record,
         etag: ETag,
-        claim_due: OffsetDateTime,
+        claim_marker: Marker,
         log: &InvocationLog,
     ) -> Result<Record, StoreError> {
         let Some(plan) = plan_of(&record) else {
@@ -74,7 +74,7 @@ impl Deployer {
         {
             Acquired::Granted => {
                 let (record, _) = self.run(record, etag, rollout, &plan, true, log).await?;
-                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                let _ = self.ledger.unschedule(&claim_marker).await;
                 Ok(record)
             }
             Acquired::Queued { superseded } => {
@@ -109,7 +109,7 @@ impl Deployer {
                     .schedule(&record.key, after(now, QUEUED_RECHECK))
                     .await?;
                 self.ledger.save(&record, &etag).await?;
-                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                let _ = self.ledger.unschedule(&claim_marker).await;
                 Ok(record)
             }
             Acquired::Superseded => {
@@ -122,7 +122,7 @@ impl Deployer {
                 record.decision = "superseded".into();
                 record.transition(State::Superseded, why, now);
                 self.ledger.save(&record, &etag).await?;
-                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                let _ = self.ledger.unschedule(&claim_marker).await;
                 Ok(record)
             }
         }
@@ -173,11 +173,12 @@ impl Deployer {
         &self,
         record: Record,
         etag: ETag,
-        marker_due: OffsetDateTime,
+        marker: &Marker,
+        paused: bool,
         log: &InvocationLog,
     ) -> Result<Record, StoreError> {
         let Some(plan) = plan_of(&record) else {
-            self.ledger.unschedule(&record.key, marker_due).await?;
+            self.ledger.unschedule(marker).await?;
             return Ok(record);
         };
         let rollout = record
@@ -186,8 +187,21 @@ impl Deployer {
             .and_then(RolloutState::from_value)
             .unwrap_or_else(|| RolloutState::new(&plan));
         if rollout.phase == Phase::Queued {
+            // Paused: rollouts already running finish (half a rollout is worse), new ones wait.
+            if paused {
+                let now = OffsetDateTime::now_utc();
+                self.ledger
+                    .schedule(&record.key, after(now, QUEUED_RECHECK))
+                    .await?;
+                self.ledger.unschedule(marker).await?;
+                log.info(format!(
+                    "{} {}: AUTODEPLOY_PAUSED is set; the rollout waits",
+                    record.model, record.version
+                ));
+                return Ok(record);
+            }
             if record.state != State::Queued {
-                self.ledger.unschedule(&record.key, marker_due).await?;
+                self.ledger.unschedule(marker).await?;
                 return Ok(record);
             }
             match self
@@ -201,13 +215,13 @@ impl Deployer {
                     self.ledger
                         .schedule(&record.key, after(now, QUEUED_RECHECK))
                         .await?;
-                    self.ledger.unschedule(&record.key, marker_due).await?;
+                    self.ledger.unschedule(marker).await?;
                     return Ok(record);
                 }
             }
         }
         let (record, _) = self.run(record, etag, rollout, &plan, false, log).await?;
-        self.ledger.unschedule(&record.key, marker_due).await?;
+        self.ledger.unschedule(marker).await?;
         Ok(record)
     }
 

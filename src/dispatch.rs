@@ -6,7 +6,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::actions::{Action, ActionError, ActionOutcome};
-use crate::ledger::{ETag, Ledger, Record, State, StoreError, after};
+use crate::ledger::{ETag, Ledger, Marker, Record, State, StoreError, after};
 use crate::logs::InvocationLog;
 
 /// What became of a claimed attempt.
@@ -38,7 +38,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Sends the action of `record`, which the caller has claimed (state `dispatching`, claim with
-    /// the last attempt's id, outbox marker at `claim_due`), then records the outcome.
+    /// the last attempt's id, `claim_marker` for a takeover), then records the outcome.
     ///
     /// Storage errors while recording a *failure* are returned, so the caller answers non-2xx and
     /// Event Grid redelivers; after a *success* they only produce [`Sent::Unrecorded`].
@@ -46,11 +46,11 @@ impl Dispatcher {
         &self,
         mut record: Record,
         mut etag: ETag,
-        claim_due: OffsetDateTime,
+        claim_marker: Marker,
         log: &InvocationLog,
     ) -> Result<Sent, StoreError> {
         let Some(plan) = record.action.clone() else {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Corrupt(format!(
                 "record {} has no action to send",
                 record.key
             )));
@@ -69,7 +69,10 @@ impl Dispatcher {
             .filter(|a| a.outcome == "transient_error" || a.outcome == "refused")
             .count() as u32
             + 1;
-        let give_up_at = after(record.first_received, self.ledger.options.give_up_after);
+        let give_up_at = after(
+            record.acting_since.unwrap_or(record.first_received),
+            self.ledger.options.give_up_after,
+        );
         let next_at = after(now, self.ledger.retry_delay(failures));
         let sent = match result {
             Ok(outcome) => Sent::Dispatched(outcome),
@@ -77,19 +80,20 @@ impl Dispatcher {
             Err(error) => Sent::Retrying { at: next_at, error },
         };
 
-        if let Sent::Retrying { at, .. } = &sent {
-            // The retry marker first: if we die before the record says `retrying`, the claim
-            // marker still leads `Reconcile` here.
-            self.ledger.schedule(&record.key, *at).await?;
-        }
+        // The retry marker first: if we die before the record says `retrying`, the claim marker
+        // still leads `Reconcile` here.
+        let retry_marker = match &sent {
+            Sent::Retrying { at, .. } => Some(self.ledger.schedule(&record.key, *at).await?),
+            _ => None,
+        };
 
-        // Apply the outcome; on an ETag conflict (another delivery noted itself) re-read and
-        // re-apply, as long as the claim is still ours.
-        for _ in 0..5 {
+        // Apply the outcome; on an ETag conflict (another delivery noted itself) re-read, keep
+        // what it added, and apply again, for as long as the claim is still ours.
+        for _ in 0..20 {
             apply(&mut record, &attempt_id, &sent, now);
             match self.ledger.save(&record, &etag).await {
                 Ok(_) => {
-                    let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                    let _ = self.ledger.unschedule(&claim_marker).await;
                     return Ok(sent);
                 }
                 Err(StoreError::Conflict) => match self.ledger.load(&record.key).await? {
@@ -97,7 +101,9 @@ impl Dispatcher {
                         if fresh.claim.as_ref().map(|c| c.attempt_id.as_str())
                             == Some(attempt_id.as_str()) =>
                     {
-                        record = fresh;
+                        let mut ours = fresh.clone();
+                        ours.merge_deliveries(&record);
+                        record = ours;
                         etag = fresh_etag;
                     }
                     _ => {
@@ -105,6 +111,9 @@ impl Dispatcher {
                             "record {} was taken over by another attempt while this one ran; its outcome is not recorded here",
                             record.key
                         ));
+                        if let Some(marker) = &retry_marker {
+                            let _ = self.ledger.unschedule(marker).await;
+                        }
                         return Ok(match sent {
                             Sent::Dispatched(outcome) => Sent::Unrecorded(outcome),
                             other => other,
@@ -125,7 +134,15 @@ impl Dispatcher {
                 }
             }
         }
-        Err(StoreError::Conflict)
+        match sent {
+            Sent::Dispatched(outcome) => {
+                log.error(
+                    "the action was accepted but the ledger kept changing under us; Reconcile will reconcile the claim",
+                );
+                Ok(Sent::Unrecorded(outcome))
+            }
+            _ => Err(StoreError::Conflict),
+        }
     }
 }
 

@@ -159,6 +159,9 @@ async fn serve(settings: Settings) -> anyhow::Result<bool> {
         );
     }
     tracing::info!(ledger = %pipeline.ledger().describe(), "ledger");
+    for warning in &settings.warnings {
+        eprintln!("aml-autodeploy: warning: {warning}");
+    }
     if let Some(problems) = pipeline.problems() {
         // Keep serving: exiting would make the host restart us and, after three restarts, shut the
         // whole Function App down. Every invocation fails with these problems instead.

@@ -101,6 +101,16 @@ impl Pipeline {
         self.config.as_ref().err().map(Vec::as_slice)
     }
 
+    /// The loaded config, when it is valid.
+    pub fn config(&self) -> Option<&Config> {
+        self.config.as_ref().ok().map(|c| c.as_ref())
+    }
+
+    /// `AUTODEPLOY_PAUSED`.
+    pub fn paused(&self) -> bool {
+        self.facts.paused
+    }
+
     /// The ledger.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
@@ -325,6 +335,7 @@ impl Pipeline {
             invocation_ids: Vec::new(),
             action: plan.map(|p| p.action.clone()),
             claim: None,
+            acting_since: None,
             next_attempt_at: None,
             attempts: Vec::new(),
             rollout: None,
@@ -458,9 +469,11 @@ impl Pipeline {
             event.id.as_ref(),
             now,
         );
-        let claim_due = after(now, self.ledger.options.claim_timeout);
         // The takeover marker goes first: if this process dies after claiming, Reconcile finds it.
-        self.ledger.schedule(&record.key, claim_due).await?;
+        let claim_marker = self
+            .ledger
+            .schedule(&record.key, after(now, self.ledger.options.claim_timeout))
+            .await?;
 
         let etag = match self.ledger.create(&record).await {
             Ok(Ok(etag)) => etag,
@@ -478,13 +491,16 @@ impl Pipeline {
                     )
                     .await
                 {
-                    Ok(Some((claimed, etag))) => {
+                    Ok(Claimed::Ours(claimed, etag)) => {
+                        let claimed = *claimed;
                         record = claimed;
                         etag
                     }
-                    Ok(None) => {
-                        let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                    Ok(Claimed::Duplicate { state, what }) => {
+                        let _ = self.ledger.unschedule(&claim_marker).await;
                         return_value["decision"] = json!("duplicate");
+                        return_value["reason"] = json!(format!("already handled: {what}"));
+                        return_value["ledgerState"] = json!(state.as_str());
                         Span::current().record("decision", "duplicate");
                         return Ok(Handled {
                             return_value,
@@ -492,18 +508,19 @@ impl Pipeline {
                         });
                     }
                     Err(e) => {
-                        let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                        let _ = self.ledger.unschedule(&claim_marker).await;
                         return Err(e);
                     }
                 }
             }
             Err(e) => {
-                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                let _ = self.ledger.unschedule(&claim_marker).await;
                 return Err(e.into());
             }
         };
 
-        if let Err(e) = self
+        // Two versions in flight at once: only the newest may be sent.
+        match self
             .ledger
             .advance_latest(
                 workspace,
@@ -514,14 +531,34 @@ impl Pipeline {
             )
             .await
         {
-            log.warn(format!(
+            Ok(true) => {}
+            Ok(false) => {
+                let why = format!(
+                    "stale: a newer version of {} was acted on for rule {} while this one was being claimed; not sent",
+                    model.name, plan.rule
+                );
+                log.warn(why.clone());
+                record.claim = None;
+                record.decision = "stale".into();
+                record.transition(State::Stale, why.clone(), now);
+                self.ledger.save(&record, &etag).await?;
+                let _ = self.ledger.unschedule(&claim_marker).await;
+                return_value["decision"] = json!("stale");
+                return_value["reason"] = json!(why);
+                Span::current().record("decision", "stale");
+                return Ok(Handled {
+                    return_value,
+                    prepared: None,
+                });
+            }
+            Err(e) => log.warn(format!(
                 "could not update the newest-version pointer ({e}); continuing"
-            ));
+            )),
         }
 
         match self
             .dispatcher()
-            .send_claimed(record, etag, claim_due, log)
+            .send_claimed(record, etag, claim_marker, log)
             .await?
         {
             Sent::Dispatched(outcome) | Sent::Unrecorded(outcome) => {
@@ -588,8 +625,10 @@ impl Pipeline {
         if let Some(last) = record.history.last_mut() {
             last.state = State::Queued;
         }
-        let claim_due = after(now, self.ledger.options.claim_timeout);
-        self.ledger.schedule(&record.key, claim_due).await?;
+        let claim_marker = self
+            .ledger
+            .schedule(&record.key, after(now, self.ledger.options.claim_timeout))
+            .await?;
         let etag = match self.ledger.create(&record).await {
             Ok(Ok(etag)) => etag,
             Ok(Err((mut existing, etag))) => {
@@ -610,7 +649,7 @@ impl Pipeline {
                             etag
                         }
                         Err(e) => {
-                            let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                            let _ = self.ledger.unschedule(&claim_marker).await;
                             if e == StoreError::Conflict {
                                 return_value["decision"] = json!("duplicate");
                                 return Ok(Handled {
@@ -622,7 +661,7 @@ impl Pipeline {
                         }
                     }
                 } else {
-                    let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                    let _ = self.ledger.unschedule(&claim_marker).await;
                     let phase = existing
                         .rollout
                         .as_ref()
@@ -639,8 +678,11 @@ impl Pipeline {
                             format!(" (rollout phase {phase})")
                         }
                     ));
-                    let _ = self.ledger.save(&existing, &etag).await;
+                    if !matches!(existing.state, State::Queued | State::Deploying) {
+                        let _ = self.ledger.save(&existing, &etag).await;
+                    }
                     return_value["decision"] = json!("duplicate");
+                    return_value["ledgerState"] = json!(existing.state.as_str());
                     Span::current().record("decision", "duplicate");
                     return Ok(Handled {
                         return_value,
@@ -649,11 +691,11 @@ impl Pipeline {
                 }
             }
             Err(e) => {
-                let _ = self.ledger.unschedule(&record.key, claim_due).await;
+                let _ = self.ledger.unschedule(&claim_marker).await;
                 return Err(e.into());
             }
         };
-        let record = deployer.start(record, etag, claim_due, log).await?;
+        let record = deployer.start(record, etag, claim_marker, log).await?;
         return_value["decision"] = json!(record.state.as_str());
         if let Some(rollout) = &record.rollout {
             return_value["rollout"] = json!({
@@ -679,7 +721,7 @@ impl Pipeline {
     }
 
     /// A delivery found the version's record already there. Claims it when nothing was sent for
-    /// it yet; otherwise says what happened to it and returns `None`.
+    /// it yet; otherwise says what happened to it.
     #[allow(clippy::too_many_arguments)]
     async fn claim_existing(
         &self,
@@ -691,8 +733,8 @@ impl Pipeline {
         invocation: &Invocation,
         now: OffsetDateTime,
         log: &InvocationLog,
-    ) -> Result<Option<(Record, ETag)>, PipelineError> {
-        for _ in 0..3 {
+    ) -> Result<Claimed, PipelineError> {
+        for _ in 0..5 {
             existing.note_delivery(event.id.as_ref(), &invocation.id, now);
             // With the in-memory ledger nothing else retries, so a redelivery takes the retry.
             let claimable = existing.state.open_to_action()
@@ -709,12 +751,21 @@ impl Pipeline {
                     now,
                 );
                 match self.ledger.save(&existing, &etag).await {
-                    Ok(new_etag) => return Ok(Some((existing, new_etag))),
+                    Ok(new_etag) => return Ok(Claimed::Ours(Box::new(existing), new_etag)),
                     Err(StoreError::Conflict) => {}
                     Err(e) => return Err(e.into()),
                 }
             } else {
+                let claim_timeout = self.ledger.options.claim_timeout;
                 let what = match existing.state {
+                    State::Dispatching
+                        if crate::ledger::claim_expired(&existing, claim_timeout, now) =>
+                    {
+                        // Its owner died: make sure Reconcile takes it over now.
+                        self.ledger.schedule(&existing.key, now).await?;
+                        "a previous attempt died while sending it; Reconcile takes it over"
+                            .to_string()
+                    }
                     State::Dispatching => "another delivery is sending it right now".to_string(),
                     State::Retrying => format!(
                         "it is queued for retry by Reconcile{}",
@@ -736,21 +787,48 @@ impl Pipeline {
                     "duplicate delivery: model {} version {} is already handled ({what}); nothing sent",
                     existing.model, existing.version
                 ));
-                // Best effort: note the delivery on the record.
-                let _ = self.ledger.save(&existing, &etag).await;
-                return Ok(None);
+                // Note the delivery on finished records only: writing to one in flight would race
+                // the attempt that is recording its outcome.
+                if !matches!(existing.state, State::Dispatching | State::Retrying) {
+                    let _ = self.ledger.save(&existing, &etag).await;
+                }
+                return Ok(Claimed::Duplicate {
+                    state: existing.state,
+                    what,
+                });
             }
             match self.ledger.load(&existing.key).await? {
                 Some((reloaded, reloaded_etag)) => {
                     existing = reloaded;
                     etag = reloaded_etag;
                 }
-                None => return Ok(None),
+                None => {
+                    return Ok(Claimed::Duplicate {
+                        state: State::Received,
+                        what: "the record vanished".into(),
+                    });
+                }
             }
         }
         log.info("duplicate delivery: another delivery claimed this version first; nothing sent");
-        Ok(None)
+        Ok(Claimed::Duplicate {
+            state: State::Dispatching,
+            what: "another delivery claimed it first".into(),
+        })
     }
+}
+
+/// What a delivery that found an existing record got.
+enum Claimed {
+    /// The claim: the record is ours to send.
+    Ours(Box<Record>, ETag),
+    /// Already handled (or being handled); nothing to send.
+    Duplicate {
+        /// The record's state.
+        state: State,
+        /// What happened to it, in words.
+        what: String,
+    },
 }
 
 /// Marks `record` as claimed by a new attempt.
@@ -761,6 +839,11 @@ pub fn claim(
     event_id: &str,
     now: OffsetDateTime,
 ) {
+    // A new round of acting (first time, or again after nothing was sent) restarts the give-up
+    // clock; retries and takeovers keep it.
+    if record.acting_since.is_none() || record.state.open_to_action() {
+        record.acting_since = Some(now);
+    }
     record.claim = Some(Claim {
         attempt_id: attempt_id.to_string(),
         claimed_at: now,

@@ -1,21 +1,28 @@
 //! One `Reconcile` pass (the timer function): pick up due outbox entries, retry `retrying` records,
-//! take over `dispatching` claims whose owner died, and give up after `AUTODEPLOY_GIVE_UP_AFTER`.
+//! take over `dispatching` claims whose owner died, advance direct-deployment rollouts, and give up
+//! after `AUTODEPLOY_GIVE_UP_AFTER`. Each record is handled on its own: one bad record never stops
+//! the pass.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::actions::ActionPlan;
+use crate::config::{Mode, RuleAction};
 use crate::dispatch::Sent;
 use crate::ledger::record::rfc3339;
-use crate::ledger::{State, StoreError, after, claim_expired};
+use crate::ledger::{Marker, Record, State, StoreError, after, claim_expired};
 use crate::logs::InvocationLog;
 use crate::pipeline::{Pipeline, claim};
 
 /// At most this many records per pass; the rest wait for the next timer tick.
 const MAX_PER_PASS: usize = 50;
-/// A pass stops starting new work after this long (the host's functionTimeout is longer).
-const PASS_BUDGET: Duration = Duration::from_secs(240);
+/// A pass stops starting new work after this long: one record can still take a GitHub retry
+/// budget and a few storage calls, and the host's functionTimeout is 5 minutes.
+const PASS_BUDGET: Duration = Duration::from_secs(150);
+/// While paused, due records are looked at again this much later.
+const PAUSED_RECHECK: Duration = Duration::from_secs(300);
 
 /// Counts of what a pass did.
 #[derive(Debug, Default)]
@@ -25,16 +32,21 @@ struct Tally {
     retrying: usize,
     failed: usize,
     found_existing: usize,
+    stale: usize,
+    skipped: usize,
     cleaned: usize,
     rollouts: usize,
+    errors: usize,
 }
 
-/// Runs one pass and returns its summary (the invocation's `ReturnValue`).
+/// Runs one pass and returns its summary (the invocation's `ReturnValue`). Fails only when the
+/// outbox itself cannot be listed.
 pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value, StoreError> {
     let started = Instant::now();
-    let ledger = pipeline.ledger();
-    let now = OffsetDateTime::now_utc();
-    let due = ledger.due(now, MAX_PER_PASS).await?;
+    let due = pipeline
+        .ledger()
+        .due(OffsetDateTime::now_utc(), MAX_PER_PASS)
+        .await?;
     let mut tally = Tally {
         due: due.len(),
         ..Tally::default()
@@ -42,192 +54,17 @@ pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value
     if due.is_empty() {
         log.info("Reconcile: nothing due");
     }
-    for (marker_due, key) in due {
+    for marker in due {
         if started.elapsed() > PASS_BUDGET {
             log.warn("Reconcile: pass budget used up; the rest waits for the next run");
             break;
         }
-        let now = OffsetDateTime::now_utc();
-        let Some((mut record, etag)) = ledger.load(&key).await? else {
-            ledger.unschedule(&key, marker_due).await?;
-            tally.cleaned += 1;
-            continue;
-        };
-        // Direct deployments advance their rollout, one bounded step at a time.
-        if matches!(record.action, Some(crate::actions::ActionPlan::AzureMl(_))) {
-            match pipeline.deployer() {
-                Ok(deployer) => {
-                    let record = deployer.advance(record, etag, marker_due, log).await?;
-                    tally.rollouts += 1;
-                    if let Some(rollout) = &record.rollout {
-                        log.info(format!(
-                            "{} {}: {} (rollout phase {})",
-                            record.model,
-                            record.version,
-                            record.state,
-                            rollout["phase"].as_str().unwrap_or_default()
-                        ));
-                    }
-                }
-                Err(why) => log.error(why.to_string()),
-            }
-            continue;
-        }
-        let trigger = match record.state {
-            State::Retrying if record.next_attempt_at.is_none_or(|t| t <= now) => "reconcile",
-            State::Dispatching if claim_expired(&record, ledger.options.claim_timeout, now) => {
-                "takeover"
-            }
-            State::Retrying | State::Dispatching => {
-                // Not due yet: this marker is an old one; the current claim or retry has its own.
-                if record.next_attempt_at != Some(marker_due)
-                    && record
-                        .claim
-                        .as_ref()
-                        .map(|c| after(c.claimed_at, ledger.options.claim_timeout))
-                        != Some(marker_due)
-                {
-                    ledger.unschedule(&key, marker_due).await?;
-                    tally.cleaned += 1;
-                }
-                continue;
-            }
-            _ => {
-                ledger.unschedule(&key, marker_due).await?;
-                tally.cleaned += 1;
-                continue;
-            }
-        };
-
-        if after(record.first_received, ledger.options.give_up_after) <= now {
-            let why = format!(
-                "gave up: still not dispatched {} after the first delivery (AUTODEPLOY_GIVE_UP_AFTER)",
-                humanize(ledger.options.give_up_after)
-            );
-            record.claim = None;
-            record.next_attempt_at = None;
-            record.decision = "failed".into();
-            record.transition(State::Failed, why.clone(), now);
-            match ledger.save(&record, &etag).await {
-                Ok(_) => {
-                    ledger.unschedule(&key, marker_due).await?;
-                    log.warn(format!("{} {}: {why}", record.model, record.version));
-                    tally.failed += 1;
-                }
-                Err(StoreError::Conflict) => {}
-                Err(e) => return Err(e),
-            }
-            continue;
-        }
-
-        // Claim it (ETag): two passes, or a pass and a redelivery, never both send.
-        let attempt_id = uuid::Uuid::new_v4().to_string();
-        let event_id = record.event_ids.first().cloned().unwrap_or_default();
-        claim(&mut record, &attempt_id, trigger, &event_id, now);
-        let claim_due = after(now, ledger.options.claim_timeout);
-        ledger.schedule(&key, claim_due).await?;
-        let etag = match ledger.save(&record, &etag).await {
-            Ok(etag) => etag,
-            Err(StoreError::Conflict) => {
-                ledger.unschedule(&key, claim_due).await?;
-                continue;
-            }
-            Err(e) => {
-                let _ = ledger.unschedule(&key, claim_due).await;
-                return Err(e);
-            }
-        };
-        ledger.unschedule(&key, marker_due).await?;
-
-        // A takeover must not repeat a workflow run that the dead attempt did start.
-        if trigger == "takeover"
-            && let Some(plan) = record.action.clone()
-        {
-            let since = record
-                .attempts
-                .iter()
-                .rev()
-                .nth(1)
-                .map(|a| a.started_at)
-                .unwrap_or(record.first_received);
-            match pipeline
-                .action()
-                .find_existing_run(&plan, &record.event_ids, since, log)
-                .await
-            {
-                Ok(Some(run_url)) => {
-                    if let Some(attempt) = record.attempt_mut(&attempt_id) {
-                        attempt.finished_at = Some(now);
-                        attempt.outcome = "found_existing_run".into();
-                        attempt.run_url = Some(run_url.clone());
-                    }
-                    record.claim = None;
-                    record.decision = "dispatched".into();
-                    record.transition(
-                        State::Dispatched,
-                        format!("takeover found the run the previous attempt started: {run_url}"),
-                        now,
-                    );
-                    match ledger.save(&record, &etag).await {
-                        Ok(_) => {
-                            ledger.unschedule(&key, claim_due).await?;
-                            log.info(format!(
-                                "{} {}: found existing run {run_url}; not sending again",
-                                record.model, record.version
-                            ));
-                            tally.found_existing += 1;
-                        }
-                        Err(StoreError::Conflict) => {}
-                        Err(e) => return Err(e),
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => log.warn(format!(
-                    "could not look for an existing run ({e}); sending again"
-                )),
-            }
-        }
-
-        log.info(format!(
-            "Reconcile: {} {} ({trigger}, attempt {})",
-            record.model,
-            record.version,
-            record.attempts.len()
-        ));
-        match pipeline
-            .dispatcher()
-            .send_claimed(record.clone(), etag, claim_due, log)
-            .await?
-        {
-            Sent::Dispatched(outcome) | Sent::Unrecorded(outcome) => {
-                log.info(format!(
-                    "{} {}: dispatched (HTTP {}){}",
-                    record.model,
-                    record.version,
-                    outcome.status,
-                    outcome
-                        .run_url
-                        .map(|u| format!("; run {u}"))
-                        .unwrap_or_default()
-                ));
-                tally.dispatched += 1;
-            }
-            Sent::Retrying { at, error } => {
-                log.warn(format!(
-                    "{} {}: {error}; next try at {}",
-                    record.model,
-                    record.version,
-                    rfc3339(at)
-                ));
-                tally.retrying += 1;
-            }
-            Sent::GaveUp(error) => {
-                log.warn(format!(
-                    "{} {}: gave up: {error}",
-                    record.model, record.version
-                ));
-                tally.failed += 1;
+        if let Err(e) = visit(pipeline, &marker, &mut tally, log).await {
+            tally.errors += 1;
+            log.error(format!("Reconcile: {}: {e}", marker.key));
+            if let StoreError::Corrupt(why) = &e {
+                // Moved aside so it stops blocking every pass; the operator finds it there.
+                let _ = pipeline.ledger().quarantine(&marker, why).await;
             }
         }
     }
@@ -237,9 +74,279 @@ pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value
         "retrying": tally.retrying,
         "failed": tally.failed,
         "foundExistingRun": tally.found_existing,
+        "stale": tally.stale,
+        "skipped": tally.skipped,
         "cleaned": tally.cleaned,
         "rollouts": tally.rollouts,
+        "errors": tally.errors,
     }))
+}
+
+async fn visit(
+    pipeline: &Pipeline,
+    marker: &Marker,
+    tally: &mut Tally,
+    log: &InvocationLog,
+) -> Result<(), StoreError> {
+    let ledger = pipeline.ledger();
+    let now = OffsetDateTime::now_utc();
+    let Some((mut record, etag)) = ledger.load(&marker.key).await? else {
+        ledger.unschedule(marker).await?;
+        tally.cleaned += 1;
+        return Ok(());
+    };
+
+    // Direct deployments advance their rollout, one bounded step at a time.
+    if matches!(record.action, Some(ActionPlan::AzureMl(_))) {
+        let deployer = pipeline
+            .deployer()
+            .map_err(|why| StoreError::Unavailable(why.to_string()))?;
+        let record = deployer
+            .advance(record, etag, marker, pipeline.paused(), log)
+            .await?;
+        tally.rollouts += 1;
+        if let Some(rollout) = &record.rollout {
+            log.info(format!(
+                "{} {}: {} (rollout phase {})",
+                record.model,
+                record.version,
+                record.state,
+                rollout["phase"].as_str().unwrap_or_default()
+            ));
+        }
+        return Ok(());
+    }
+
+    let claim_timeout = ledger.options.claim_timeout;
+    let trigger = match record.state {
+        State::Retrying if record.next_attempt_at.is_none_or(|t| t <= now) => "reconcile",
+        State::Dispatching if claim_expired(&record, claim_timeout, now) => "takeover",
+        State::Retrying | State::Dispatching => {
+            // Not due yet (an older marker): make sure one marker points at the real due time.
+            let real_due = record
+                .next_attempt_at
+                .or_else(|| {
+                    record
+                        .claim
+                        .as_ref()
+                        .map(|c| after(c.claimed_at, claim_timeout))
+                })
+                .unwrap_or(now);
+            ledger.schedule(&record.key, real_due).await?;
+            ledger.unschedule(marker).await?;
+            return Ok(());
+        }
+        _ => {
+            ledger.unschedule(marker).await?;
+            tally.cleaned += 1;
+            return Ok(());
+        }
+    };
+
+    if pipeline.paused() {
+        log.info(format!(
+            "{} {}: AUTODEPLOY_PAUSED is set; left for a later pass",
+            record.model, record.version
+        ));
+        ledger
+            .schedule(&record.key, after(now, PAUSED_RECHECK))
+            .await?;
+        ledger.unschedule(marker).await?;
+        return Ok(());
+    }
+
+    // The config may have changed since the record was made: only send what a rule still wants.
+    if let Some(why) = rule_no_longer_acts(pipeline, &record) {
+        record.claim = None;
+        record.next_attempt_at = None;
+        record.decision = "skipped".into();
+        record.transition(State::Skipped, why.clone(), now);
+        if save_or_skip(ledger.save(&record, &etag).await)? {
+            ledger.unschedule(marker).await?;
+            log.info(format!("{} {}: {why}", record.model, record.version));
+            tally.skipped += 1;
+        }
+        return Ok(());
+    }
+
+    // A newer version acted on meanwhile: sending this one now would roll the model back.
+    if let (Some(rule), Some(time)) = (
+        &record.rule,
+        record.event_time.as_deref().and_then(parse_time),
+    ) && let Some((newer, newer_time)) = ledger
+        .newer_version_acted(&record.workspace, rule, &record.model, Some(time))
+        .await?
+    {
+        let why = format!(
+            "stale: version {newer} (event time {newer_time}) was acted on meanwhile; this older version is not sent"
+        );
+        record.claim = None;
+        record.next_attempt_at = None;
+        record.decision = "stale".into();
+        record.transition(State::Stale, why.clone(), now);
+        if save_or_skip(ledger.save(&record, &etag).await)? {
+            ledger.unschedule(marker).await?;
+            log.warn(format!("{} {}: {why}", record.model, record.version));
+            tally.stale += 1;
+        }
+        return Ok(());
+    }
+
+    // Claim it (ETag): two passes, or a pass and a redelivery, never both send.
+    let attempt_id = uuid::Uuid::new_v4().to_string();
+    let event_id = record.event_ids.first().cloned().unwrap_or_default();
+    let since = record
+        .attempts
+        .last()
+        .map(|a| a.started_at)
+        .unwrap_or(record.first_received);
+    claim(&mut record, &attempt_id, trigger, &event_id, now);
+    let claim_marker = ledger
+        .schedule(&record.key, after(now, claim_timeout))
+        .await?;
+    let etag = match ledger.save(&record, &etag).await {
+        Ok(etag) => etag,
+        Err(StoreError::Conflict) => {
+            ledger.unschedule(&claim_marker).await?;
+            return Ok(());
+        }
+        Err(e) => {
+            let _ = ledger.unschedule(&claim_marker).await;
+            return Err(e);
+        }
+    };
+    ledger.unschedule(marker).await?;
+
+    // The previous attempt may have reached GitHub (a crash, or a timeout after GitHub accepted):
+    // a workflow run that carries the event id is recorded instead of sending again.
+    if let Some(plan) = record.action.clone() {
+        match pipeline
+            .action()
+            .find_existing_run(&plan, &record.event_ids, since, log)
+            .await
+        {
+            Ok(Some(run_url)) => {
+                if let Some(attempt) = record.attempt_mut(&attempt_id) {
+                    attempt.finished_at = Some(now);
+                    attempt.outcome = "found_existing_run".into();
+                    attempt.run_url = Some(run_url.clone());
+                }
+                record.claim = None;
+                record.decision = "dispatched".into();
+                record.transition(
+                    State::Dispatched,
+                    format!("found the run a previous attempt started: {run_url}"),
+                    now,
+                );
+                if save_or_skip(ledger.save(&record, &etag).await)? {
+                    ledger.unschedule(&claim_marker).await?;
+                    log.info(format!(
+                        "{} {}: found existing run {run_url}; not sending again",
+                        record.model, record.version
+                    ));
+                    tally.found_existing += 1;
+                }
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => log.warn(format!(
+                "could not look for an existing run ({e}); sending again"
+            )),
+        }
+    }
+
+    let give_up_at = after(
+        record.acting_since.unwrap_or(record.first_received),
+        ledger.options.give_up_after,
+    );
+    if give_up_at <= now {
+        let why = format!(
+            "gave up: still not dispatched {} after acting began (AUTODEPLOY_GIVE_UP_AFTER)",
+            humanize(ledger.options.give_up_after)
+        );
+        if let Some(attempt) = record.attempt_mut(&attempt_id) {
+            attempt.finished_at = Some(now);
+            attempt.outcome = "gave_up".into();
+        }
+        record.claim = None;
+        record.next_attempt_at = None;
+        record.decision = "failed".into();
+        record.transition(State::Failed, why.clone(), now);
+        if save_or_skip(ledger.save(&record, &etag).await)? {
+            ledger.unschedule(&claim_marker).await?;
+            log.warn(format!("{} {}: {why}", record.model, record.version));
+            tally.failed += 1;
+        }
+        return Ok(());
+    }
+
+    log.info(format!(
+        "Reconcile: {} {} ({trigger}, attempt {})",
+        record.model,
+        record.version,
+        record.attempts.len()
+    ));
+    let (model, version) = (record.model.clone(), record.version.clone());
+    match pipeline
+        .dispatcher()
+        .send_claimed(record, etag, claim_marker, log)
+        .await?
+    {
+        Sent::Dispatched(outcome) | Sent::Unrecorded(outcome) => {
+            log.info(format!(
+                "{model} {version}: dispatched (HTTP {}){}",
+                outcome.status,
+                outcome
+                    .run_url
+                    .map(|u| format!("; run {u}"))
+                    .unwrap_or_default()
+            ));
+            tally.dispatched += 1;
+        }
+        Sent::Retrying { at, error } => {
+            log.warn(format!(
+                "{model} {version}: {error}; next try at {}",
+                rfc3339(at)
+            ));
+            tally.retrying += 1;
+        }
+        Sent::GaveUp(error) => {
+            log.warn(format!("{model} {version}: gave up: {error}"));
+            tally.failed += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A conflict means someone else changed the record meanwhile: skip it this pass.
+fn save_or_skip<T>(result: Result<T, StoreError>) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why the record's rule no longer sends anything, if it does not.
+fn rule_no_longer_acts(pipeline: &Pipeline, record: &Record) -> Option<String> {
+    let config = pipeline.config()?;
+    let rule_name = record.rule.as_deref()?;
+    match config.rules.iter().find(|r| r.name.as_ref() == rule_name) {
+        None => Some(format!(
+            "rule {rule_name} is no longer in the config; nothing sent"
+        )),
+        Some(rule) if rule.mode == Mode::Observe => Some(format!(
+            "rule {rule_name} is now in observe mode; nothing sent"
+        )),
+        Some(rule) if !matches!(rule.action, RuleAction::Github(_)) => Some(format!(
+            "rule {rule_name} no longer triggers GitHub; nothing sent"
+        )),
+        Some(_) => None,
+    }
+}
+
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
 fn humanize(d: Duration) -> String {

@@ -77,6 +77,8 @@ pub struct Settings {
     pub credential: Result<std::sync::Arc<crate::azure::CachedCredential>, String>,
     /// Problems found while reading settings; each fails every invocation until fixed.
     pub problems: Vec<String>,
+    /// Settings that work but are risky; printed at start.
+    pub warnings: Vec<String>,
 }
 
 /// GitHub API base URL and credentials.
@@ -244,6 +246,21 @@ impl Settings {
         let credential = crate::azure::CredentialKind::select(env)
             .and_then(|kind| crate::azure::build_credential(kind, env, cloud));
         let storage = crate::ledger::connection::StorageTarget::from_env(env, cloud);
+        let mut warnings = Vec::new();
+        if retry_budget.is_zero() {
+            problems.push("AUTODEPLOY_RETRY_BUDGET_SECS must be more than 0".into());
+        } else if retry_budget > Duration::from_secs(25) {
+            warnings.push(format!(
+                "AUTODEPLOY_RETRY_BUDGET_SECS is {}s: Event Grid stops waiting after 30 s and then delivers the event again",
+                retry_budget.as_secs_f32()
+            ));
+        }
+        if ledger.claim_timeout < retry_budget + Duration::from_secs(30) {
+            warnings.push(format!(
+                "AUTODEPLOY_CLAIM_TIMEOUT_SECS ({}s) is shorter than the retry budget plus 30 s: a slow but live attempt could be taken over and sent twice",
+                ledger.claim_timeout.as_secs_f32()
+            ));
+        }
 
         Settings {
             port,
@@ -258,6 +275,7 @@ impl Settings {
             arm,
             credential,
             problems,
+            warnings,
         }
     }
 }

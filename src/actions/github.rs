@@ -290,7 +290,7 @@ impl GithubClient {
                             "{url} answered without an installation id"
                         ))
                     })?;
-                cache.installation_by_repo.insert(repo_key, id);
+                cache.installation_by_repo.insert(repo_key.clone(), id);
                 id
             }
         };
@@ -308,6 +308,16 @@ impl GithubClient {
             .call(Method::POST, &url, &jwt, None, deadline, log)
             .await?;
         if !reply.status.is_success() {
+            // The App may have been reinstalled (new installation id): forget the looked-up id
+            // so the next attempt looks it up again.
+            if app.installation_id.is_none()
+                && matches!(
+                    reply.status,
+                    StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED
+                )
+            {
+                cache.installation_by_repo.remove(&repo_key);
+            }
             return Err(refusal(
                 reply.status,
                 &reply.body,

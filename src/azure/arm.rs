@@ -512,7 +512,10 @@ impl ArmClient {
             match &operation {
                 Operation::Done(value) => return Ok(value.clone()),
                 Operation::Pending { retry_after, .. } => {
-                    if Instant::now() + *retry_after > deadline {
+                    if Instant::now()
+                        .checked_add(*retry_after)
+                        .is_none_or(|t| t > deadline)
+                    {
                         return Err(ArmError::StillRunning(max_wait));
                     }
                     tokio::time::sleep(*retry_after).await;
@@ -672,12 +675,18 @@ fn http_error(method: &Method, url: &Url, status: StatusCode, body: &Value) -> A
     }
 }
 
+/// `Retry-After` in seconds or as an HTTP date, capped at an hour (a hostile or broken value must
+/// not overflow a deadline).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    let value = headers.get("retry-after")?.to_str().ok()?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs.min(3600)),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(wait.min(Duration::from_secs(3600)))
 }
 
 fn backoff(attempt: u32) -> Duration {

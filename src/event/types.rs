@@ -102,7 +102,8 @@ impl ModelName {
 }
 
 impl ModelVersion {
-    /// Non-empty, at most 64 characters, no whitespace, `/` or `:`.
+    /// Non-empty, at most 64 characters: letters, digits, `.`, `_`, `-` and `+` (the version becomes
+    /// part of blob names and deployment names, so nothing that a URL would reinterpret).
     pub fn parse(raw: &str) -> Result<Self, String> {
         let s = raw.trim();
         if s.is_empty() {
@@ -113,7 +114,7 @@ impl ModelVersion {
         }
         if let Some(bad) = s
             .chars()
-            .find(|c| c.is_whitespace() || c.is_control() || "/:?#".contains(*c))
+            .find(|c| !(c.is_ascii_alphanumeric() || "._-+".contains(*c)))
         {
             return Err(format!("{s:?} contains {bad:?}"));
         }
@@ -165,6 +166,8 @@ mod tests {
     fn versions_with_separators_are_rejected() {
         assert!(ModelVersion::parse("1 2").is_err());
         assert!(ModelVersion::parse("1/2").is_err());
+        assert!(ModelVersion::parse("a\\b").is_err());
+        assert!(ModelVersion::parse("1%2F").is_err());
         assert!(ModelVersion::parse(" ").is_err());
         assert!(ModelVersion::parse("2024.10.1").is_ok());
     }

@@ -27,9 +27,9 @@ use tokio::sync::OnceCell;
 use super::store::{ETag, Store, StoreError};
 
 /// Longest single storage request: the ledger sits on the invocation's critical path.
-const STORAGE_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const STORAGE_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest storage operation, retries and token acquisition included.
-const STORAGE_OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+const STORAGE_OPERATION_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Bounds an operation: a token endpoint or an account that never answers must not hold the
 /// invocation (Event Grid stops waiting after 30 s).
@@ -281,8 +281,9 @@ impl BlobStore {
         }
     }
 
+    // Reads never create the container: `status` must work with read-only access, and a
+    // mistyped container name must not be created by looking at it.
     async fn read_unbounded(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
-        self.ready().await?;
         let options = BlobClientDownloadOptions {
             parallel: std::num::NonZero::new(1),
             ..BlobClientDownloadOptions::default()
@@ -347,7 +348,6 @@ impl BlobStore {
     }
 
     async fn delete_unbounded(&self, name: &str) -> Result<(), StoreError> {
-        self.ready().await?;
         match self.container.blob_client(name).delete(None).await {
             Ok(_) => Ok(()),
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(()),
@@ -356,7 +356,6 @@ impl BlobStore {
     }
 
     async fn list_unbounded(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        self.ready().await?;
         let options = BlobContainerClientListBlobsOptions {
             prefix: Some(prefix.to_string()),
             maxresults: Some(limit.clamp(1, 5000) as i32),
@@ -375,6 +374,8 @@ impl BlobStore {
                     }
                 }
                 Ok(None) => break,
+                // No container yet: nothing was ever written.
+                Err(e) if e.http_status() == Some(StatusCode::NotFound) => break,
                 Err(e) => return Err(unavailable(&e)),
             }
         }

@@ -84,8 +84,21 @@ fn millis(at: OffsetDateTime) -> i128 {
     (at.unix_timestamp_nanos() / 1_000_000).max(0)
 }
 
+/// An outbox entry: `key` needs attention at `due`. The name carries a nonce, so two deliveries
+/// scheduling the same record in the same millisecond never share (and delete) one marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The blob name.
+    pub name: String,
+    /// When it is due.
+    pub due: OffsetDateTime,
+    /// The record it points at.
+    pub key: String,
+}
+
 fn outbox_name(key: &str, due: OffsetDateTime) -> String {
-    format!("outbox/{:013}/{key}", millis(due))
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("outbox/{:013}-{}/{key}", millis(due), &nonce[..8])
 }
 
 fn index_name(key: &str, received: OffsetDateTime) -> String {
@@ -96,13 +109,17 @@ fn latest_name(workspace: &str, rule: &str, model: &str) -> String {
     format!("latest/{model}/{}/{rule}.json", workspace_key(workspace))
 }
 
-/// Parses `outbox/{millis}/{key}`.
-fn parse_outbox(name: &str) -> Option<(OffsetDateTime, String)> {
+/// Parses `outbox/{millis}-{nonce}/{key}`.
+fn parse_outbox(name: &str) -> Option<Marker> {
     let rest = name.strip_prefix("outbox/")?;
-    let (ms, key) = rest.split_once('/')?;
-    let ms: i128 = ms.parse().ok()?;
-    let at = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()?;
-    Some((at, key.to_string()))
+    let (stamp, key) = rest.split_once('/')?;
+    let ms: i128 = stamp.split('-').next()?.parse().ok()?;
+    let due = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()?;
+    Some(Marker {
+        name: name.to_string(),
+        due,
+        key: key.to_string(),
+    })
 }
 
 /// Adds a std duration to a time, saturating.
@@ -153,7 +170,7 @@ impl Ledger {
             None => Ok(None),
             Some((bytes, etag)) => Record::from_bytes(&bytes)
                 .map(|r| Some((r, etag)))
-                .map_err(StoreError::Unavailable),
+                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),
         }
     }
 
@@ -192,26 +209,35 @@ impl Ledger {
     }
 
     /// Puts an outbox marker: `key` needs attention at `due`.
-    pub async fn schedule(&self, key: &str, due: OffsetDateTime) -> Result<(), StoreError> {
-        self.store.put(&outbox_name(key, due), Vec::new()).await
+    pub async fn schedule(&self, key: &str, due: OffsetDateTime) -> Result<Marker, StoreError> {
+        let name = outbox_name(key, due);
+        self.store.put(&name, Vec::new()).await?;
+        Ok(Marker {
+            name,
+            due,
+            key: key.to_string(),
+        })
     }
 
     /// Removes an outbox marker.
-    pub async fn unschedule(&self, key: &str, due: OffsetDateTime) -> Result<(), StoreError> {
-        self.store.delete(&outbox_name(key, due)).await
+    pub async fn unschedule(&self, marker: &Marker) -> Result<(), StoreError> {
+        self.store.delete(&marker.name).await
     }
 
-    /// Outbox entries due at `now`, earliest first: `(due, record key)`.
-    pub async fn due(
-        &self,
-        now: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<(OffsetDateTime, String)>, StoreError> {
+    /// Moves aside a marker whose record cannot be read, so it stops blocking every pass.
+    pub async fn quarantine(&self, marker: &Marker, why: &str) -> Result<(), StoreError> {
+        let name = marker.name.replacen("outbox/", "outbox-poison/", 1);
+        self.store.put(&name, why.as_bytes().to_vec()).await?;
+        self.store.delete(&marker.name).await
+    }
+
+    /// Outbox entries due at `now`, earliest first.
+    pub async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Marker>, StoreError> {
         let names = self.store.list("outbox/", limit.max(1) * 4).await?;
         Ok(names
             .iter()
             .filter_map(|n| parse_outbox(n))
-            .take_while(|(at, _)| *at <= now)
+            .take_while(|m| m.due <= now)
             .take(limit)
             .collect())
     }
@@ -248,8 +274,9 @@ impl Ledger {
         })
     }
 
-    /// Records `version` as the newest acted on for (workspace, rule, model), unless a newer one
-    /// already is (compare-and-swap on the pointer's ETag).
+    /// Records `version` as the newest acted on for (workspace, rule, model) (compare-and-swap on
+    /// the pointer's ETag). Returns `false` when a strictly newer version is already recorded:
+    /// then this one must not be sent.
     pub async fn advance_latest(
         &self,
         workspace: &str,
@@ -257,9 +284,9 @@ impl Ledger {
         model: &str,
         version: &str,
         event_time: Option<OffsetDateTime>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let Some(event_time) = event_time else {
-            return Ok(());
+            return Ok(true);
         };
         let name = latest_name(workspace, rule, model);
         let time_text = event_time
@@ -267,10 +294,10 @@ impl Ledger {
             .unwrap_or_default();
         let body = serde_json::to_vec(&json!({"version": version, "eventTime": time_text}))
             .unwrap_or_default();
-        for _ in 0..5 {
+        for _ in 0..10 {
             match self.store.read(&name).await? {
                 None => match self.store.create(&name, body.clone()).await {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => return Ok(true),
                     Err(StoreError::AlreadyExists) => continue,
                     Err(e) => return Err(e),
                 },
@@ -280,11 +307,13 @@ impl Ledger {
                         OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
                             .ok()
                     });
-                    if current_time.is_some_and(|t| t >= event_time) {
-                        return Ok(());
+                    match current_time {
+                        Some(t) if t > event_time => return Ok(false),
+                        Some(t) if t == event_time => return Ok(true),
+                        _ => {}
                     }
                     match self.store.replace(&name, body.clone(), &etag).await {
-                        Ok(_) => return Ok(()),
+                        Ok(_) => return Ok(true),
                         Err(StoreError::Conflict) => continue,
                         Err(e) => return Err(e),
                     }
@@ -466,9 +495,15 @@ mod tests {
         let soon = outbox_name("k", datetime!(2026-01-01 0:00 UTC));
         let later = outbox_name("k", datetime!(2026-06-01 0:00 UTC));
         assert!(soon < later);
+        let parsed = parse_outbox(&soon).unwrap();
         assert_eq!(
-            parse_outbox(&soon),
-            Some((datetime!(2026-01-01 0:00 UTC), "k".to_string()))
+            (parsed.due, parsed.key.as_str()),
+            (datetime!(2026-01-01 0:00 UTC), "k")
+        );
+        assert_ne!(
+            outbox_name("k", datetime!(2026-01-01 0:00 UTC)),
+            soon,
+            "same time, distinct markers"
         );
     }
 
@@ -485,14 +520,19 @@ mod tests {
         let ledger = Ledger::in_memory();
         let t1 = datetime!(2026-01-01 0:00 UTC);
         let t2 = datetime!(2026-02-01 0:00 UTC);
-        ledger
-            .advance_latest("/ws", "r", "m", "2", Some(t2))
-            .await
-            .unwrap();
-        ledger
-            .advance_latest("/ws", "r", "m", "1", Some(t1))
-            .await
-            .unwrap();
+        assert!(
+            ledger
+                .advance_latest("/ws", "r", "m", "2", Some(t2))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !ledger
+                .advance_latest("/ws", "r", "m", "1", Some(t1))
+                .await
+                .unwrap(),
+            "an older version loses"
+        );
         assert_eq!(
             ledger
                 .newer_version_acted("/ws", "r", "m", Some(t1))

@@ -184,6 +184,10 @@ pub struct Record {
     /// The current claim while `dispatching`.
     #[serde(default)]
     pub claim: Option<Claim>,
+    /// When the current round of acting began (the give-up clock starts here, not at the first
+    /// delivery: a version skipped last week and acted on today gets the full retry time).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub acting_since: Option<OffsetDateTime>,
     /// When `Reconcile` retries, while `retrying`.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub next_attempt_at: Option<OffsetDateTime>,
@@ -225,6 +229,24 @@ impl Record {
         }
         if at > self.last_received {
             self.last_received = at;
+        }
+    }
+
+    /// Takes the delivery notes (event and invocation ids) of `other`, a fresher copy of this
+    /// record, so a write that lost an ETag race keeps what others added meanwhile.
+    pub fn merge_deliveries(&mut self, other: &Record) {
+        for id in &other.event_ids {
+            if !self.event_ids.contains(id) {
+                self.event_ids.push(id.clone());
+            }
+        }
+        for id in &other.invocation_ids {
+            if !self.invocation_ids.contains(id) && self.invocation_ids.len() < MAX_INVOCATION_IDS {
+                self.invocation_ids.push(id.clone());
+            }
+        }
+        if other.last_received > self.last_received {
+            self.last_received = other.last_received;
         }
     }
 

@@ -35,6 +35,9 @@ pub enum StoreError {
     /// Storage could not be reached or refused us (network, 5xx, 403 on a bad key, …).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// An object is there but cannot be understood (e.g. written by a newer version).
+    #[error("unreadable ledger object: {0}")]
+    Corrupt(String),
 }
 
 /// Object storage with optimistic concurrency.
