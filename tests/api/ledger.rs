@@ -653,3 +653,171 @@ async fn a_refusal_that_needs_an_operator_fails_the_invocation_but_stays_queued_
         redelivered.logs_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_never_sends_an_older_version_after_a_newer_one_was_dispatched() {
+    let t = Ledgered::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&t.gh)
+        .await;
+    let app = t
+        .spawn(&[
+            ("AUTODEPLOY_RETRY_BUDGET_SECS", "0.3"),
+            ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0"),
+        ])
+        .await;
+    let mut older = credit("40");
+    older["eventTime"] = json!("2026-11-26T11:00:00Z");
+    let mut newer = credit("41");
+    newer["eventTime"] = json!("2026-11-26T12:00:00Z");
+
+    assert_eq!(app.post_event(&older).await.decision(), "retrying");
+    t.gh.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&t.gh)
+        .await;
+    assert_eq!(app.post_event(&newer).await.decision(), "dispatched");
+    let pass = app.post_reconcile().await;
+
+    assert_eq!(pass.body["ReturnValue"]["stale"], 1, "{}", pass.raw);
+    assert_eq!(pass.body["ReturnValue"]["dispatched"], 0, "{}", pass.raw);
+    assert_eq!(t.record("credit-risk", "40").await["state"], "stale");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_sends_nothing_while_paused_and_resumes_after() {
+    let t = Ledgered::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&t.gh)
+        .await;
+    let mut app = t
+        .spawn(&[
+            ("AUTODEPLOY_RETRY_BUDGET_SECS", "0.3"),
+            ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0"),
+        ])
+        .await;
+    assert_eq!(app.post_event(&credit("42")).await.decision(), "retrying");
+    app.kill();
+    t.gh.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&t.gh)
+        .await;
+
+    let paused = t.spawn(&[("AUTODEPLOY_PAUSED", "true")]).await;
+    let pass = paused.post_reconcile().await;
+
+    assert_eq!(pass.status, 200);
+    assert_eq!(pass.body["ReturnValue"]["dispatched"], 0, "{}", pass.raw);
+    assert!(
+        pass.logs_text().contains("AUTODEPLOY_PAUSED"),
+        "{}",
+        pass.logs_text()
+    );
+    assert_eq!(t.record("credit-risk", "42").await["state"], "retrying");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_record_does_not_stop_the_pass() {
+    let t = Ledgered::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&t.gh)
+        .await;
+    let app = t
+        .spawn(&[
+            ("AUTODEPLOY_RETRY_BUDGET_SECS", "0.3"),
+            ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0"),
+        ])
+        .await;
+    assert_eq!(app.post_event(&credit("43")).await.decision(), "retrying");
+    // A record written by some future version, due first in the outbox.
+    let store = parse_connection_string(&t.storage, "test")
+        .unwrap()
+        .open(&t.container, |_| unreachable!())
+        .unwrap();
+    store
+        .put(
+            "records/zz/ws-000000000000/1.json",
+            br#"{"schema": 99, "state": "teleporting"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            "outbox/0000000000001-deadbeef/records/zz/ws-000000000000/1.json",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    t.gh.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&t.gh)
+        .await;
+
+    let pass = app.post_reconcile().await;
+
+    assert_eq!(pass.status, 200, "{}", pass.raw);
+    assert_eq!(pass.body["ReturnValue"]["errors"], 1, "{}", pass.raw);
+    assert_eq!(pass.body["ReturnValue"]["dispatched"], 1, "{}", pass.raw);
+    assert_eq!(
+        store.list("outbox-poison/", 10).await.unwrap().len(),
+        1,
+        "moved aside"
+    );
+    let again = app.post_reconcile().await;
+    assert_eq!(again.body["ReturnValue"]["errors"], 0, "{}", again.raw);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_execute_fails_when_the_dispatch_is_only_queued_for_retry() {
+    let t = Ledgered::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&t.gh)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("autodeploy.yml"), standard_config()).unwrap();
+    std::fs::write(dir.path().join("event.json"), credit("44").to_string()).unwrap();
+    let uri = t.gh.uri();
+
+    let (code, out, _) = tokio::task::block_in_place(|| {
+        run_cli(
+            dir.path(),
+            &["replay", "event.json", "--execute"],
+            &[
+                ("GITHUB_API_URL", &uri),
+                ("GITHUB_TOKEN", "ghp_x"),
+                ("AUTODEPLOY_RETRY_BUDGET_SECS", "0.3"),
+                ("AUTODEPLOY_STORAGE", &t.storage),
+                ("AUTODEPLOY_CONTAINER", &t.container),
+            ],
+        )
+    });
+
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("\"decision\": \"retrying\""), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_on_an_empty_ledger_says_so_without_creating_anything() {
+    let t = Ledgered::new().await;
+    let (code, out) = tokio::task::block_in_place(|| t.status(&[]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no records"), "{out}");
+    let store = parse_connection_string(&t.storage, "test")
+        .unwrap()
+        .open(&t.container, |_| unreachable!())
+        .unwrap();
+    assert!(store.read("records/x/y/1.json").await.unwrap().is_none());
+}
