@@ -45,10 +45,10 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
                         ),
                     },
                     RuleAction::AzureMl(azureml) => format!(
-                        "deploy to endpoint {} ({}, {:?}{})",
+                        "deploy to endpoint {} ({}, {}{})",
                         azureml.endpoint,
                         azureml.deployment_file.display(),
-                        azureml.rollout.strategy,
+                        azureml.rollout.strategy.as_str(),
                         if azureml.smoke_test.is_some() {
                             ", smoke test"
                         } else {

@@ -81,10 +81,7 @@ impl ActionPlan {
                     .replace("/versions/", ":"),
                 plan.deployment,
                 plan.endpoint,
-                match plan.rollout.strategy {
-                    crate::config::Strategy::BlueGreen => "blue-green",
-                    crate::config::Strategy::AllAtOnce => "all-at-once",
-                }
+                plan.rollout.strategy.as_str()
             ),
         }
     }

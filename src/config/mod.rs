@@ -163,6 +163,16 @@ pub struct RolloutSpec {
     pub retain_previous_minutes: u32,
 }
 
+impl Strategy {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::BlueGreen => "blue-green",
+            Strategy::AllAtOnce => "all-at-once",
+        }
+    }
+}
+
 impl Default for RolloutSpec {
     fn default() -> Self {
         Self {
