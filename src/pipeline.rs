@@ -735,6 +735,7 @@ impl Pipeline {
         log: &InvocationLog,
     ) -> Result<Claimed, PipelineError> {
         for _ in 0..5 {
+            let new_event = !existing.event_ids.iter().any(|e| e == event.id.as_ref());
             existing.note_delivery(event.id.as_ref(), &invocation.id, now);
             // With the in-memory ledger nothing else retries, so a redelivery takes the retry.
             let claimable = existing.state.open_to_action()
@@ -787,15 +788,10 @@ impl Pipeline {
                     "duplicate delivery: model {} version {} is already handled ({what}); nothing sent",
                     existing.model, existing.version
                 ));
-                // Note the delivery on finished records only: writing to one in flight would race
-                // the attempt that is recording its outcome.
-                if !matches!(existing.state, State::Dispatching | State::Retrying) {
-                    let _ = self.ledger.save(&existing, &etag).await;
-                }
-                return Ok(Claimed::Duplicate {
-                    state: existing.state,
-                    what,
-                });
+                let state = existing.state;
+                self.note_duplicate(existing, etag, new_event, event, invocation, now)
+                    .await;
+                return Ok(Claimed::Duplicate { state, what });
             }
             match self.ledger.load(&existing.key).await? {
                 Some((reloaded, reloaded_etag)) => {
@@ -815,6 +811,45 @@ impl Pipeline {
             state: State::Dispatching,
             what: "another delivery claimed it first".into(),
         })
+    }
+}
+
+impl Pipeline {
+    /// Notes a duplicate delivery on the record. A new event id is always worth recording (the
+    /// outcome writer merges it if they race); a repeat of a known event is only noted on records
+    /// that are no longer in flight, to keep writes away from the attempt recording its outcome.
+    async fn note_duplicate(
+        &self,
+        mut record: Record,
+        mut etag: ETag,
+        new_event: bool,
+        event: &Event,
+        invocation: &Invocation,
+        now: OffsetDateTime,
+    ) {
+        let in_flight = matches!(
+            record.state,
+            State::Dispatching | State::Retrying | State::Queued | State::Deploying
+        );
+        if !new_event && in_flight {
+            return;
+        }
+        for _ in 0..10 {
+            record.note_delivery(event.id.as_ref(), &invocation.id, now);
+            let Err(StoreError::Conflict) = self.ledger.save(&record, &etag).await else {
+                return;
+            };
+            // Lost a race: try again only while the new event id is still missing.
+            match self.ledger.load(&record.key).await {
+                Ok(Some((fresh, fresh_etag)))
+                    if new_event && !fresh.event_ids.iter().any(|e| e == event.id.as_ref()) =>
+                {
+                    record = fresh;
+                    etag = fresh_etag;
+                }
+                _ => return,
+            }
+        }
     }
 }
 
