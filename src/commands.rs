@@ -128,6 +128,7 @@ pub async fn replay(
             id: format!("replay-{}", i + 1),
             execution,
             trigger: "replay",
+            force: false,
         };
         let result = pipeline.handle(event, &invocation, &log).await;
         all_ok &= print_outcome(&log, result, execution, out)?;
@@ -190,6 +191,15 @@ fn print_outcome(
     Ok(all_ok)
 }
 
+/// How `evaluate` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct EvaluateMode {
+    /// Send (`--execute`) or dry run.
+    pub execution: Execution,
+    /// `--force`.
+    pub force: bool,
+}
+
 /// `evaluate`: reads each model version from ARM (tags, properties, registration time), builds
 /// the event Azure ML would have sent, and runs it through the pipeline, recorded as manually
 /// triggered. Returns whether every version was handled.
@@ -198,10 +208,11 @@ pub async fn evaluate(
     arm: &ArmClient,
     workspace: &WorkspaceId,
     targets: &[String],
-    execution: Execution,
+    mode: EvaluateMode,
     ledger_for_dry_run: Option<&Ledger>,
     out: &mut dyn Write,
 ) -> std::io::Result<bool> {
+    let EvaluateMode { execution, force } = mode;
     let mut all_ok = true;
     for target in targets {
         writeln!(out, "── {target} ──")?;
@@ -267,6 +278,7 @@ pub async fn evaluate(
             id: "evaluate".into(),
             execution,
             trigger: "manual",
+            force,
         };
         let result = pipeline.handle(&event, &invocation, &log).await;
         all_ok &= print_outcome(&log, result, execution, out)?;

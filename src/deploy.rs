@@ -28,6 +28,8 @@ pub struct Deployer {
     pub ledger: Arc<Ledger>,
     /// The rollout engine.
     pub engine: Arc<RolloutEngine>,
+    /// Announces succeeded, rolled back and failed rollouts.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// The ledger state for a rollout phase.
@@ -238,6 +240,7 @@ impl Deployer {
         log: &InvocationLog,
     ) -> Result<(Record, ETag), StoreError> {
         let mut next = Next::Now;
+        let mut announced = None;
         for _ in 0..MAX_STEPS_PER_VISIT {
             let before = rollout.phase;
             next = self
@@ -259,6 +262,15 @@ impl Deployer {
                     _ => format!("{} → {}", before.as_str(), rollout.phase.as_str()),
                 };
                 let state = record_state(&rollout);
+                if state != record.state {
+                    announced = match state {
+                        State::Succeeded => Some("succeeded"),
+                        State::RolledBack => Some("rolled_back"),
+                        State::Failed => Some("failed"),
+                        State::Stale => Some("stale"),
+                        _ => announced,
+                    };
+                }
                 record.decision = state.as_str().into();
                 record.transition(state, note, now);
                 if let Some(why) = &rollout.failure
@@ -305,6 +317,12 @@ impl Deployer {
             }
         }
         let etag = self.ledger.save(&record, &etag).await?;
+        // Announce outcomes once the record says so.
+        if let Some(outcome) = announced {
+            self.notifier
+                .announce(&self.ledger, &record.key, outcome, log)
+                .await;
+        }
         if let Some(next_key) = wake {
             // The next queued version may start now.
             self.ledger.schedule(&next_key, now).await?;

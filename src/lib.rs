@@ -28,6 +28,8 @@ pub mod event;
 pub mod host;
 pub mod ledger;
 pub mod logs;
+pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod reconcile;

@@ -47,6 +47,10 @@ enum Command {
         /// Act and record, instead of only showing the decision.
         #[arg(long)]
         execute: bool,
+        /// Ship despite the quality gate and the stale check (recorded as forced); also re-runs a
+        /// rejected, stale or failed version.
+        #[arg(long)]
+        force: bool,
         /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -119,9 +123,10 @@ fn main() -> ExitCode {
             Command::Evaluate {
                 targets,
                 execute,
+                force,
                 config,
                 workspace,
-            } => evaluate(settings, targets, execute, config, workspace).await,
+            } => evaluate(settings, targets, execute, force, config, workspace).await,
             Command::Rollback {
                 endpoint,
                 workspace,
@@ -239,6 +244,7 @@ async fn evaluate(
     settings: Settings,
     targets: Vec<String>,
     execute: bool,
+    force: bool,
     config: Option<PathBuf>,
     workspace: Option<String>,
 ) -> anyhow::Result<bool> {
@@ -287,7 +293,7 @@ async fn evaluate(
         &arm,
         &workspace,
         &targets,
-        execution,
+        commands::EvaluateMode { execution, force },
         ledger.as_ref(),
         &mut std::io::stdout(),
     )

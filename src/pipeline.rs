@@ -17,6 +17,9 @@ use crate::event::{self, Event, EventKind, ModelRegistered};
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Attempt, Claim, ETag, Ledger, Record, State, StoreError, after};
 use crate::logs::InvocationLog;
+use crate::metrics::{LookupError, MetricLookup};
+use crate::notify::Notifier;
+use crate::policy::gate::{self as gate_policy, Overrides, Verdict};
 use crate::policy::{self, Decision, Facts, Plan, SkipReason};
 
 /// Whether actions are sent.
@@ -36,8 +39,10 @@ pub struct Invocation {
     pub id: String,
     /// Send or dry run.
     pub execution: Execution,
-    /// `event` (Event Grid), `replay` or `manual` (`evaluate`): recorded on the attempt.
+    /// `event` (Event Grid), `replay`, `manual` (`evaluate`) or `reconcile`: recorded on the attempt.
     pub trigger: &'static str,
+    /// `evaluate --force`: act despite the gate and the stale check (recorded as forced).
+    pub force: bool,
 }
 
 /// Why an event could not be handled. Each answers the invocation with a non-2xx, so Event Grid
@@ -71,6 +76,8 @@ pub struct Pipeline {
     action: Arc<dyn Action>,
     ledger: Arc<Ledger>,
     deployer: Result<Arc<Deployer>, String>,
+    metrics: Arc<MetricLookup>,
+    notifier: Arc<Notifier>,
 }
 
 impl Pipeline {
@@ -81,6 +88,8 @@ impl Pipeline {
         action: Arc<dyn Action>,
         ledger: Arc<Ledger>,
         deployer: Result<Arc<Deployer>, String>,
+        metrics: Arc<MetricLookup>,
+        notifier: Arc<Notifier>,
     ) -> Self {
         Self {
             config,
@@ -88,7 +97,14 @@ impl Pipeline {
             action,
             ledger,
             deployer,
+            metrics,
+            notifier,
         }
+    }
+
+    /// The notifier.
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
     }
 
     /// The direct-deployment runner, or why there is none (no Azure credential).
@@ -227,8 +243,90 @@ impl Pipeline {
         for note in &plan.notes {
             log.warn(note.clone());
         }
-        let prepared = self.prepare(&plan.action);
         let acting = matches!(decision, Decision::Act(_));
+
+        // The quality gate, for acting and observing rules (a paused app decides nothing new).
+        let mut gate = GatePassed {
+            forced: invocation.force,
+            summary: None,
+        };
+        if !matches!(decision, Decision::Paused(_))
+            && let Some(spec) = config
+                .rules
+                .iter()
+                .find(|r| r.name == plan.rule)
+                .and_then(|r| r.gate.as_ref())
+        {
+            let overrides = Overrides {
+                force: invocation.force || tag_is_true(model, "autodeploy.force"),
+                skip: tag_is_true(model, "autodeploy.skip"),
+            };
+            match self
+                .run_gate(spec, &event, model, plan, overrides, log)
+                .await
+            {
+                GateOutcome::Pass {
+                    notes,
+                    forced,
+                    summary,
+                } => {
+                    for note in notes {
+                        log.info(format!("gate: {note}"));
+                    }
+                    gate.forced |= forced;
+                    return_value["gate"] = summary.clone();
+                    gate.summary = Some(summary);
+                }
+                GateOutcome::Stop {
+                    state,
+                    reason,
+                    summary,
+                } => {
+                    log.warn(reason.clone());
+                    return_value["gate"] = summary.clone();
+                    if acting {
+                        return_value["decision"] = json!(state.as_str());
+                        return_value["reason"] = json!(reason);
+                        Span::current().record("decision", state.as_str());
+                        if !dry_run {
+                            let key = self
+                                .record_gate_stop(
+                                    &event, model, &decision, plan, state, &reason, summary,
+                                    invocation, log,
+                                )
+                                .await?;
+                            self.notifier
+                                .announce(&self.ledger, &key, state.as_str(), log)
+                                .await;
+                        }
+                        return Ok(Handled {
+                            return_value,
+                            prepared: None,
+                        });
+                    }
+                }
+                GateOutcome::Retry { error } => {
+                    return_value["gate"] = json!({ "error": error });
+                    if acting && !dry_run {
+                        return self
+                            .record_gate_retry(
+                                &event,
+                                model,
+                                &decision,
+                                plan,
+                                &error,
+                                invocation,
+                                log,
+                                return_value,
+                            )
+                            .await;
+                    }
+                    log.warn(format!("gate: {error}"));
+                }
+            }
+        }
+
+        let prepared = self.prepare(&plan.action);
         if !acting || dry_run {
             if acting {
                 log.info(format!(
@@ -258,6 +356,7 @@ impl Pipeline {
             model,
             &decision,
             plan,
+            gate,
             invocation,
             log,
             return_value,
@@ -339,6 +438,11 @@ impl Pipeline {
             next_attempt_at: None,
             attempts: Vec::new(),
             rollout: None,
+            model_tags: model.tags.clone(),
+            model_properties: model.properties.clone(),
+            gate: None,
+            gate_pending: false,
+            notifications: Vec::new(),
             history: Vec::new(),
         };
         record.note_delivery(event.id.as_ref(), &invocation.id, now);
@@ -404,6 +508,7 @@ impl Pipeline {
         model: &ModelRegistered,
         decision: &Decision,
         plan: &Plan,
+        gate: GatePassed,
         invocation: &Invocation,
         log: &InvocationLog,
         mut return_value: Value,
@@ -420,16 +525,25 @@ impl Pipeline {
             now,
         );
 
-        // A late retry of an old version must never overwrite a newer one.
-        if let Some((newer, newer_time)) = self
-            .ledger
-            .newer_version_acted(
-                workspace,
-                plan.rule.as_ref(),
-                model.name.as_ref(),
-                event.time,
-            )
-            .await?
+        record.forced = gate.forced;
+        record.gate = gate.summary;
+        if gate.forced {
+            record
+                .reasons
+                .push("forced: the gate and the stale check do not apply".into());
+        }
+
+        // A late retry of an old version must never overwrite a newer one (unless forced).
+        if !gate.forced
+            && let Some((newer, newer_time)) = self
+                .ledger
+                .newer_version_acted(
+                    workspace,
+                    plan.rule.as_ref(),
+                    model.name.as_ref(),
+                    event.time,
+                )
+                .await?
         {
             let why = format!(
                 "stale: version {newer} (event time {newer_time}) was already acted on for rule {} and is newer than this event ({})",
@@ -440,11 +554,16 @@ impl Pipeline {
             record.reasons.push(why.clone());
             record.decision = "stale".into();
             record.transition(State::Stale, why.clone(), now);
-            if let Err(existing) = self.ledger.create(&record).await? {
-                log.info(format!(
+            match self.ledger.create(&record).await? {
+                Ok(_) => {
+                    self.notifier
+                        .announce(&self.ledger, &record.key, "stale", log)
+                        .await
+                }
+                Err(existing) => log.info(format!(
                     "the ledger already has this version as {}",
                     existing.0.state
-                ));
+                )),
             }
             return_value["decision"] = json!("stale");
             return_value["reason"] = json!(why);
@@ -543,6 +662,9 @@ impl Pipeline {
                 record.transition(State::Stale, why.clone(), now);
                 self.ledger.save(&record, &etag).await?;
                 let _ = self.ledger.unschedule(&claim_marker).await;
+                self.notifier
+                    .announce(&self.ledger, &record.key, "stale", log)
+                    .await;
                 return_value["decision"] = json!("stale");
                 return_value["reason"] = json!(why);
                 Span::current().record("decision", "stale");
@@ -556,11 +678,25 @@ impl Pipeline {
             )),
         }
 
-        match self
+        let key = record.key.clone();
+        let sent = self
             .dispatcher()
             .send_claimed(record, etag, claim_marker, log)
-            .await?
-        {
+            .await?;
+        match &sent {
+            Sent::Dispatched(_) => {
+                self.notifier
+                    .announce(&self.ledger, &key, "dispatched", log)
+                    .await
+            }
+            Sent::GaveUp(_) => {
+                self.notifier
+                    .announce(&self.ledger, &key, "failed", log)
+                    .await
+            }
+            _ => {}
+        }
+        match sent {
             Sent::Dispatched(outcome) | Sent::Unrecorded(outcome) => {
                 log.info(success_line(&outcome));
                 fill_outcome(&mut return_value, &outcome);
@@ -634,10 +770,19 @@ impl Pipeline {
             Ok(Err((mut existing, etag))) => {
                 let event_id = record.event_ids.first().cloned().unwrap_or_default();
                 existing.note_delivery(&event_id, &invocation.id, now);
-                if matches!(
-                    existing.state,
-                    State::Received | State::Observed | State::Skipped
-                ) {
+                let forced_again = invocation.force
+                    && matches!(
+                        existing.state,
+                        State::Rejected
+                            | State::Stale
+                            | State::Failed
+                            | State::Superseded
+                            | State::RolledBack
+                    );
+                if (existing.open_to_action() && existing.state != State::Queued) || forced_again {
+                    existing.forced |= record.forced;
+                    existing.gate = record.gate.clone().or(existing.gate.take());
+                    existing.gate_pending = false;
                     existing.rule = record.rule.clone();
                     existing.action = record.action.clone();
                     existing.reasons.extend(record.reasons.iter().cloned());
@@ -738,12 +883,20 @@ impl Pipeline {
             let new_event = !existing.event_ids.iter().any(|e| e == event.id.as_ref());
             existing.note_delivery(event.id.as_ref(), &invocation.id, now);
             // With the in-memory ledger nothing else retries, so a redelivery takes the retry.
-            let claimable = existing.state.open_to_action()
-                || (!self.ledger.is_durable() && existing.state == State::Retrying);
+            let claimable = existing.open_to_action()
+                || (!self.ledger.is_durable() && existing.state == State::Retrying)
+                || (invocation.force
+                    && matches!(
+                        existing.state,
+                        State::Rejected | State::Stale | State::Failed | State::Superseded
+                    ));
             if claimable {
                 existing.rule = fresh.rule.clone();
                 existing.action = fresh.action.clone();
                 existing.reasons.extend(fresh.reasons.iter().cloned());
+                existing.forced |= fresh.forced;
+                existing.gate = fresh.gate.clone().or(existing.gate.take());
+                existing.gate_pending = false;
                 claim(
                     &mut existing,
                     attempt_id,
@@ -991,4 +1144,285 @@ fn success_line(outcome: &ActionOutcome) -> String {
         line.push_str(&format!("; workflow run: {url}"));
     }
     line
+}
+
+/// What passing the gate carries into acting.
+#[derive(Debug, Clone, Default)]
+pub struct GatePassed {
+    /// Shipped despite the gate or the stale check.
+    pub forced: bool,
+    /// The gate's numbers, for the record.
+    pub summary: Option<Value>,
+}
+
+/// The gate's answer, with I/O failures.
+enum GateOutcome {
+    Pass {
+        notes: Vec<String>,
+        forced: bool,
+        summary: Value,
+    },
+    Stop {
+        state: State,
+        reason: String,
+        summary: Value,
+    },
+    Retry {
+        error: String,
+    },
+}
+
+/// Whether a model tag is set to true (`true`, `1`, `yes`).
+fn tag_is_true(model: &ModelRegistered, key: &str) -> bool {
+    model
+        .tag(key)
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
+impl Pipeline {
+    /// Looks the numbers up and asks the gate.
+    async fn run_gate(
+        &self,
+        spec: &crate::config::gate::GateSpec,
+        event: &Event,
+        model: &ModelRegistered,
+        plan: &Plan,
+        overrides: Overrides,
+        log: &InvocationLog,
+    ) -> GateOutcome {
+        if overrides.skip {
+            let reason =
+                "skipped: the model version is tagged autodeploy.skip=true, so it is never shipped"
+                    .to_string();
+            return GateOutcome::Stop {
+                state: State::Skipped,
+                summary: json!({ "metric": spec.metric, "verdict": "skip", "reason": reason }),
+                reason,
+            };
+        }
+        let candidate = match self
+            .metrics
+            .metric(
+                spec,
+                &event.source,
+                model.name.as_ref(),
+                model.version.as_ref(),
+                &model.tags,
+                &model.properties,
+            )
+            .await
+        {
+            Ok(found) => found,
+            Err(LookupError::Transient(e)) => return GateOutcome::Retry { error: e },
+            Err(LookupError::Permanent(e)) => {
+                log.warn(format!("gate: {e}; the metric counts as missing"));
+                None
+            }
+        };
+        let champion_workspace = match &plan.action {
+            ActionPlan::AzureMl(p) => crate::event::WorkspaceId::parse(&p.workspace)
+                .unwrap_or_else(|_| event.source.clone()),
+            ActionPlan::Github(_) => event.source.clone(),
+        };
+        let champion = match (&spec.champion_endpoint, spec.compare_to_live) {
+            (Some(endpoint), true) => match self
+                .metrics
+                .champion(spec, &champion_workspace, endpoint)
+                .await
+            {
+                Ok(champion) => champion,
+                Err(LookupError::Transient(e)) => return GateOutcome::Retry { error: e },
+                Err(LookupError::Permanent(e)) => {
+                    log.warn(format!(
+                        "gate: cannot read the champion ({e}); only the bounds apply"
+                    ));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let verdict = gate_policy::evaluate(
+            spec,
+            candidate.as_ref().map(|f| f.value),
+            champion.as_ref(),
+            overrides,
+        );
+        let mut summary = json!({
+            "metric": spec.metric,
+            "value": candidate.as_ref().map(|f| f.value),
+            "source": candidate.as_ref().map(|f| f.source.clone()),
+            "champion": champion,
+        });
+        match verdict {
+            Verdict::Accept { notes, forced } => {
+                summary["verdict"] = json!(if forced { "forced" } else { "accepted" });
+                summary["notes"] = json!(notes);
+                GateOutcome::Pass {
+                    notes,
+                    forced,
+                    summary,
+                }
+            }
+            Verdict::Reject { reason } => {
+                summary["verdict"] = json!("rejected");
+                summary["reason"] = json!(reason);
+                GateOutcome::Stop {
+                    state: State::Rejected,
+                    reason,
+                    summary,
+                }
+            }
+            Verdict::Skip { reason } => {
+                summary["verdict"] = json!("skip");
+                GateOutcome::Stop {
+                    state: State::Skipped,
+                    reason,
+                    summary,
+                }
+            }
+        }
+    }
+
+    /// Records a gate refusal (final for the version). Returns the record's key.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_gate_stop(
+        &self,
+        event: &Event,
+        model: &ModelRegistered,
+        decision: &Decision,
+        plan: &Plan,
+        state: State,
+        reason: &str,
+        summary: Value,
+        invocation: &Invocation,
+        log: &InvocationLog,
+    ) -> Result<String, PipelineError> {
+        let now = OffsetDateTime::now_utc();
+        let mut record =
+            self.new_record(event, model, decision, Some(plan), state, invocation, now);
+        record.decision = state.as_str().into();
+        record.reasons.push(reason.to_string());
+        record.gate = Some(summary.clone());
+        if let Some(last) = record.history.last_mut() {
+            last.note = reason.to_string();
+        }
+        let key = record.key.clone();
+        let (mut existing, mut etag) = match self.ledger.create(&record).await? {
+            Ok(_) => return Ok(key),
+            Err(existing) => existing,
+        };
+        for _ in 0..5 {
+            existing.note_delivery(event.id.as_ref(), &invocation.id, now);
+            if existing.open_to_action() {
+                existing.gate = Some(summary.clone());
+                existing.gate_pending = false;
+                existing.next_attempt_at = None;
+                existing.rule = record.rule.clone();
+                existing.action = record.action.clone();
+                existing.reasons.push(reason.to_string());
+                existing.decision = state.as_str().into();
+                existing.transition(state, reason, now);
+            } else {
+                log.info(format!(
+                    "the ledger already has this version as {}",
+                    existing.state
+                ));
+            }
+            match self.ledger.save(&existing, &etag).await {
+                Ok(_) => return Ok(key),
+                Err(StoreError::Conflict) => match self.ledger.load(&key).await? {
+                    Some((fresh, fresh_etag)) => {
+                        existing = fresh;
+                        etag = fresh_etag;
+                    }
+                    None => return Ok(key),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(key)
+    }
+
+    /// A metric lookup failed transiently: with a durable ledger the version waits as `retrying`
+    /// (gate pending) and `Reconcile` runs the gate again; in memory, Event Grid keeps the retry.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_gate_retry(
+        &self,
+        event: &Event,
+        model: &ModelRegistered,
+        decision: &Decision,
+        plan: &Plan,
+        error: &str,
+        invocation: &Invocation,
+        log: &InvocationLog,
+        mut return_value: Value,
+    ) -> Result<Handled, PipelineError> {
+        if !self.ledger.is_durable() {
+            log.error(format!(
+                "gate: {error}; answering non-2xx so Event Grid redelivers the event later"
+            ));
+            return Err(PipelineError::Action(ActionError::Unavailable(
+                error.to_string(),
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        let at = after(now, self.ledger.retry_delay(1));
+        let why = format!(
+            "the quality gate's metric lookup failed ({error}); Reconcile runs the gate again at {}",
+            rfc3339(at)
+        );
+        let mut record = self.new_record(
+            event,
+            model,
+            decision,
+            Some(plan),
+            State::Retrying,
+            invocation,
+            now,
+        );
+        record.gate_pending = true;
+        record.next_attempt_at = Some(at);
+        record.decision = "retrying".into();
+        record.reasons.push(why.clone());
+        if let Some(last) = record.history.last_mut() {
+            last.note = why.clone();
+        }
+        let marker = self.ledger.schedule(&record.key, at).await?;
+        match self.ledger.create(&record).await? {
+            Ok(_) => {}
+            Err((mut existing, etag)) if existing.open_to_action() => {
+                existing.note_delivery(event.id.as_ref(), &invocation.id, now);
+                existing.gate_pending = true;
+                existing.next_attempt_at = Some(at);
+                existing.rule = record.rule.clone();
+                existing.action = record.action.clone();
+                existing.decision = "retrying".into();
+                existing.transition(State::Retrying, why.clone(), now);
+                if let Err(e) = self.ledger.save(&existing, &etag).await {
+                    let _ = self.ledger.unschedule(&marker).await;
+                    if e != StoreError::Conflict {
+                        return Err(e.into());
+                    }
+                }
+            }
+            Err((existing, _)) => {
+                let _ = self.ledger.unschedule(&marker).await;
+                return_value["decision"] = json!("duplicate");
+                return_value["ledgerState"] = json!(existing.state.as_str());
+                return Ok(Handled {
+                    return_value,
+                    prepared: None,
+                });
+            }
+        }
+        log.warn(why.clone());
+        return_value["decision"] = json!("retrying");
+        return_value["nextAttemptAt"] = json!(rfc3339(at));
+        return_value["reason"] = json!(why);
+        Span::current().record("decision", "retrying");
+        Ok(Handled {
+            return_value,
+            prepared: None,
+        })
+    }
 }

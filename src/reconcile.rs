@@ -14,7 +14,7 @@ use crate::dispatch::Sent;
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Marker, Record, State, StoreError, after, claim_expired};
 use crate::logs::InvocationLog;
-use crate::pipeline::{Pipeline, claim};
+use crate::pipeline::{Execution, Invocation, Pipeline, claim};
 
 /// At most this many records per pass; the rest wait for the next timer tick.
 const MAX_PER_PASS: usize = 50;
@@ -36,6 +36,7 @@ struct Tally {
     skipped: usize,
     cleaned: usize,
     rollouts: usize,
+    gate_rechecks: usize,
     errors: usize,
 }
 
@@ -78,6 +79,7 @@ pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value
         "skipped": tally.skipped,
         "cleaned": tally.cleaned,
         "rollouts": tally.rollouts,
+        "gateRechecks": tally.gate_rechecks,
         "errors": tally.errors,
     }))
 }
@@ -95,6 +97,12 @@ async fn visit(
         tally.cleaned += 1;
         return Ok(());
     };
+
+    // A quality gate whose metric lookup failed: run the version through the pipeline again (the
+    // gate first, then acting as usual).
+    if record.gate_pending && record.state == State::Retrying {
+        return recheck_gate(pipeline, marker, record, tally, log).await;
+    }
 
     // Direct deployments advance their rollout, one bounded step at a time.
     if matches!(record.action, Some(ActionPlan::AzureMl(_))) {
@@ -187,6 +195,10 @@ async fn visit(
         if save_or_skip(ledger.save(&record, &etag).await)? {
             ledger.unschedule(marker).await?;
             log.warn(format!("{} {}: {why}", record.model, record.version));
+            pipeline
+                .notifier()
+                .announce(ledger, &record.key, "stale", log)
+                .await;
             tally.stale += 1;
         }
         return Ok(());
@@ -275,6 +287,10 @@ async fn visit(
         if save_or_skip(ledger.save(&record, &etag).await)? {
             ledger.unschedule(&claim_marker).await?;
             log.warn(format!("{} {}: {why}", record.model, record.version));
+            pipeline
+                .notifier()
+                .announce(ledger, &record.key, "failed", log)
+                .await;
             tally.failed += 1;
         }
         return Ok(());
@@ -286,7 +302,11 @@ async fn visit(
         record.version,
         record.attempts.len()
     ));
-    let (model, version) = (record.model.clone(), record.version.clone());
+    let (model, version, key) = (
+        record.model.clone(),
+        record.version.clone(),
+        record.key.clone(),
+    );
     match pipeline
         .dispatcher()
         .send_claimed(record, etag, claim_marker, log)
@@ -301,6 +321,10 @@ async fn visit(
                     .map(|u| format!("; run {u}"))
                     .unwrap_or_default()
             ));
+            pipeline
+                .notifier()
+                .announce(ledger, &key, "dispatched", log)
+                .await;
             tally.dispatched += 1;
         }
         Sent::Retrying { at, error } => {
@@ -312,10 +336,104 @@ async fn visit(
         }
         Sent::GaveUp(error) => {
             log.warn(format!("{model} {version}: gave up: {error}"));
+            pipeline
+                .notifier()
+                .announce(ledger, &key, "failed", log)
+                .await;
             tally.failed += 1;
         }
     }
     Ok(())
+}
+
+async fn recheck_gate(
+    pipeline: &Pipeline,
+    marker: &Marker,
+    mut record: Record,
+    tally: &mut Tally,
+    log: &InvocationLog,
+) -> Result<(), StoreError> {
+    let ledger = pipeline.ledger();
+    let now = OffsetDateTime::now_utc();
+    if let Some(due) = record.next_attempt_at.filter(|t| *t > now) {
+        ledger.schedule(&record.key, due).await?;
+        ledger.unschedule(marker).await?;
+        return Ok(());
+    }
+    if pipeline.paused() {
+        ledger
+            .schedule(&record.key, after(now, PAUSED_RECHECK))
+            .await?;
+        ledger.unschedule(marker).await?;
+        return Ok(());
+    }
+    if after(record.first_received, ledger.options.give_up_after) <= now {
+        let etag = match ledger.load(&record.key).await? {
+            Some((fresh, etag)) => {
+                record = fresh;
+                etag
+            }
+            None => return Ok(()),
+        };
+        record.gate_pending = false;
+        record.next_attempt_at = None;
+        record.decision = "failed".into();
+        record.transition(
+            State::Failed,
+            "gave up: the quality gate's metric could not be read (AUTODEPLOY_GIVE_UP_AFTER)",
+            now,
+        );
+        if save_or_skip(ledger.save(&record, &etag).await)? {
+            ledger.unschedule(marker).await?;
+            pipeline
+                .notifier()
+                .announce(ledger, &record.key, "failed", log)
+                .await;
+            tally.failed += 1;
+        }
+        return Ok(());
+    }
+    let event = json!({
+        "id": record.event_ids.first().cloned().unwrap_or_else(|| format!("reconcile-{}", record.key)),
+        "topic": record.workspace,
+        "subject": format!("models/{}:{}", record.model, record.version),
+        "eventType": crate::event::MODEL_REGISTERED,
+        "eventTime": record.event_time,
+        "data": {
+            "modelName": record.model,
+            "modelVersion": record.version,
+            "modelTags": record.model_tags,
+            "modelProperties": record.model_properties,
+        },
+    });
+    let invocation = Invocation {
+        id: "reconcile".into(),
+        execution: Execution::Send,
+        trigger: "reconcile",
+        force: record.forced,
+    };
+    log.info(format!(
+        "{} {}: running the quality gate again",
+        record.model, record.version
+    ));
+    match pipeline.handle(&event, &invocation, log).await {
+        Ok(handled) => {
+            ledger.unschedule(marker).await?;
+            let decision = handled.return_value["decision"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            log.info(format!("{} {}: {decision}", record.model, record.version));
+            match decision.as_str() {
+                "dispatched" => tally.dispatched += 1,
+                "retrying" => tally.retrying += 1,
+                _ => tally.gate_rechecks += 1,
+            }
+            Ok(())
+        }
+        // The marker stays: the next pass tries again.
+        Err(e) => Err(StoreError::Unavailable(e.to_string())),
+    }
 }
 
 /// A conflict means someone else changed the record meanwhile: skip it this pass.

@@ -79,6 +79,7 @@ async fn model_registered(
                         id: invocation_id.clone(),
                         execution: Execution::Send,
                         trigger: "event",
+                        force: false,
                     },
                     &log,
                 )

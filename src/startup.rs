@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::ledger::Ledger;
 use crate::ledger::connection::managed_identity;
+use crate::metrics::MetricLookup;
+use crate::notify::Notifier;
 use crate::pipeline::Pipeline;
 use crate::policy::Facts;
 use crate::routes::{AppState, router};
@@ -69,21 +71,35 @@ pub fn build_pipeline(
         }
     };
     let ledger = Arc::new(ledger);
-    // Direct deployment needs an Azure credential; without one only azureml rules fail.
-    let deployer = settings
+    let notifier = Arc::new(Notifier::new(
+        config
+            .as_ref()
+            .map(|c| c.notify.clone())
+            .unwrap_or_default(),
+    ));
+    // Direct deployment and ARM metric lookups need an Azure credential; without one only the
+    // features that need it fail.
+    let arm = settings
         .credential
         .clone()
-        .map_err(|e| format!("direct deployment (azureml rules) needs an Azure credential: {e}"))
+        .map_err(|e| format!("needs an Azure credential: {e}"))
         .and_then(|credential| {
-            let arm = ArmClient::new(&settings.arm, credential.clone())?;
-            Ok(Arc::new(Deployer {
+            Ok((
+                Arc::new(ArmClient::new(&settings.arm, credential.clone())?),
+                credential,
+            ))
+        });
+    let metrics = Arc::new(MetricLookup::new(
+        arm.as_ref().map(|(a, _)| a.clone()).map_err(Clone::clone),
+    ));
+    let deployer = arm
+        .map_err(|e| format!("direct deployment (azureml rules) {e}"))
+        .map(|(arm, credential)| {
+            Arc::new(Deployer {
                 ledger: ledger.clone(),
-                engine: Arc::new(RolloutEngine::new(
-                    Arc::new(arm),
-                    credential,
-                    ledger.clone(),
-                )),
-            }))
+                engine: Arc::new(RolloutEngine::new(arm, credential, ledger.clone())),
+                notifier: notifier.clone(),
+            })
         });
     let action: Arc<dyn Action> =
         Arc::new(GithubClient::new(&settings.github, settings.retry_budget));
@@ -99,6 +115,8 @@ pub fn build_pipeline(
         action,
         ledger,
         deployer,
+        metrics,
+        notifier,
     )
 }
 

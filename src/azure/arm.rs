@@ -366,6 +366,19 @@ impl ArmClient {
             .body)
     }
 
+    /// The ARM endpoint.
+    pub fn endpoint(&self) -> Option<&Url> {
+        Some(&self.endpoint)
+    }
+
+    /// POSTs to a URL on an Azure ML regional host (e.g. MLflow `runs/search`).
+    pub async fn post_azureml(&self, url: Url, body: &Value) -> Result<Value, ArmError> {
+        Ok(self
+            .request(Method::POST, url, Some(body), &self.scope, &[])
+            .await?
+            .body)
+    }
+
     /// GETs a URL on an Azure ML regional host (e.g. MLflow), with an ARM-audience token.
     pub async fn get_azureml(&self, url: Url) -> Result<Value, ArmError> {
         Ok(self

@@ -4,6 +4,7 @@
 //! generic value and then walked by hand, rather than derived: `check-config` must report *every*
 //! problem with its location, and a derived deserializer stops at the first one.
 
+pub mod gate;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ pub struct Config {
     pub workspace: Option<WorkspaceId>,
     /// Rules in file order; the first match wins.
     pub rules: Vec<Rule>,
+    /// Where outcomes are announced.
+    pub notify: Vec<gate::NotifyTarget>,
 }
 
 /// One rule.
@@ -47,6 +50,8 @@ pub struct Rule {
     pub mode: Mode,
     /// What to do on a match.
     pub action: RuleAction,
+    /// The quality gate, if any.
+    pub gate: Option<gate::GateSpec>,
 }
 
 impl Rule {
@@ -480,7 +485,7 @@ impl Walker {
             other => other,
         };
         let map = self.mapping(root, "")?;
-        self.check_keys(map, &["workspace", "rules"], "");
+        self.check_keys(map, &["workspace", "rules", "notify"], "");
 
         let workspace = self
             .string(map, "workspace", "", false)
@@ -528,10 +533,15 @@ impl Walker {
             Some(other) => self.problem("rules", format!("expected a list, got {}", kind(other))),
         }
 
+        let notify = match map.get("notify") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => self.notify(v),
+        };
         Some(Config {
             path: path.to_path_buf(),
             workspace,
             rules,
+            notify,
         })
     }
 
@@ -539,7 +549,9 @@ impl Walker {
         let map = self.mapping(value, label)?;
         self.check_keys(
             map,
-            &["name", "models", "tags", "mode", "github", "azureml"],
+            &[
+                "name", "models", "tags", "mode", "github", "azureml", "gate",
+            ],
             label,
         );
 
@@ -612,6 +624,16 @@ impl Walker {
                 .map(RuleAction::AzureMl),
         };
 
+        let gate = match map.get("gate") {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => {
+                let own_endpoint = match &action {
+                    Some(RuleAction::AzureMl(a)) => Some(a.endpoint.clone()),
+                    _ => None,
+                };
+                self.gate(v, &join(label, "gate"), own_endpoint).map(Some)
+            }
+        };
         Some(Rule {
             name: name?,
             model_patterns: patterns?,
@@ -619,6 +641,7 @@ impl Walker {
             tags: tags?,
             mode: mode?,
             action: action?,
+            gate: gate?,
         })
     }
 
@@ -1008,6 +1031,245 @@ impl Walker {
             ok = false;
         }
         ok.then_some(spec)
+    }
+
+    fn gate(
+        &mut self,
+        value: &Value,
+        location: &str,
+        own_endpoint: Option<String>,
+    ) -> Option<gate::GateSpec> {
+        use gate::{GateSpec, Improvement, MetricRun, MetricSource, OnMissing};
+        let map = self.mapping(value, location)?;
+        self.check_keys(
+            map,
+            &[
+                "metric",
+                "source",
+                "higher_is_better",
+                "min",
+                "max",
+                "compare_to_live",
+                "min_improvement",
+                "on_missing_metric",
+                "champion_endpoint",
+                "metric_run",
+            ],
+            location,
+        );
+        let mut ok = true;
+        let metric = self.string(map, "metric", location, true);
+        let source = match map.get("source").and_then(Value::as_str) {
+            None => MetricSource::Auto,
+            Some("auto") => MetricSource::Auto,
+            Some("tags") => MetricSource::Tags,
+            Some("properties") => MetricSource::Properties,
+            Some("mlflow") => MetricSource::Mlflow,
+            Some(other) => {
+                self.problem(
+                    &join(location, "source"),
+                    format!("must be auto, tags, properties or mlflow, got {other:?}"),
+                );
+                ok = false;
+                MetricSource::Auto
+            }
+        };
+        let mut flag = |key: &str, default: bool| match map.get(key) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                self.problem(&join(location, key), "must be true or false");
+                ok = false;
+                default
+            }
+        };
+        let higher_is_better = flag("higher_is_better", true);
+        let champion_endpoint = match map.get("champion_endpoint") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(e)) if valid_azureml_name(e.trim()) => Some(e.trim().to_string()),
+            Some(_) => {
+                self.problem(
+                    &join(location, "champion_endpoint"),
+                    "must be an online endpoint name",
+                );
+                ok = false;
+                None
+            }
+        };
+        let endpoint_known = own_endpoint.is_some() || champion_endpoint.is_some();
+        let compare_to_live = match map.get("compare_to_live") {
+            None | Some(Value::Null) => endpoint_known,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                self.problem(&join(location, "compare_to_live"), "must be true or false");
+                ok = false;
+                false
+            }
+        };
+        if compare_to_live && !endpoint_known {
+            self.problem(
+                &join(location, "compare_to_live"),
+                "needs champion_endpoint: the endpoint whose live model is the champion (azureml rules use their own endpoint)",
+            );
+            ok = false;
+        }
+        let mut bound = |key: &str| match map.get(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64().filter(|f| f.is_finite()) {
+                Some(f) => Some(f),
+                None => {
+                    self.problem(&join(location, key), "must be a number");
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let min = bound("min");
+        let max = bound("max");
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            self.problem(location, format!("min ({lo}) is greater than max ({hi})"));
+            ok = false;
+        }
+        let min_improvement = match map.get("min_improvement") {
+            None | Some(Value::Null) => Improvement::Absolute(0.0),
+            Some(v) => match gate::parse_improvement(v) {
+                Ok(i) => i,
+                Err(e) => {
+                    self.problem(&join(location, "min_improvement"), e);
+                    ok = false;
+                    Improvement::Absolute(0.0)
+                }
+            },
+        };
+        let on_missing_metric = match map.get("on_missing_metric").and_then(Value::as_str) {
+            None | Some("reject") => OnMissing::Reject,
+            Some("allow") => OnMissing::Allow,
+            Some(other) => {
+                self.problem(
+                    &join(location, "on_missing_metric"),
+                    format!("must be reject or allow, got {other:?}"),
+                );
+                ok = false;
+                OnMissing::Reject
+            }
+        };
+        let metric_run = match map.get("metric_run").and_then(Value::as_str).map(str::trim) {
+            None | Some("self") => MetricRun::Own,
+            Some("parent") => MetricRun::Parent,
+            Some(other) => match other.strip_prefix("child:").map(str::trim) {
+                Some(step) if !step.is_empty() => MetricRun::Child(step.to_string()),
+                _ => {
+                    self.problem(
+                        &join(location, "metric_run"),
+                        format!("must be self, parent or child:<step-name>, got {other:?}"),
+                    );
+                    ok = false;
+                    MetricRun::Own
+                }
+            },
+        };
+        if !ok {
+            return None;
+        }
+        Some(GateSpec {
+            metric: metric?.trim().to_string(),
+            source,
+            higher_is_better,
+            min,
+            max,
+            compare_to_live,
+            min_improvement,
+            on_missing_metric,
+            champion_endpoint: champion_endpoint.or(own_endpoint),
+            metric_run,
+        })
+    }
+
+    fn notify(&mut self, value: &Value) -> Vec<gate::NotifyTarget> {
+        let Value::Sequence(items) = value else {
+            self.problem("notify", "expected a list of notification targets");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let location = format!("notify[{i}]");
+            let Some(map) = self.mapping(item, &location) else {
+                continue;
+            };
+            self.check_keys(map, &["url_env", "url", "format", "on"], &location);
+            let (label, url) = match (
+                map.get("url_env").and_then(Value::as_str),
+                map.get("url").and_then(Value::as_str),
+            ) {
+                (Some(name), None) => {
+                    let name = name.trim().to_string();
+                    let value = std::env::var(&name).ok().filter(|v| !v.trim().is_empty());
+                    if value.is_none() {
+                        self.problem(
+                            &join(&location, "url_env"),
+                            format!("the setting {name} is not set"),
+                        );
+                    }
+                    (name, value.map(secrecy::SecretString::from))
+                }
+                (None, Some(url)) => (
+                    location.clone(),
+                    Some(secrecy::SecretString::from(url.trim().to_string())),
+                ),
+                _ => {
+                    self.problem(
+                        &location,
+                        "set url_env (the app setting holding the webhook URL, recommended) or url",
+                    );
+                    continue;
+                }
+            };
+            let format = match map.get("format").and_then(Value::as_str) {
+                None | Some("raw") => gate::NotifyFormat::Raw,
+                Some("teams") => gate::NotifyFormat::Teams,
+                Some("slack") => gate::NotifyFormat::Slack,
+                Some(other) => {
+                    self.problem(
+                        &join(&location, "format"),
+                        format!("must be teams, slack or raw, got {other:?}"),
+                    );
+                    continue;
+                }
+            };
+            let on: Vec<String> = match map.get("on") {
+                None | Some(Value::Null) => {
+                    vec!["rejected".into(), "failed".into(), "rolled_back".into()]
+                }
+                Some(Value::Sequence(list)) => list
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                Some(_) => {
+                    self.problem(&join(&location, "on"), "must be a list of outcomes");
+                    continue;
+                }
+            };
+            for outcome in &on {
+                if !gate::NOTIFY_OUTCOMES.contains(&outcome.as_str()) {
+                    self.problem(
+                        &join(&location, "on"),
+                        format!(
+                            "unknown outcome {outcome:?}; known: {}",
+                            gate::NOTIFY_OUTCOMES.join(", ")
+                        ),
+                    );
+                }
+            }
+            out.push(gate::NotifyTarget {
+                label,
+                url,
+                format,
+                on,
+            });
+        }
+        out
     }
 
     fn inputs(&mut self, value: Option<&Value>, location: &str) -> Option<Vec<(String, Template)>> {

@@ -71,7 +71,8 @@ impl State {
     }
 
     /// States a new delivery may still act on: nothing was sent for them yet, and a changed
-    /// config or an unpaused app may now want to act.
+    /// config or an unpaused app may now want to act. (A `retrying` record whose gate is pending
+    /// is also open: see [`Record::open_to_action`].)
     pub fn open_to_action(self) -> bool {
         matches!(
             self,
@@ -121,6 +122,24 @@ pub struct Attempt {
     #[serde(default)]
     pub run_url: Option<String>,
     /// The error, when it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A notification sent (or tried) for an outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// The outcome (`rejected`, `succeeded`, …).
+    pub outcome: String,
+    /// The target's label (its setting name; never the URL).
+    pub target: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The webhook's HTTP status, when it answered.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Why it failed, when it did.
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -194,9 +213,25 @@ pub struct Record {
     /// Every attempt.
     #[serde(default)]
     pub attempts: Vec<Attempt>,
-    /// Direct-deployment rollout state (phase, traffic); later issues.
+    /// Direct-deployment rollout state (phase, traffic).
     #[serde(default)]
     pub rollout: Option<Value>,
+    /// The model version's tags and properties as the event carried them (the gate reads them
+    /// again when a metric lookup is retried).
+    #[serde(default)]
+    pub model_tags: serde_json::Map<String, Value>,
+    /// See `model_tags`.
+    #[serde(default)]
+    pub model_properties: serde_json::Map<String, Value>,
+    /// The quality gate's numbers and verdict.
+    #[serde(default)]
+    pub gate: Option<Value>,
+    /// A metric lookup failed transiently: `Reconcile` runs the gate again before acting.
+    #[serde(default)]
+    pub gate_pending: bool,
+    /// Notifications sent for this version: one per outcome and target.
+    #[serde(default)]
+    pub notifications: Vec<Notification>,
     /// State changes, oldest first.
     #[serde(default)]
     pub history: Vec<Transition>,
@@ -230,6 +265,11 @@ impl Record {
         if at > self.last_received {
             self.last_received = at;
         }
+    }
+
+    /// Whether a delivery may act on this record: nothing was sent for it yet.
+    pub fn open_to_action(&self) -> bool {
+        self.state.open_to_action() || (self.gate_pending && self.state == State::Retrying)
     }
 
     /// Takes the delivery notes (event and invocation ids) of `other`, a fresher copy of this

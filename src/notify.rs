@@ -1,0 +1,177 @@
+//! Outcome notifications (`notify:`): one POST per matching outcome and target, in Teams
+//! (Adaptive Card for Teams Workflows webhooks), Slack or raw JSON. A failing notification never
+//! blocks or repeats a deployment; it is recorded. Webhook URLs are secrets: never logged.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::config::gate::{NotifyFormat, NotifyTarget};
+use crate::ledger::record::Notification;
+use crate::ledger::{Ledger, Record, StoreError};
+use crate::logs::InvocationLog;
+
+/// Sends notifications.
+pub struct Notifier {
+    targets: Vec<NotifyTarget>,
+    http: reqwest::Client,
+}
+
+impl Notifier {
+    /// A notifier for `targets`.
+    pub fn new(targets: Vec<NotifyTarget>) -> Self {
+        Self {
+            targets,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
+        }
+    }
+
+    /// Announces `outcome` for the record at `key` to every target that wants it and has not been
+    /// told yet, then records what happened on the record (best effort).
+    pub async fn announce(&self, ledger: &Ledger, key: &str, outcome: &str, log: &InvocationLog) {
+        if !self
+            .targets
+            .iter()
+            .any(|t| t.on.iter().any(|o| o == outcome))
+        {
+            return;
+        }
+        let Ok(Some((record, _))) = ledger.load(key).await else {
+            return;
+        };
+        let mut sent = Vec::new();
+        for target in self
+            .targets
+            .iter()
+            .filter(|t| t.on.iter().any(|o| o == outcome))
+        {
+            if record
+                .notifications
+                .iter()
+                .any(|n| n.outcome == outcome && n.target == target.label)
+            {
+                continue;
+            }
+            let Some(url) = &target.url else {
+                continue;
+            };
+            let body = payload(target.format, outcome, &record);
+            let result = self.http.post(url.expose_secret()).json(&body).send().await;
+            let (status, error) = match result {
+                Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+                Ok(r) => (
+                    Some(r.status().as_u16()),
+                    Some(format!("HTTP {}", r.status().as_u16())),
+                ),
+                // `without_url`: the URL is a secret.
+                Err(e) => (None, Some(e.without_url().to_string())),
+            };
+            match &error {
+                None => log.info(format!("notified {} of {outcome}", target.label)),
+                Some(e) => log.warn(format!(
+                    "notification to {} failed ({e}); the deployment is not affected",
+                    target.label
+                )),
+            }
+            sent.push(Notification {
+                outcome: outcome.to_string(),
+                target: target.label.clone(),
+                at: OffsetDateTime::now_utc(),
+                status,
+                error,
+            });
+        }
+        if sent.is_empty() {
+            return;
+        }
+        for _ in 0..5 {
+            let Ok(Some((mut fresh, etag))) = ledger.load(key).await else {
+                return;
+            };
+            fresh.notifications.extend(sent.iter().cloned());
+            match ledger.save(&fresh, &etag).await {
+                Err(StoreError::Conflict) => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// One line a person reads.
+pub fn summary(outcome: &str, record: &Record) -> String {
+    let why = record
+        .history
+        .last()
+        .map(|t| t.note.clone())
+        .unwrap_or_default();
+    let rule = record.rule.as_deref().unwrap_or("-");
+    format!(
+        "{} {} {outcome} (rule {rule}): {why}",
+        record.model, record.version
+    )
+}
+
+fn payload(format: NotifyFormat, outcome: &str, record: &Record) -> Value {
+    let text = summary(outcome, record);
+    let fields = json!({
+        "model": record.model,
+        "version": record.version,
+        "workspace": record.workspace,
+        "rule": record.rule,
+        "outcome": outcome,
+        "decision": record.decision,
+        "reasons": record.reasons,
+        "gate": record.gate,
+    });
+    match format {
+        NotifyFormat::Raw => {
+            let mut body = fields;
+            body["text"] = json!(text);
+            body
+        }
+        NotifyFormat::Slack => json!({
+            "text": text,
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+                {"type": "section", "fields": [
+                    {"type": "mrkdwn", "text": format!("*Model*\n{}:{}", record.model, record.version)},
+                    {"type": "mrkdwn", "text": format!("*Outcome*\n{outcome}")},
+                    {"type": "mrkdwn", "text": format!("*Rule*\n{}", record.rule.as_deref().unwrap_or("-"))},
+                    {"type": "mrkdwn", "text": format!("*Decision*\n{}", record.decision)}
+                ]}
+            ],
+            "metadata": {"event_type": "aml_autodeploy_outcome", "event_payload": fields},
+        }),
+        NotifyFormat::Teams => json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": null,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": format!("aml-autodeploy: {} {} {outcome}", record.model, record.version)},
+                        {"type": "TextBlock", "wrap": true, "text": text},
+                        {"type": "FactSet", "facts": [
+                            {"title": "Model", "value": format!("{}:{}", record.model, record.version)},
+                            {"title": "Outcome", "value": outcome},
+                            {"title": "Rule", "value": record.rule.as_deref().unwrap_or("-")},
+                            {"title": "Decision", "value": record.decision},
+                            {"title": "Reasons", "value": record.reasons.join("; ")}
+                        ]}
+                    ],
+                    "msteams": {"width": "Full"}
+                }
+            }]
+        }),
+    }
+}
