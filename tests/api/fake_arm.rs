@@ -83,6 +83,14 @@ pub struct ArmState {
     pub scoring_calls: Vec<(String, String)>,
     /// Rules the client broke.
     pub violations: Vec<String>,
+    /// Model versions: (name, version) → `properties` (tags, properties, jobName).
+    pub models: BTreeMap<(String, String), Value>,
+    /// MLflow runs by id (the `run` object of `runs/get`).
+    pub runs: BTreeMap<String, Value>,
+    /// The next N MLflow calls answer 503.
+    pub mlflow_failures: u32,
+    /// Every MLflow call, as "METHOD path?query".
+    pub mlflow_calls: Vec<String>,
     base: String,
 }
 
@@ -152,6 +160,31 @@ impl FakeArm {
             .collect()
     }
 
+    /// Registers model `credit-risk` version `version` with these tags (and a training job).
+    pub fn add_model(&self, version: &str, tags: Value, job: Option<&str>) {
+        self.state.lock().unwrap().models.insert(
+            ("credit-risk".into(), version.into()),
+            json!({"tags": tags, "properties": {}, "jobName": job}),
+        );
+    }
+
+    /// An MLflow run with `metrics` and an optional parent.
+    pub fn add_run(&self, id: &str, name: &str, parent: Option<&str>, metrics: &[(&str, f64)]) {
+        let mut tags = vec![json!({"key": "mlflow.runName", "value": name})];
+        if let Some(p) = parent {
+            tags.push(json!({"key": "mlflow.parentRunId", "value": p}));
+        }
+        let metrics: Vec<Value> = metrics
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v, "timestamp": 1, "step": 0}))
+            .collect();
+        self.state.lock().unwrap().runs.insert(
+            id.to_string(),
+            json!({"info": {"run_id": id, "run_name": name, "experiment_id": "7", "status": "FINISHED"},
+                   "data": {"metrics": metrics, "tags": tags}}),
+        );
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.state.lock().unwrap().violations.clone()
     }
@@ -214,6 +247,61 @@ async fn handle(
         )
             .into_response();
     }
+    if let Some(rest) = path.strip_prefix(&format!("/mlflow/v1.0{WS}/api/2.0/mlflow/")) {
+        s.mlflow_calls.push(format!(
+            "{method} {rest}?{}",
+            uri.query().unwrap_or_default()
+        ));
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer mi-token") {
+            s.violations
+                .push("MLflow call without the ARM token".into());
+        }
+        if s.mlflow_failures > 0 {
+            s.mlflow_failures -= 1;
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "try later",
+            );
+        }
+        return match (method.as_str(), rest) {
+            ("GET", "runs/get") => {
+                let id = uri
+                    .query()
+                    .unwrap_or_default()
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("run_id="))
+                    .unwrap_or_default()
+                    .to_string();
+                match s.runs.get(&id) {
+                    Some(run) => axum::Json(json!({"run": run})).into_response(),
+                    None => error(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "no run"),
+                }
+            }
+            ("POST", "runs/search") => {
+                let filter = body["filter"].as_str().unwrap_or_default().to_string();
+                let parent = filter.split('\'').nth(1).unwrap_or_default().to_string();
+                let runs: Vec<Value> = s
+                    .runs
+                    .values()
+                    .filter(|r| {
+                        r["data"]["tags"].as_array().is_some_and(|t| {
+                            t.iter().any(|t| {
+                                t["key"] == "mlflow.parentRunId" && t["value"] == parent.as_str()
+                            })
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                axum::Json(json!({"runs": runs})).into_response()
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "ENDPOINT_NOT_FOUND",
+                "no such MLflow API",
+            ),
+        };
+    }
     if let Some(id) = path.strip_prefix("/operations/") {
         return poll(&mut s, id, false);
     }
@@ -233,10 +321,27 @@ async fn handle(
     let rest = &path[WS.len()..];
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     match (method.as_str(), parts.as_slice()) {
-        ("GET", []) => axum::Json(
-            json!({"id": WS, "name": "ml-ws", "location": "westeurope", "properties": {}}),
-        )
-        .into_response(),
+        ("GET", []) => {
+            let host = base.trim_start_matches("http://");
+            axum::Json(json!({"id": WS, "name": "ml-ws", "location": "westeurope",
+                "properties": {"mlFlowTrackingUri": format!("azureml://{host}/mlflow/v1.0{WS}")}}))
+            .into_response()
+        }
+        ("GET", ["models", name, "versions", version]) => {
+            match s.models.get(&(name.to_string(), version.to_string())) {
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFound",
+                    "model version not found",
+                ),
+                Some(props) => axum::Json(json!({
+                    "id": path, "name": version,
+                    "systemData": {"createdAt": "2026-11-20T10:00:00Z"},
+                    "properties": props
+                }))
+                .into_response(),
+            }
+        }
         ("GET", ["onlineEndpoints", ep]) => match s.endpoints.get(*ep) {
             None => error(
                 StatusCode::NOT_FOUND,
@@ -261,6 +366,7 @@ async fn handle(
                 ),
                 Some(d) => axum::Json(json!({
                     "id": format!("{path}"), "name": dep, "location": "westeurope",
+                    "systemData": {"createdAt": "2026-11-20T10:00:00Z"},
                     "properties": {"model": d.model, "provisioningState": d.provisioning},
                     "sku": {"name": "Default", "capacity": 1}
                 }))
