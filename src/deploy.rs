@@ -74,8 +74,32 @@ impl Deployer {
             .acquire(&plan, &record.key, record.event_time.as_deref())
             .await?
         {
-            Acquired::Granted => {
-                let (record, _) = self.run(record, etag, rollout, &plan, true, log).await?;
+            granted @ (Acquired::Granted | Acquired::GrantedSuperseding { .. }) => {
+                if let Acquired::GrantedSuperseding { superseded } = granted {
+                    for key in superseded {
+                        self.supersede(&key, &record, log).await?;
+                    }
+                }
+                // Bounded: the invocation answers Event Grid in time even when ARM is slow; an
+                // unfinished start is continued by Reconcile (the lock is already ours).
+                let budget = self.engine.arm().budget().min(Duration::from_secs(15));
+                let started = tokio::time::timeout(
+                    budget,
+                    self.run(record.clone(), etag.clone(), rollout, &plan, true, log),
+                )
+                .await;
+                let record = match started {
+                    Ok(result) => result?.0,
+                    Err(_) => {
+                        log.warn(format!(
+                            "starting the deployment took longer than {}s; Reconcile continues it",
+                            budget.as_secs()
+                        ));
+                        let now = OffsetDateTime::now_utc();
+                        self.ledger.schedule(&record.key, now).await?;
+                        record
+                    }
+                };
                 let _ = self.ledger.unschedule(&claim_marker).await;
                 Ok(record)
             }
@@ -212,6 +236,11 @@ impl Deployer {
                 .await?
             {
                 Acquired::Granted => {}
+                Acquired::GrantedSuperseding { superseded } => {
+                    for key in superseded {
+                        self.supersede(&key, &record, log).await?;
+                    }
+                }
                 _ => {
                     let now = OffsetDateTime::now_utc();
                     self.ledger

@@ -16,7 +16,8 @@ use crate::logs::InvocationLog;
 /// Sends notifications.
 pub struct Notifier {
     targets: Vec<NotifyTarget>,
-    http: reqwest::Client,
+    // Built on first use: process start must not wait for the TLS root store.
+    http: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Notifier {
@@ -24,13 +25,19 @@ impl Notifier {
     pub fn new(targets: Vec<NotifyTarget>) -> Self {
         Self {
             targets,
-            http: reqwest::Client::builder()
+            http: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
-        }
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
     }
 
     /// Announces `outcome` for the record at `key` to every target that wants it and has not been
@@ -63,7 +70,12 @@ impl Notifier {
                 continue;
             };
             let body = payload(target.format, outcome, &record);
-            let result = self.http.post(url.expose_secret()).json(&body).send().await;
+            let result = self
+                .http()
+                .post(url.expose_secret())
+                .json(&body)
+                .send()
+                .await;
             let (status, error) = match result {
                 Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
                 Ok(r) => (

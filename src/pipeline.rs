@@ -840,6 +840,51 @@ impl Pipeline {
                 return Err(e.into());
             }
         };
+        // Two versions in flight at once: only the newest may roll out (unless forced).
+        if !record.forced
+            && let Some(rule) = record.rule.clone()
+        {
+            let time = record.event_time.as_deref().and_then(|t| {
+                OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            });
+            match self
+                .ledger
+                .advance_latest(
+                    &record.workspace,
+                    &rule,
+                    &record.model,
+                    &record.version,
+                    time,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    let why = format!(
+                        "stale: a newer version of {} was acted on for rule {rule}; not deployed",
+                        record.model
+                    );
+                    log.warn(why.clone());
+                    let mut record = record;
+                    record.decision = "stale".into();
+                    record.transition(State::Stale, why.clone(), now);
+                    self.ledger.save(&record, &etag).await?;
+                    let _ = self.ledger.unschedule(&claim_marker).await;
+                    self.notifier
+                        .announce(&self.ledger, &record.key, "stale", log)
+                        .await;
+                    return_value["decision"] = json!("stale");
+                    return_value["reason"] = json!(why);
+                    return Ok(Handled {
+                        return_value,
+                        prepared: None,
+                    });
+                }
+                Err(e) => log.warn(format!(
+                    "could not update the newest-version pointer ({e}); continuing"
+                )),
+            }
+        }
         let record = deployer.start(record, etag, claim_marker, log).await?;
         return_value["decision"] = json!(record.state.as_str());
         if let Some(rollout) = &record.rollout {

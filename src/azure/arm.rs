@@ -366,6 +366,11 @@ impl ArmClient {
             .body)
     }
 
+    /// The retry budget of one request.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
     /// The ARM endpoint.
     pub fn endpoint(&self) -> Option<&Url> {
         Some(&self.endpoint)

@@ -871,7 +871,20 @@ impl Walker {
             None | Some(Value::Null) => Template::parse("{modelName}-{modelVersion}").ok(),
             Some(_) => self
                 .string(map, "name", location, false)
-                .and_then(|n| self.template(&n, &join(location, "name"))),
+                .and_then(|n| self.template(&n, &join(location, "name")))
+                .and_then(|t| {
+                    // Each version needs its own deployment: without the version in the name, a
+                    // new version would overwrite the live deployment instead of rolling out beside it.
+                    if t.source().contains("{modelVersion}") || t.source().contains("{modelId}") {
+                        Some(t)
+                    } else {
+                        self.problem(
+                            &join(location, "name"),
+                            "must contain {modelVersion}, so each version gets its own deployment",
+                        );
+                        None
+                    }
+                }),
         };
 
         let deployment = self

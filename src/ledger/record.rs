@@ -314,7 +314,7 @@ impl Record {
 
     /// JSON for the store.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Parses a stored record.

@@ -69,11 +69,36 @@ pub trait Store: Send + Sync {
 }
 
 /// An in-process store. Nothing survives a restart, so the pipeline keeps Event Grid's retry
-/// semantics with it (a transient failure answers non-2xx).
+/// semantics with it (a transient failure answers non-2xx). Bounded: past [`MEMORY_STORE_LIMIT`]
+/// bytes the oldest objects are forgotten, so a long-running process keeps a steady footprint
+/// (duplicates are then only caught among recent versions; a durable ledger has no such limit).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, (Vec<u8>, u64)>>,
     next_tag: Mutex<u64>,
+}
+
+/// How much the in-memory store keeps.
+pub const MEMORY_STORE_LIMIT: usize = 4 * 1024 * 1024;
+
+fn evict_oldest(objects: &mut BTreeMap<String, (Vec<u8>, u64)>) {
+    let mut total: usize = objects.iter().map(|(k, (v, _))| k.len() + v.len()).sum();
+    if total <= MEMORY_STORE_LIMIT {
+        return;
+    }
+    // Oldest first: the smallest tag was written longest ago.
+    let mut by_age: Vec<(u64, String, usize)> = objects
+        .iter()
+        .map(|(k, (v, tag))| (*tag, k.clone(), k.len() + v.len()))
+        .collect();
+    by_age.sort();
+    for (_, key, size) in by_age {
+        if total <= MEMORY_STORE_LIMIT * 3 / 4 {
+            break;
+        }
+        objects.remove(&key);
+        total -= size;
+    }
 }
 
 impl MemoryStore {
@@ -110,6 +135,7 @@ impl Store for MemoryStore {
             return Err(StoreError::AlreadyExists);
         }
         objects.insert(name.to_string(), (body, tag));
+        evict_oldest(&mut objects);
         Ok(ETag(tag.to_string()))
     }
 
@@ -126,6 +152,7 @@ impl Store for MemoryStore {
         match objects.get(name) {
             Some((_, current)) if current.to_string() == etag.0 => {
                 objects.insert(name.to_string(), (body, tag));
+                evict_oldest(&mut objects);
                 Ok(ETag(tag.to_string()))
             }
             _ => Err(StoreError::Conflict),
@@ -134,7 +161,9 @@ impl Store for MemoryStore {
 
     async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
         let tag = self.tag();
-        self.objects().insert(name.to_string(), (body, tag));
+        let mut objects = self.objects();
+        objects.insert(name.to_string(), (body, tag));
+        evict_oldest(&mut objects);
         Ok(())
     }
 
@@ -183,5 +212,21 @@ mod tests {
         store.delete("b/1").await.unwrap();
         store.delete("nothing").await.unwrap();
         assert_eq!(store.list("b/", 10).await.unwrap(), vec!["b/2"]);
+    }
+
+    #[tokio::test]
+    async fn memory_store_forgets_the_oldest_past_its_limit() {
+        let store = MemoryStore::new();
+        let chunk = vec![b'x'; 64 * 1024];
+        for i in 0..100 {
+            store.put(&format!("k{i:03}"), chunk.clone()).await.unwrap();
+        }
+        assert!(
+            store.read("k000").await.unwrap().is_none(),
+            "the oldest went first"
+        );
+        assert!(store.read("k099").await.unwrap().is_some());
+        let kept: usize = store.list("k", 1000).await.unwrap().len();
+        assert!(kept * chunk.len() <= MEMORY_STORE_LIMIT, "{kept}");
     }
 }

@@ -82,6 +82,7 @@ rules:
             ("IDENTITY_ENDPOINT", self.mi.uri()),
             ("IDENTITY_HEADER", "h".into()),
             ("AUTODEPLOY_ARM_ENDPOINT", self.arm.uri.clone()),
+            ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0".into()),
         ]
     }
 
@@ -333,8 +334,9 @@ async fn a_failed_traffic_update_restores_the_previous_traffic() {
     );
     assert_eq!(puts.first().unwrap().0["blue"], 63);
     assert_eq!(
-        puts.last().unwrap().0,
-        [("blue".to_string(), 70), ("red".to_string(), 30)].into()
+        puts.len(),
+        1,
+        "the failed update never took effect, so no restore was needed: {puts:?}"
     );
     assert!(
         !t.arm
@@ -575,4 +577,143 @@ rules:
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_traffic_update_is_sent_again_and_success_waits_for_it() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    t.arm.with(|s| s.throttle_traffic_update = Some(1));
+    let app = t
+        .spawn(&t.config(
+            "credit-ep",
+            "{ strategy: all-at-once, retain_previous_minutes: 0 }",
+        ))
+        .await;
+
+    app.post_event(&credit("15")).await;
+    let record = t.reconcile_until(&app, "15", "succeeded").await;
+
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-15".to_string(), 100)].into()
+    );
+    assert_eq!(
+        t.arm.with(|s| s.traffic_puts.len()),
+        1,
+        "the throttled PUT never reached the fake's accounting; the retry did"
+    );
+    assert_eq!(record["rollout"]["traffic"], json!({"credit-risk-15": 100}));
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_traffic_restore_stops_loudly_and_frees_the_endpoint() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+    app.post_event(&credit("16")).await;
+    // Let creation and the smoke test pass; stop with the canary operation in flight.
+    t.arm.with(|s| s.hold_traffic = true);
+    t.reconcile_until_phase(&app, "16", "canary").await;
+    // The bake's health probe fails, and the identity has lost write access to the endpoint.
+    t.arm.with(|s| {
+        s.scoring_status.insert("credit-risk-16".into(), 503);
+        s.refuse_endpoint_puts = true;
+        s.hold_traffic = false;
+    });
+    let record = t.reconcile_until(&app, "16", "failed").await;
+
+    assert_eq!(record["rollout"]["configuration_problem"], true);
+    assert!(
+        record["rollout"]["failure"]
+            .as_str()
+            .unwrap()
+            .contains("restoring the previous traffic"),
+        "{record:#}"
+    );
+    // The endpoint is free again: the next version starts.
+    t.arm.with(|s| s.refuse_endpoint_puts = false);
+    let next = app.post_event(&credit("17")).await;
+    assert_eq!(next.decision(), "deploying", "{}", next.raw);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_cleanup_never_touches_the_promoted_deployment() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    t.arm.with(|s| s.refuse_deletes = true);
+    let app = t
+        .spawn(&t.config(
+            "credit-ep",
+            "{ strategy: all-at-once, retain_previous_minutes: 0 }",
+        ))
+        .await;
+
+    app.post_event(&credit("18")).await;
+    let record = t.reconcile_until_phase(&app, "18", "done").await;
+
+    assert_eq!(record["state"], "succeeded");
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-18".to_string(), 100)].into()
+    );
+    let names = t.arm.deployment_names("credit-ep");
+    assert!(
+        names.contains(&"credit-risk-18".to_string()) && names.contains(&"blue".to_string()),
+        "{names:?}"
+    );
+    let deletes = t.arm.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| r.starts_with("DELETE"))
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        deletes.iter().all(|r| r.ends_with("/blue")),
+        "only the previous deployment may be deleted: {deletes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_version_arriving_while_an_older_one_waits_supersedes_it() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+    t.arm.with(|s| s.hold_operations = true);
+    assert_eq!(app.post_event(&credit("20")).await.decision(), "deploying");
+    assert_eq!(app.post_event(&credit("21")).await.decision(), "queued");
+    t.arm.with(|s| s.hold_operations = false);
+    t.reconcile_until(&app, "20", "succeeded").await;
+
+    // 20 released the endpoint; 22 arrives before 21's next visit.
+    let reply = app.post_event(&credit("22")).await;
+
+    assert_eq!(reply.decision(), "deploying", "{}", reply.raw);
+    assert_eq!(
+        tokio::task::block_in_place(|| t.record("21"))["state"],
+        "superseded"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    t.reconcile_until(&app, "22", "succeeded").await;
+    let created: Vec<String> = t.arm.with(|s| {
+        s.deployment_puts
+            .iter()
+            .map(|b| {
+                b["properties"]["model"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    });
+    assert_eq!(created, ["20", "22"]);
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-22".to_string(), 100)].into()
+    );
 }

@@ -66,10 +66,19 @@ pub struct ArmState {
     pub create_polls: u32,
     /// While true, every operation stays InProgress.
     pub hold_operations: bool,
+    /// While true, traffic operations stay InProgress.
+    pub hold_traffic: bool,
     /// The next deployment PUT ends Failed with this (code, message).
     pub fail_next_create: Option<(String, String)>,
     /// The traffic PUT number N (1-based) ends Failed.
     pub fail_traffic_update: Option<u32>,
+    /// The traffic PUT number N (1-based) is throttled: 429 with a long Retry-After.
+    pub throttle_traffic_update: Option<u32>,
+    /// Every endpoint PUT is refused (403), e.g. a missing role assignment.
+    pub refuse_endpoint_puts: bool,
+    /// Every DELETE is refused (409 ScopeLocked), e.g. a resource lock.
+    pub refuse_deletes: bool,
+    traffic_attempts: u32,
     traffic_updates: u32,
     /// Scoring status per deployment (default 200).
     pub scoring_status: HashMap<String, u16>,
@@ -377,6 +386,13 @@ async fn handle(
             put_deployment(&mut s, ep, dep, &body)
         }
         ("DELETE", ["onlineEndpoints", ep, "deployments", dep]) => {
+            if s.refuse_deletes {
+                return error(
+                    StatusCode::CONFLICT,
+                    "ScopeLocked",
+                    "The scope cannot perform delete operation because of a lock",
+                );
+            }
             let Some(e) = s.endpoints.get(*ep) else {
                 return error(
                     StatusCode::NOT_FOUND,
@@ -466,6 +482,22 @@ fn put_endpoint(s: &mut ArmState, ep: &str, body: &Value) -> Response {
             "ResourceNotFound",
             "endpoint not found",
         );
+    }
+    s.traffic_attempts += 1;
+    if s.refuse_endpoint_puts {
+        return error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            "no write access to onlineEndpoints",
+        );
+    }
+    if s.throttle_traffic_update == Some(s.traffic_attempts) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "3600")],
+            axum::Json(json!({"error": {"code": "TooManyRequests", "message": "slow down"}})),
+        )
+            .into_response();
     }
     for read_only in ["provisioningState", "scoringUri", "swaggerUri"] {
         if body["properties"].get(read_only).is_some() {
@@ -635,7 +667,8 @@ fn poll(s: &mut ArmState, id: &str, location: bool) -> Response {
     let Some(mut op) = s.ops.get(id).cloned() else {
         return error(StatusCode::NOT_FOUND, "NotFound", "no such operation");
     };
-    if !op.done && (op.polls_left > 1 || s.hold_operations) {
+    let held = s.hold_operations || (s.hold_traffic && matches!(op.effect, Effect::Traffic { .. }));
+    if !op.done && (op.polls_left > 1 || held) {
         op.polls_left = op.polls_left.saturating_sub(1).max(1);
         s.ops.insert(id.to_string(), op);
         return if location {

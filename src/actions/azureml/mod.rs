@@ -93,43 +93,58 @@ pub fn deployment_name(wanted: &str, version: &str) -> String {
         }
         out.trim_matches('-').to_string()
     };
-    let mut name = clean(wanted);
-    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        name = format!("d-{name}");
-    }
-    let unchanged = name == wanted && name.len() <= 32 && name.len() >= 3;
-    if unchanged {
-        return name;
+    if crate::config::valid_azureml_name(wanted) {
+        return wanted.to_string();
     }
     let hash: String = Sha256::digest(wanted.as_bytes())
         .iter()
         .take(2)
         .map(|b| format!("{b:02x}"))
         .collect();
+    let name = clean(wanted);
     let version = clean(version);
-    let suffix = if !version.is_empty() && name.ends_with(&version) {
-        format!("-{version}-{hash}")
-    } else {
-        format!("-{hash}")
+    // Split off the version when the name ends with it, so it survives truncation.
+    let (head, tail) = match name.strip_suffix(version.as_str()) {
+        Some(head) if !version.is_empty() => {
+            (head.trim_end_matches('-').to_string(), version.clone())
+        }
+        _ => (name.clone(), String::new()),
     };
-    let mut head = if !version.is_empty() && name.ends_with(&version) {
-        name[..name.len() - version.len()]
-            .trim_end_matches('-')
-            .to_string()
+    // Layout: {head}-{tail}-{hash}, at most 32 characters, a letter first. The hash always
+    // stays; a long version is shortened from the middle (both ends usually differ).
+    let head = if head.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        head
     } else {
-        name.clone()
+        format!("d{head}")
     };
-    let room = 32usize.saturating_sub(suffix.len());
-    head.truncate(room);
-    let head = head.trim_end_matches('-');
-    let head = if head.is_empty() { "d" } else { head };
-    let mut result = format!("{head}{suffix}");
-    result.truncate(32);
-    let result = result.trim_end_matches('-').to_string();
-    if result.len() < 3 {
-        format!("d-{hash}")
-    } else {
+    let budget = 32 - hash.len() - 1;
+    let mut tail = tail;
+    if !tail.is_empty() {
+        let max_tail = budget.saturating_sub(2).min(16);
+        if tail.len() > max_tail {
+            let keep = max_tail.saturating_sub(1) / 2;
+            tail = format!(
+                "{}-{}",
+                &tail[..keep],
+                &tail[tail.len() - (max_tail - keep - 1)..]
+            );
+        }
+    }
+    let room_for_head = budget - if tail.is_empty() { 0 } else { tail.len() + 1 };
+    let mut head: String = head.chars().take(room_for_head.max(1)).collect();
+    while head.ends_with('-') {
+        head.pop();
+    }
+    let mut parts = vec![head];
+    if !tail.is_empty() {
+        parts.push(tail);
+    }
+    parts.push(hash);
+    let result = parts.join("-").replace("--", "-");
+    if crate::config::valid_azureml_name(&result) {
         result
+    } else {
+        format!("d-{}", &result[result.len().saturating_sub(30)..]).replace("--", "-")
     }
 }
 
@@ -143,6 +158,11 @@ mod tests {
         let cases = [
             ("fraud-12", "12", "fraud-12"),
             ("credit_risk.v2-7", "7", ""),
+            (
+                "fraud-2024-11-26-nightly-build-000000001",
+                "2024-11-26-nightly-build-000000001",
+                "",
+            ),
             ("9lives-3", "3", ""),
             (
                 "a-very-long-model-name-that-goes-on-and-on-1234",
@@ -157,13 +177,24 @@ mod tests {
             if !exact.is_empty() {
                 assert_eq!(name, exact);
             }
-            if wanted.len() > 32 {
+            if wanted.len() > 32 && version.len() <= 8 {
                 assert!(
                     name.contains(version),
                     "the version survives truncation: {name}"
                 );
             }
         }
+        // Long versions that differ only at the end stay distinct, across models too.
+        let v1 = "2024-11-26-nightly-build-000000001";
+        let v2 = "2024-11-26-nightly-build-000000002";
+        assert_ne!(
+            deployment_name(&format!("fraud-{v1}"), v1),
+            deployment_name(&format!("fraud-{v2}"), v2)
+        );
+        assert_ne!(
+            deployment_name(&format!("fraud-{v1}"), v1),
+            deployment_name(&format!("credit-{v1}"), v1)
+        );
         // Names that sanitise alike stay distinct.
         assert_ne!(
             deployment_name("credit_risk-7", "7"),

@@ -24,7 +24,7 @@ use super::AzureMlPlan;
 use crate::azure::arm::{ArmClient, ArmError, Operation};
 use crate::config::Strategy;
 use crate::event::WorkspaceId;
-use crate::ledger::{Ledger, StoreError, after};
+use crate::ledger::{Ledger, State, StoreError, after};
 use crate::logs::InvocationLog;
 
 /// Where a rollout is.
@@ -121,6 +121,12 @@ pub struct RolloutState {
     /// The mirror map this rollout last applied.
     #[serde(default)]
     pub mirror: BTreeMap<String, u32>,
+    /// Traffic this phase wants but the endpoint does not show yet.
+    #[serde(default)]
+    pub pending: Option<TrafficTarget>,
+    /// Refused attempts to restore the previous traffic.
+    #[serde(default)]
+    pub restore_failures: u32,
     /// The ARM operation in flight.
     #[serde(default)]
     pub operation: Option<PendingOperation>,
@@ -166,6 +172,8 @@ impl RolloutState {
             configuration_problem: false,
             stale: false,
             released: false,
+            pending: None,
+            restore_failures: 0,
             next_step: "waiting for the endpoint".into(),
         }
     }
@@ -179,6 +187,15 @@ impl RolloutState {
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// Traffic and mirror maps to apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficTarget {
+    /// `traffic`.
+    pub traffic: BTreeMap<String, u32>,
+    /// `mirrorTraffic`.
+    pub mirror: BTreeMap<String, u32>,
 }
 
 /// When the next step is due.
@@ -197,11 +214,13 @@ pub struct RolloutEngine {
     arm: Arc<ArmClient>,
     credential: Arc<dyn TokenCredential>,
     ledger: Arc<Ledger>,
-    http: reqwest::Client,
+    // Built on first use: process start must not wait for the TLS root store.
+    http: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// How often a bake re-runs the smoke test (at most; Reconcile's timer sets the real pace).
 const PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Wait after a transient error (or `AUTODEPLOY_RETRY_FIRST_DELAY_SECS` when shorter).
 const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
 const SCORING_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -234,6 +253,11 @@ pub struct QueuedVersion {
 pub enum Acquired {
     /// The rollout may start.
     Granted,
+    /// The rollout may start; these older waiting versions are now `superseded`.
+    GrantedSuperseding {
+        /// Their record keys.
+        superseded: Vec<String>,
+    },
     /// Another rollout holds the endpoint; this one waits. Older waiting versions it replaced.
     Queued {
         /// Record keys that are now `superseded`.
@@ -262,12 +286,18 @@ impl RolloutEngine {
             arm,
             credential,
             ledger,
-            http: reqwest::Client::builder()
+            http: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
-        }
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
     }
 
     /// The ARM client.
@@ -275,7 +305,9 @@ impl RolloutEngine {
         &self.arm
     }
 
-    /// Tries to take the endpoint for `key` (ETag compare-and-swap on the lock blob).
+    /// Tries to take the endpoint for `key` (ETag compare-and-swap on the lock blob). Versions
+    /// line up by event time: a newcomer older than a waiting version is superseded, and it
+    /// supersedes older waiting versions, whether or not a rollout is running.
     pub async fn acquire(
         &self,
         plan: &AzureMlPlan,
@@ -283,28 +315,62 @@ impl RolloutEngine {
         event_time: Option<&str>,
     ) -> Result<Acquired, StoreError> {
         let name = lock_name(&plan.workspace, &plan.endpoint);
+        // A holder whose record is gone or finished (a crash, a quarantined record) must not keep
+        // the endpoint forever.
+        let lock: EndpointLock = self.ledger.read_json(&name).await?.unwrap_or_default();
+        let dead_holder = match &lock.active {
+            Some(holder) if holder != key && !holder.starts_with("rollback:") => {
+                match self.ledger.load(holder).await {
+                    Ok(Some((record, _))) => {
+                        !matches!(record.state, State::Queued | State::Deploying)
+                    }
+                    Ok(None) | Err(StoreError::Corrupt(_)) => true,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => false,
+        };
         self.ledger
             .update_json(&name, |lock: &mut EndpointLock| {
-                if lock.active.as_deref() == Some(key) || lock.active.is_none() {
-                    lock.active = Some(key.to_string());
+                if dead_holder && lock.active.is_some() && lock.active.as_deref() != Some(key) {
+                    lock.active = None;
+                }
+                if lock.active.as_deref() == Some(key) {
                     lock.queued.retain(|q| q.key != key);
                     return Acquired::Granted;
                 }
-                if lock.queued.iter().any(|q| q.key == key) {
-                    return Acquired::Queued { superseded: vec![] };
-                }
+                // Waiting behind a newer version: this one will never be deployed.
                 let newer_waiting = lock
                     .queued
                     .iter()
-                    .any(|q| newer(q.event_time.as_deref(), event_time));
+                    .any(|q| q.key != key && newer(q.event_time.as_deref(), event_time));
                 if newer_waiting {
+                    lock.queued.retain(|q| q.key != key);
                     return Acquired::Superseded;
                 }
-                let superseded: Vec<String> = lock.queued.drain(..).map(|q| q.key).collect();
-                lock.queued.push(QueuedVersion {
-                    key: key.to_string(),
-                    event_time: event_time.map(str::to_string),
-                });
+                // Older waiting versions give way to this one.
+                let superseded: Vec<String> = lock
+                    .queued
+                    .iter()
+                    .filter(|q| q.key != key)
+                    .map(|q| q.key.clone())
+                    .collect();
+                lock.queued.retain(|q| q.key == key);
+                if lock.active.is_none() {
+                    lock.active = Some(key.to_string());
+                    lock.queued.clear();
+                    return if superseded.is_empty() {
+                        Acquired::Granted
+                    } else {
+                        Acquired::GrantedSuperseding { superseded }
+                    };
+                }
+                if lock.queued.is_empty() {
+                    lock.queued.push(QueuedVersion {
+                        key: key.to_string(),
+                        event_time: event_time.map(str::to_string),
+                    });
+                }
                 Acquired::Queued { superseded }
             })
             .await
@@ -358,7 +424,7 @@ impl RolloutEngine {
             Phase::Promoting => self.promoting(plan, state, log).await,
             Phase::Retaining => Ok(self.retaining(state)),
             Phase::Cleaning => self.cleaning(state, log).await,
-            Phase::RollingBack => self.rolling_back(state, log).await,
+            Phase::RollingBack => self.rolling_back(plan, state, log).await,
             Phase::RemovingFailed => self.removing_failed(state, log).await,
             Phase::Done | Phase::RolledBack | Phase::Failed => Ok(Next::Finished),
         };
@@ -373,7 +439,7 @@ impl RolloutEngine {
                     "retry {} after a transient error: {why}",
                     state.phase.as_str()
                 );
-                Next::After(TRANSIENT_RETRY)
+                Next::After(TRANSIENT_RETRY.min(self.ledger.options.first_retry_delay))
             }
             Err(StepError::Fail { why, configuration }) => {
                 self.fail(state, why, configuration, log);
@@ -397,11 +463,24 @@ impl RolloutEngine {
         state.configuration_problem = configuration;
         state.operation = None;
         state.hold_until = None;
+        state.pending = None;
         state.phase = match state.phase {
             // Nothing was changed yet.
             Phase::Queued => Phase::Failed,
             // Traffic may have changed: restore it, then remove the failed deployment.
             Phase::Mirroring | Phase::Canary | Phase::Promoting => Phase::RollingBack,
+            // Promoted already: a failed cleanup must never touch the live deployment.
+            Phase::Retaining | Phase::Cleaning => {
+                log.warn(format!(
+                    "cleanup on {} failed; the previous deployments ({}) may need deleting by hand",
+                    state.endpoint,
+                    state.cleanup.join(", ")
+                ));
+                state.cleanup.clear();
+                Phase::Done
+            }
+            Phase::RollingBack => Phase::RollingBack,
+            Phase::RemovingFailed | Phase::RolledBack => Phase::RolledBack,
             // The deployment exists (perhaps Failed) but never got traffic.
             _ => Phase::RemovingFailed,
         };
@@ -436,8 +515,19 @@ impl RolloutEngine {
         };
         state.previous_traffic = percent_map(&endpoint["properties"]["traffic"]);
         state.previous_mirror = percent_map(&endpoint["properties"]["mirrorTraffic"]);
-        state.previous_traffic.remove(&plan.deployment);
-        state.previous_mirror.remove(&plan.deployment);
+        // A name that already serves traffic is another version's live deployment: never PUT
+        // over it (a name template without {modelVersion}, or a collision).
+        if state.previous_traffic.contains_key(&plan.deployment)
+            || state.previous_mirror.contains_key(&plan.deployment)
+        {
+            return Err(StepError::Fail {
+                why: format!(
+                    "deployment {} already serves traffic on {}; refusing to overwrite a live deployment (check the rule's name template)",
+                    plan.deployment, plan.endpoint
+                ),
+                configuration: true,
+            });
+        }
 
         if !forced
             && let Some((live, live_version)) = self
@@ -582,6 +672,33 @@ impl RolloutEngine {
                     });
                 }
             }
+            // The PUT answered without an operation to follow: read the deployment itself.
+            None => {
+                let workspace = ws(&plan.workspace)?;
+                let deployment = self
+                    .arm
+                    .online_deployment(&workspace, &plan.endpoint, &plan.deployment)
+                    .await
+                    .map_err(StepError::from_arm)?;
+                let provisioning = deployment
+                    .as_ref()
+                    .and_then(|d| d["properties"]["provisioningState"].as_str())
+                    .unwrap_or("Missing")
+                    .to_string();
+                match provisioning.as_str() {
+                    "Succeeded" => {}
+                    "Creating" | "Updating" | "Scaling" => {
+                        state.next_step = "wait for the deployment to provision".into();
+                        return Ok(Next::After(PROBE_INTERVAL / 4));
+                    }
+                    other => {
+                        return Err(StepError::Fail {
+                            why: format!("deployment {} is {other}", plan.deployment),
+                            configuration: false,
+                        });
+                    }
+                }
+            }
             _ => {}
         }
         log.info(format!("deployment {} provisioned", plan.deployment));
@@ -646,7 +763,7 @@ impl RolloutEngine {
             }
         };
         let response = self
-            .http
+            .http()
             .post(url)
             .bearer_auth(bearer)
             .header("azureml-model-deployment", &plan.deployment)
@@ -711,71 +828,108 @@ impl RolloutEngine {
                     plan.endpoint
                 ));
             }
-            return self
-                .set_traffic(
-                    plan,
-                    state,
-                    BTreeMap::from([(dep, 100)]),
-                    BTreeMap::new(),
-                    log,
-                )
-                .await;
-        }
-        if plan.rollout.mirror_percent > 0 {
+            want(state, BTreeMap::from([(dep, 100)]), BTreeMap::new());
+        } else if plan.rollout.mirror_percent > 0 {
             state.phase = Phase::Mirroring;
             state.next_step = format!(
                 "mirror {}% of traffic to {dep}, then bake",
                 plan.rollout.mirror_percent
             );
             let traffic = state.previous_traffic.clone();
-            let mirror = BTreeMap::from([(dep, u32::from(plan.rollout.mirror_percent))]);
-            return self.set_traffic(plan, state, traffic, mirror, log).await;
+            want(
+                state,
+                traffic,
+                BTreeMap::from([(dep, u32::from(plan.rollout.mirror_percent))]),
+            );
+        } else {
+            state.phase = Phase::Canary;
+            state.next_step = format!(
+                "{}% canary on {dep}, then bake",
+                plan.rollout.canary_percent
+            );
+            let traffic = canary_split(
+                &state.previous_traffic,
+                &dep,
+                u32::from(plan.rollout.canary_percent),
+            );
+            want(state, traffic, BTreeMap::new());
         }
-        state.phase = Phase::Canary;
-        state.next_step = format!(
-            "{}% canary on {dep}, then bake",
-            plan.rollout.canary_percent
-        );
-        let traffic = canary_split(
-            &state.previous_traffic,
-            &dep,
-            u32::from(plan.rollout.canary_percent),
-        );
-        self.set_traffic(plan, state, traffic, BTreeMap::new(), log)
-            .await
+        self.apply_pending(plan, state, log).await
     }
 
-    /// GET the endpoint, set `traffic`/`mirrorTraffic`, PUT it back without read-only fields.
-    async fn set_traffic(
+    /// Applies the wanted traffic: sends the PUT when none is in flight (again after a transient
+    /// failure), polls it, and checks the endpoint really shows the wanted maps. `Ok(Next::Now)`
+    /// once applied (or nothing was pending).
+    async fn apply_pending(
         &self,
         plan: &AzureMlPlan,
         state: &mut RolloutState,
-        traffic: BTreeMap<String, u32>,
-        mirror: BTreeMap<String, u32>,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
-        let workspace = ws(&plan.workspace)?;
-        let operation = self
-            .put_traffic(&workspace, &plan.endpoint, &traffic, &mirror)
-            .await
-            .map_err(|e| StepError::from_arm_permanent(e, "updating traffic"))?;
-        log.info(format!(
-            "endpoint {}: traffic {}{}",
-            plan.endpoint,
-            show(&traffic),
-            if mirror.is_empty() {
-                String::new()
-            } else {
-                format!(", mirror {}", show(&mirror))
+        let Some(target) = state.pending.clone() else {
+            return Ok(Next::Now);
+        };
+        if state.operation.is_none() {
+            let workspace = ws(&plan.workspace)?;
+            let operation = self
+                .put_traffic(&workspace, &plan.endpoint, &target.traffic, &target.mirror)
+                .await
+                .map_err(|e| StepError::from_arm_permanent(e, "updating traffic"))?;
+            log.info(format!(
+                "endpoint {}: traffic {}{}",
+                plan.endpoint,
+                show(&target.traffic),
+                if target.mirror.is_empty() {
+                    String::new()
+                } else {
+                    format!(", mirror {}", show(&target.mirror))
+                }
+            ));
+            let next = self.track(
+                state,
+                operation,
+                &format!("traffic {}", show(&target.traffic)),
+            );
+            if next != Next::Now {
+                return Ok(next);
             }
-        ));
-        state.traffic = traffic.clone();
-        state.mirror = mirror;
-        state.hold_until = None;
-        Ok(self.track(state, operation, &format!("traffic {}", show(&traffic))))
+        } else {
+            match self
+                .poll(state)
+                .await
+                .map_err(|e| StepError::from_arm_permanent(e, "updating traffic"))?
+            {
+                Some((Next::After(wait), _)) => return Ok(Next::After(wait)),
+                Some((_, Some(endpoint))) => {
+                    // The operation said Succeeded: make sure the endpoint shows it.
+                    let shown = percent_map(&endpoint["properties"]["traffic"]);
+                    let live_target: BTreeMap<String, u32> = target
+                        .traffic
+                        .iter()
+                        .filter(|(_, v)| **v > 0)
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                    if endpoint["properties"].get("traffic").is_some() && shown != live_target {
+                        return Err(StepError::Fail {
+                            why: format!(
+                                "updating traffic: the endpoint shows {} instead of {}",
+                                show(&shown),
+                                show(&live_target)
+                            ),
+                            configuration: false,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        state.traffic = target.traffic;
+        state.mirror = target.mirror;
+        state.pending = None;
+        Ok(Next::Now)
     }
 
-    /// Sets an endpoint's traffic and mirror maps (no waiting).
+    /// GET the endpoint, set `traffic`/`mirrorTraffic`, PUT it back without read-only fields.
     pub async fn put_traffic(
         &self,
         workspace: &WorkspaceId,
@@ -795,10 +949,20 @@ impl RolloutEngine {
                 message: format!("online endpoint {endpoint_name} does not exist"),
             })?;
         let mut body = json!({});
-        for key in ["location", "identity", "kind", "tags", "sku"] {
+        for key in ["location", "kind", "tags", "sku"] {
             if let Some(v) = endpoint.get(key).filter(|v| !v.is_null()) {
                 body[key] = v.clone();
             }
+        }
+        // The identity without its read-only parts (principalId, tenantId, the client and
+        // principal ids of user-assigned identities), as the SDK sends it.
+        if let Some(identity) = endpoint.get("identity").filter(|v| v.is_object()) {
+            let mut clean = json!({ "type": identity["type"] });
+            if let Some(assigned) = identity["userAssignedIdentities"].as_object() {
+                clean["userAssignedIdentities"] =
+                    Value::Object(assigned.keys().map(|k| (k.clone(), json!({}))).collect());
+            }
+            body["identity"] = clean;
         }
         let mut properties = endpoint["properties"]
             .as_object()
@@ -838,12 +1002,12 @@ impl RolloutEngine {
         state: &mut RolloutState,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
-        if let Some((Next::After(wait), _)) = self
-            .poll(state)
-            .await
-            .map_err(|e| StepError::from_arm_permanent(e, "updating traffic"))?
-        {
-            return Ok(Next::After(wait));
+        // The phase's traffic first; the bake starts once it is applied.
+        if state.pending.is_some() {
+            let next = self.apply_pending(plan, state, log).await?;
+            if next != Next::Now {
+                return Ok(next);
+            }
         }
         let now = OffsetDateTime::now_utc();
         let until = *state.hold_until.get_or_insert_with(|| {
@@ -876,20 +1040,13 @@ impl RolloutEngine {
                 u32::from(plan.rollout.canary_percent),
             );
             // Leaving mirror for canary zeroes mirrorTraffic in the same PUT.
-            return self
-                .set_traffic(plan, state, traffic, BTreeMap::new(), log)
-                .await;
+            want(state, traffic, BTreeMap::new());
+        } else {
+            state.phase = Phase::Promoting;
+            state.next_step = format!("wait for 100% of traffic on {dep}");
+            want(state, BTreeMap::from([(dep, 100)]), BTreeMap::new());
         }
-        state.phase = Phase::Promoting;
-        state.next_step = format!("wait for 100% of traffic on {dep}");
-        self.set_traffic(
-            plan,
-            state,
-            BTreeMap::from([(dep, 100)]),
-            BTreeMap::new(),
-            log,
-        )
-        .await
+        self.apply_pending(plan, state, log).await
     }
 
     async fn promoting(
@@ -898,12 +1055,10 @@ impl RolloutEngine {
         state: &mut RolloutState,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
-        if let Some((Next::After(wait), _)) = self
-            .poll(state)
-            .await
-            .map_err(|e| StepError::from_arm_permanent(e, "updating traffic"))?
-        {
-            return Ok(Next::After(wait));
+        // Never past this phase before the endpoint really serves 100% from the new deployment.
+        let next = self.apply_pending(plan, state, log).await?;
+        if next != Next::Now {
+            return Ok(next);
         }
         log.info(format!(
             "{} now serves 100% of {}",
@@ -985,44 +1140,74 @@ impl RolloutEngine {
 
     async fn rolling_back(
         &self,
+        plan: &AzureMlPlan,
         state: &mut RolloutState,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
-        if state.operation.is_some() {
-            match self.poll(state).await {
-                Ok(Some((Next::After(wait), _))) => return Ok(Next::After(wait)),
-                Ok(_) => {
-                    log.info(format!(
-                        "endpoint {}: previous traffic {} restored",
-                        state.endpoint,
+        if state.pending.is_none() && state.operation.is_none() {
+            // Maybe nothing moved (the failed update never took effect): check before writing.
+            let workspace = ws(&state.workspace)?;
+            let endpoint = self
+                .arm
+                .online_endpoint(&workspace, &state.endpoint)
+                .await
+                .map_err(|e| {
+                    StepError::Transient(format!("reading the endpoint to restore it: {e}"))
+                })?;
+            let already = endpoint.as_ref().is_some_and(|e| {
+                percent_map(&e["properties"]["traffic"]) == state.previous_traffic
+                    && percent_map(&e["properties"]["mirrorTraffic"]) == state.previous_mirror
+            });
+            if already || endpoint.is_none() {
+                state.phase = Phase::RemovingFailed;
+                state.next_step = format!("delete the failed deployment {}", state.deployment);
+                return Ok(Next::Now);
+            }
+            let (traffic, mirror) = (
+                state.previous_traffic.clone(),
+                state.previous_mirror.clone(),
+            );
+            want(state, traffic, mirror);
+        }
+        match self.apply_pending(plan, state, log).await {
+            Ok(Next::Now) => {
+                log.info(format!(
+                    "endpoint {}: previous traffic {} restored",
+                    state.endpoint,
+                    show(&state.previous_traffic)
+                ));
+                state.phase = Phase::RemovingFailed;
+                state.next_step = format!("delete the failed deployment {}", state.deployment);
+                Ok(Next::Now)
+            }
+            Ok(wait) => Ok(wait),
+            Err(StepError::Transient(why)) => {
+                Err(StepError::Transient(format!("restoring traffic: {why}")))
+            }
+            // A refused restore (permissions, a deleted endpoint) is retried a few times, then the
+            // rollout stops loudly instead of holding the endpoint forever.
+            Err(StepError::Fail { why, .. }) => {
+                state.operation = None;
+                state.restore_failures += 1;
+                if state.restore_failures >= MAX_RESTORE_FAILURES {
+                    log.error(format!(
+                        "could not restore the previous traffic on {} ({why}); an operator must check the endpoint",
+                        state.endpoint
+                    ));
+                    state.pending = None;
+                    state.configuration_problem = true;
+                    state.failure = Some(format!(
+                        "{}; restoring the previous traffic {} failed: {why}",
+                        state.failure.clone().unwrap_or_default(),
                         show(&state.previous_traffic)
                     ));
-                    state.phase = Phase::RemovingFailed;
-                    state.next_step = format!("delete the failed deployment {}", state.deployment);
-                    return Ok(Next::Now);
+                    state.phase = Phase::Failed;
+                    state.next_step = "an operator must restore the endpoint's traffic".into();
+                    return Ok(Next::Finished);
                 }
-                // A failed restore is retried: traffic must not stay on a failed deployment.
-                Err(e) => {
-                    state.operation = None;
-                    return Err(StepError::Transient(format!(
-                        "restoring traffic failed: {e}"
-                    )));
-                }
+                Err(StepError::Transient(format!("restoring traffic: {why}")))
             }
         }
-        let workspace = ws(&state.workspace)?;
-        let operation = self
-            .put_traffic(
-                &workspace,
-                &state.endpoint,
-                &state.previous_traffic,
-                &state.previous_mirror,
-            )
-            .await
-            .map_err(|e| StepError::Transient(format!("restoring traffic: {e}")))?;
-        state.traffic = state.previous_traffic.clone();
-        state.mirror = state.previous_mirror.clone();
-        Ok(self.track(state, operation, "restore previous traffic"))
     }
 
     async fn removing_failed(
@@ -1077,6 +1262,15 @@ impl RolloutEngine {
     }
 }
 
+/// Sets the traffic this phase wants; [`RolloutEngine::apply_pending`] sends it.
+fn want(state: &mut RolloutState, traffic: BTreeMap<String, u32>, mirror: BTreeMap<String, u32>) {
+    state.pending = Some(TrafficTarget { traffic, mirror });
+    state.hold_until = None;
+}
+
+/// Refused traffic restores before a rollout gives up and asks for an operator.
+const MAX_RESTORE_FAILURES: u32 = 3;
+
 /// Why a step did not complete.
 enum StepError {
     /// Try the same step later.
@@ -1108,18 +1302,26 @@ impl StepError {
     }
 }
 
-/// Quota and validation errors need an operator; retrying them forever helps nobody.
+/// Quota, capacity and validation errors need an operator; retrying them forever helps nobody.
+/// The service often reports quota as `BadRequest` with the detail only in the message ("Not
+/// enough quota available…"), so the message counts too.
 fn is_configuration(e: &ArmError) -> bool {
-    let code = match e {
-        ArmError::OperationFailed { code, .. } | ArmError::Http { code, .. } => {
-            code.to_ascii_lowercase()
+    let text = match e {
+        ArmError::OperationFailed { code, message, .. } | ArmError::Http { code, message, .. } => {
+            format!("{code} {message}").to_ascii_lowercase()
         }
         _ => return false,
     };
-    code.contains("quota")
-        || code.contains("validation")
-        || code.contains("badargument")
-        || code.contains("notfound")
+    [
+        "quota",
+        "outofcapacity",
+        "validation",
+        "badargument",
+        "notfound",
+        "invalid",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 fn ws(id: &str) -> Result<WorkspaceId, StepError> {

@@ -277,31 +277,37 @@ pub fn translate(
 /// `azureml://registries/…` pass through.
 pub fn asset_id(reference: &str, kind: &str, workspace: Option<&str>) -> Result<String, String> {
     let reference = reference.trim();
-    if reference.starts_with("/subscriptions/") || reference.starts_with("azureml://registries/") {
-        return Ok(reference.to_string());
+    // The CLI schema strips `azureml:` and passes ids through.
+    let bare = if reference.starts_with("azureml://") {
+        reference
+    } else {
+        reference.strip_prefix("azureml:").unwrap_or(reference)
+    };
+    if bare.starts_with("/subscriptions/") || bare.starts_with("azureml://") {
+        return Ok(bare.to_string());
     }
-    let Some(rest) = reference.strip_prefix("azureml:") else {
+    if !reference.starts_with("azureml:") {
         return Err(format!(
             "{reference:?} looks like a local path; only registered assets (azureml:NAME:VERSION, an ARM id or azureml://registries/…) can be deployed directly"
         ));
-    };
-    if rest.contains('@') {
+    }
+    if bare.contains('@') {
         return Err(format!(
             "{reference:?}: labels such as @latest need a lookup; pin a version (azureml:NAME:VERSION)"
         ));
     }
-    let Some((name, version)) = rest.split_once(':') else {
+    let Some((name, version)) = bare.split_once(':') else {
         return Err(format!(
             "{reference:?}: Version must be provided (azureml:NAME:VERSION)"
         ));
     };
-    if name.is_empty() || version.is_empty() {
+    if name.is_empty() || version.is_empty() || name.contains('/') || version.contains(['/', ':']) {
         return Err(format!("{reference:?}: expected azureml:NAME:VERSION"));
     }
+    // Curated environments live in the shared `azureml` registry; the SDK passes the reference
+    // through unchanged and the service resolves it.
     if kind == "environments" && name.starts_with("AzureML-") {
-        return Ok(format!(
-            "azureml://registries/azureml/environments/{name}/versions/{version}"
-        ));
+        return Ok(reference.to_string());
     }
     match workspace {
         Some(ws) => Ok(format!(
@@ -438,11 +444,17 @@ model_mount_path: /var/model
             ),
             (
                 "azureml:AzureML-sklearn-1.5:7",
-                Ok(
-                    "azureml://registries/azureml/environments/AzureML-sklearn-1.5/versions/7"
-                        .into(),
-                ),
+                Ok("azureml:AzureML-sklearn-1.5:7".into()),
             ),
+            (
+                &format!("azureml:{WS}/environments/e/versions/3"),
+                Ok(format!("{WS}/environments/e/versions/3")),
+            ),
+            (
+                "azureml:azureml://registries/r/environments/e/versions/1",
+                Ok("azureml://registries/r/environments/e/versions/1".into()),
+            ),
+            ("azureml:a/b:1", Err("expected azureml:NAME:VERSION")),
             (
                 "azureml://registries/shared/environments/e/versions/2",
                 Ok("azureml://registries/shared/environments/e/versions/2".into()),
