@@ -348,15 +348,15 @@ fn print_table(records: &[Record], out: &mut dyn Write) -> std::io::Result<()> {
                     })
                     .unwrap_or_else(|| "unchanged".into());
                 outcome = format!(
-                    "phase {}; traffic {traffic}; next: {}",
+                    "phase {}; set traffic {traffic}; next: {}",
                     rollout["phase"].as_str().unwrap_or("?"),
                     rollout["next_step"].as_str().unwrap_or("?")
                 );
             } else if let Some(next) = r.next_attempt_at {
                 outcome = format!("{outcome}; next try {}", rfc3339(next));
             }
-            if outcome.chars().count() > 120 {
-                outcome = outcome.chars().take(119).collect::<String>() + "…";
+            if outcome.chars().count() > 160 {
+                outcome = outcome.chars().take(159).collect::<String>() + "…";
             }
             [
                 r.model.clone(),

@@ -165,6 +165,7 @@ pub struct ArmClient {
     api_version: String,
     scope: String,
     aml_suffix: String,
+    ml_scope: &'static str,
     budget: Duration,
     credential: Arc<dyn TokenCredential>,
     http: OnceLock<reqwest::Client>,
@@ -202,6 +203,7 @@ impl ArmClient {
             api_version: settings.api_version.clone(),
             scope: settings.cloud.arm_scope(),
             aml_suffix: settings.cloud.azureml_host_suffix().to_string(),
+            ml_scope: settings.cloud.ml_scope(),
             budget: settings.budget,
             credential,
             http: OnceLock::new(),
@@ -364,6 +366,31 @@ impl ArmClient {
             .request(Method::POST, url, body, &self.scope, &[])
             .await?
             .body)
+    }
+
+    /// The Entra scope for scoring `AADToken` endpoints in this cloud.
+    pub fn ml_scope(&self) -> &'static str {
+        self.ml_scope
+    }
+
+    /// An `AMLToken` endpoint's scoring token (`POST …/token`). `Debug`-safe: a secret string.
+    pub async fn endpoint_token(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+    ) -> Result<SecretString, ArmError> {
+        let value = self
+            .post(
+                &format!("{}/token", Self::online_endpoint_id(workspace, endpoint)),
+                None,
+            )
+            .await?;
+        Ok(SecretString::from(
+            value["accessToken"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ))
     }
 
     /// The retry budget of one request.

@@ -87,6 +87,15 @@ impl Cloud {
         }
     }
 
+    /// The token scope for Azure ML data-plane calls (scoring `AADToken` endpoints).
+    pub fn ml_scope(self) -> &'static str {
+        match self {
+            Cloud::Public => "https://ml.azure.com/.default",
+            Cloud::UsGov => "https://ml.azure.us/.default",
+            Cloud::China => "https://ml.azure.cn/.default",
+        }
+    }
+
     /// The SDK's cloud configuration (authority host for the credentials).
     pub fn configuration(self) -> CloudConfiguration {
         match self {

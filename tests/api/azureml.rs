@@ -717,3 +717,25 @@ async fn a_newer_version_arriving_while_an_older_one_waits_supersedes_it() {
         [("credit-risk-22".to_string(), 100)].into()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_smoke_test_authenticates_as_the_endpoint_demands() {
+    for (mode, bearer) in [
+        ("AMLToken", "Bearer fake-aml-token"),
+        ("AADToken", "Bearer mi-token"),
+    ] {
+        let t = Direct::new().await;
+        t.arm.add_endpoint("credit-ep", &[]);
+        t.arm.set_auth_mode("credit-ep", mode);
+        let app = t.spawn(&t.config("credit-ep", FAST)).await;
+
+        app.post_event(&credit("23")).await;
+        t.reconcile_until(&app, "23", "succeeded").await;
+
+        let calls = t.arm.with(|s| s.scoring_calls.clone());
+        assert!(
+            !calls.is_empty() && calls.iter().all(|(_, auth)| auth == bearer),
+            "{mode}: {calls:?}"
+        );
+    }
+}

@@ -152,6 +152,17 @@ impl FakeArm {
         s.endpoints.insert(name.to_string(), endpoint);
     }
 
+    /// Switches an endpoint's `authMode` (`Key`, `AMLToken`, `AADToken`).
+    pub fn set_auth_mode(&self, endpoint: &str, mode: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .endpoints
+            .get_mut(endpoint)
+            .unwrap()
+            .auth_mode = mode.to_string();
+    }
+
     pub fn traffic(&self, endpoint: &str) -> BTreeMap<String, u32> {
         self.state.lock().unwrap().endpoints[endpoint]
             .traffic
@@ -246,7 +257,18 @@ async fn handle(
             .unwrap_or("")
             .to_string();
         s.scoring_calls.push((deployment.clone(), auth.clone()));
-        if auth != "Bearer fake-primary-key" {
+        let mode = s
+            .endpoints
+            .values()
+            .next()
+            .map(|e| e.auth_mode.clone())
+            .unwrap_or_default();
+        let expected = match mode.as_str() {
+            "AMLToken" => "Bearer fake-aml-token",
+            "AADToken" => "Bearer mi-token",
+            _ => "Bearer fake-primary-key",
+        };
+        if auth != expected {
             return error(StatusCode::UNAUTHORIZED, "Unauthorized", "bad key");
         }
         let status = s.scoring_status.get(&deployment).copied().unwrap_or(200);
@@ -364,6 +386,10 @@ async fn handle(
                 json!({"primaryKey": "fake-primary-key", "secondaryKey": "fake-secondary-key"}),
             )
             .into_response()
+        }
+        ("POST", ["onlineEndpoints", ep, "token"]) if s.endpoints.contains_key(*ep) => {
+            axum::Json(json!({"accessToken": "fake-aml-token", "tokenType": "Bearer"}))
+                .into_response()
         }
         ("PUT", ["onlineEndpoints", ep]) => put_endpoint(&mut s, ep, &body),
         ("GET", ["onlineEndpoints", ep, "deployments", dep]) => {

@@ -741,19 +741,26 @@ impl RolloutEngine {
         let url = Url::parse(scoring_uri).map_err(|_| {
             StepError::Transient(format!("endpoint {} has no scoring URI yet", plan.endpoint))
         })?;
+        use secrecy::ExposeSecret;
         let bearer = match endpoint["properties"]["authMode"].as_str().unwrap_or("Key") {
             "AADToken" => {
                 let token = self
                     .credential
-                    .get_token(&["https://ml.azure.com/.default"], None)
+                    .get_token(&[self.arm.ml_scope()], None)
                     .await
                     .map_err(|e| {
                         StepError::Transient(format!("no Entra token for scoring: {e}"))
                     })?;
                 token.token.secret().to_string()
             }
+            "AMLToken" => self
+                .arm
+                .endpoint_token(&workspace, &plan.endpoint)
+                .await
+                .map_err(StepError::from_arm)?
+                .expose_secret()
+                .to_string(),
             _ => {
-                use secrecy::ExposeSecret;
                 let keys = self
                     .arm
                     .list_keys(&workspace, &plan.endpoint)
