@@ -460,49 +460,106 @@ pub async fn rollback(
         )?;
         return Ok(false);
     }
+    // Hold the endpoint so no rollout starts meanwhile, and mark the record first so Reconcile
+    // does not delete the previous deployments while their traffic comes back.
+    if !engine
+        .hold_for_rollback(workspace.as_ref(), endpoint, &key)
+        .await?
+    {
+        writeln!(
+            out,
+            "a rollout just started on {endpoint}; try again when it is finished"
+        )?;
+        return Ok(false);
+    }
     writeln!(
         out,
         "rolling back {endpoint}: {} {} ({}) → previous traffic {:?}",
         record.model, record.version, rollout.deployment, rollout.previous_traffic
     )?;
-    let operation = engine
-        .put_traffic(
-            workspace,
-            endpoint,
-            &rollout.previous_traffic,
-            &rollout.previous_mirror,
-        )
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("restoring traffic: {e}")))?;
-    engine
-        .arm()
-        .wait(operation, std::time::Duration::from_secs(600))
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("restoring traffic: {e}")))?;
     let now = time::OffsetDateTime::now_utc();
-    rollout.traffic = rollout.previous_traffic.clone();
-    rollout.mirror = rollout.previous_mirror.clone();
+    let before = rollout.clone();
     rollout.cleanup.clear();
     rollout.hold_until = None;
     rollout.phase = Phase::RolledBack;
     rollout.failure = Some("rolled back by hand (aml-autodeploy rollback)".into());
-    rollout.next_step = format!(
-        "nothing; {} is kept at 0% for inspection",
-        rollout.deployment
-    );
+    rollout.next_step = "restoring the previous traffic (manual rollback)".into();
     record.rollout = Some(rollout.to_value());
     record.next_attempt_at = None;
     record.decision = "rolled_back".into();
     record.transition(
         crate::ledger::State::RolledBack,
-        "manual rollback: previous traffic restored",
+        "manual rollback started",
         now,
     );
-    deployer.ledger.save(&record, &etag).await?;
-    writeln!(
-        out,
-        "done: traffic restored; {} recorded as rolled_back",
-        record.key
-    )?;
-    Ok(true)
+    let etag = match deployer.ledger.save(&record, &etag).await {
+        Ok(etag) => etag,
+        Err(e) => {
+            let _ = engine
+                .release_rollback(workspace.as_ref(), endpoint, &key)
+                .await;
+            return Err(e.into());
+        }
+    };
+    let restored = async {
+        let operation = engine
+            .put_traffic(
+                workspace,
+                endpoint,
+                &before.previous_traffic,
+                &before.previous_mirror,
+            )
+            .await?;
+        engine
+            .arm()
+            .wait(operation, std::time::Duration::from_secs(600))
+            .await
+    }
+    .await;
+    if let Some(next) = engine
+        .release_rollback(workspace.as_ref(), endpoint, &key)
+        .await?
+    {
+        deployer
+            .ledger
+            .schedule(&next, time::OffsetDateTime::now_utc())
+            .await?;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    match restored {
+        Ok(_) => {
+            rollout.traffic = before.previous_traffic.clone();
+            rollout.mirror = before.previous_mirror.clone();
+            rollout.next_step = format!(
+                "nothing; {} is kept at 0% for inspection",
+                rollout.deployment
+            );
+            record.rollout = Some(rollout.to_value());
+            record.transition(
+                crate::ledger::State::RolledBack,
+                "manual rollback: previous traffic restored",
+                now,
+            );
+            deployer.ledger.save(&record, &etag).await?;
+            writeln!(
+                out,
+                "done: traffic restored; {} recorded as rolled_back",
+                record.key
+            )?;
+            Ok(true)
+        }
+        Err(e) => {
+            // Nothing changed on the endpoint: put the record back as it was.
+            record.rollout = Some(before.to_value());
+            record.decision = "succeeded".into();
+            record.transition(
+                crate::ledger::State::Succeeded,
+                format!("manual rollback failed: {e}"),
+                now,
+            );
+            deployer.ledger.save(&record, &etag).await?;
+            writeln!(out, "rollback failed: {e}")?;
+            Ok(false)
+        }
+    }
 }

@@ -106,6 +106,19 @@ async fn visit(
 
     // Direct deployments advance their rollout, one bounded step at a time.
     if matches!(record.action, Some(ActionPlan::AzureMl(_))) {
+        // A rollout that has not started follows the current config (one that has, finishes).
+        if record.state == State::Queued
+            && let Some(why) = rule_no_longer_acts(pipeline, &record)
+        {
+            record.decision = "skipped".into();
+            record.transition(State::Skipped, why.clone(), now);
+            if save_or_skip(ledger.save(&record, &etag).await)? {
+                ledger.unschedule(marker).await?;
+                log.info(format!("{} {}: {why}", record.model, record.version));
+                tally.skipped += 1;
+            }
+            return Ok(());
+        }
         let deployer = pipeline
             .deployer()
             .map_err(|why| StoreError::Unavailable(why.to_string()))?;
@@ -456,9 +469,14 @@ fn rule_no_longer_acts(pipeline: &Pipeline, record: &Record) -> Option<String> {
         Some(rule) if rule.mode == Mode::Observe => Some(format!(
             "rule {rule_name} is now in observe mode; nothing sent"
         )),
-        Some(rule) if !matches!(rule.action, RuleAction::Github(_)) => Some(format!(
-            "rule {rule_name} no longer triggers GitHub; nothing sent"
-        )),
+        Some(rule)
+            if matches!(record.action, Some(ActionPlan::Github(_)))
+                != matches!(rule.action, RuleAction::Github(_)) =>
+        {
+            Some(format!(
+                "rule {rule_name} now has a different action; nothing sent"
+            ))
+        }
         Some(_) => None,
     }
 }

@@ -399,6 +399,48 @@ impl RolloutEngine {
             .await
     }
 
+    /// Takes the endpoint for a manual rollback of `key`: only when no rollout holds it.
+    pub async fn hold_for_rollback(
+        &self,
+        workspace: &str,
+        endpoint: &str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let holder = format!("rollback:{key}");
+        self.ledger
+            .update_json(
+                &lock_name(workspace, endpoint),
+                |lock: &mut EndpointLock| {
+                    if lock.active.is_none() {
+                        lock.active = Some(holder.clone());
+                    }
+                    lock.active.as_deref() == Some(holder.as_str())
+                },
+            )
+            .await
+    }
+
+    /// Gives the endpoint back after a manual rollback; returns the next waiting record.
+    pub async fn release_rollback(
+        &self,
+        workspace: &str,
+        endpoint: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let holder = format!("rollback:{key}");
+        self.ledger
+            .update_json(
+                &lock_name(workspace, endpoint),
+                |lock: &mut EndpointLock| {
+                    if lock.active.as_deref() == Some(holder.as_str()) {
+                        lock.active = None;
+                    }
+                    lock.queued.first().map(|q| q.key.clone())
+                },
+            )
+            .await
+    }
+
     /// The lock blob of an endpoint.
     pub async fn lock(&self, workspace: &str, endpoint: &str) -> Result<EndpointLock, StoreError> {
         Ok(self
