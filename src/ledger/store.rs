@@ -79,7 +79,7 @@ pub struct MemoryStore {
 }
 
 /// How much the in-memory store keeps.
-pub const MEMORY_STORE_LIMIT: usize = 4 * 1024 * 1024;
+pub const MEMORY_STORE_LIMIT: usize = 2 * 1024 * 1024;
 
 fn evict_oldest(objects: &mut BTreeMap<String, (Vec<u8>, u64)>) {
     let mut total: usize = objects.iter().map(|(k, (v, _))| k.len() + v.len()).sum();

@@ -739,3 +739,36 @@ async fn the_smoke_test_authenticates_as_the_endpoint_demands() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gate_refuses_a_worse_model_before_anything_is_deployed() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    t.arm.add_model("1", json!({"accuracy": "0.91"}), None);
+    let config = t.config("credit-ep", FAST) + "    gate: { metric: accuracy, min: 0.5 }\n";
+    let app = t.spawn(&config).await;
+
+    let worse = app
+        .post_event(&model_event(
+            "credit-risk",
+            "24",
+            json!({"accuracy": "0.87"}),
+        ))
+        .await;
+
+    assert_eq!(worse.status, 200, "{}", worse.raw);
+    assert_eq!(worse.decision(), "rejected", "{}", worse.raw);
+    assert_eq!(
+        worse.body["ReturnValue"]["reason"],
+        "rejected: accuracy 0.87 < champion credit-risk:1 0.91 + 0",
+        "azureml rules compare with the model live on their own endpoint"
+    );
+    assert!(
+        t.arm.with(|s| s.deployment_puts.is_empty()),
+        "nothing deployed"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| t.record("24"))["state"],
+        "rejected"
+    );
+}

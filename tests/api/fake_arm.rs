@@ -647,6 +647,15 @@ fn put_deployment(s: &mut ArmState, ep: &str, dep: &str, body: &Value) -> Respon
     {
         problems.push("requestSettings.maxConcurrentRequestsPerInstance must be an integer");
     }
+    // Every field we send must exist in the official example body, with the same JSON type.
+    let official: Value = serde_json::from_str(include_str!(
+        "../fixtures/online_deployment_create_or_update.request_body.json"
+    ))
+    .unwrap();
+    let mut shape_problems = Vec::new();
+    same_shape(body, &official, "", &mut shape_problems);
+    let shape_refs: Vec<&str> = shape_problems.iter().map(String::as_str).collect();
+    problems.extend(shape_refs);
     if !problems.is_empty() {
         s.violations
             .extend(problems.iter().map(|p| format!("deployment body: {p}")));
@@ -773,5 +782,60 @@ fn poll(s: &mut ArmState, id: &str, location: bool) -> Response {
                 .into_response()
         }
         None => axum::Json(json!({"status": "Succeeded"})).into_response(),
+    }
+}
+
+/// Checks that every key of `ours` exists in `official` with the same JSON type. Maps whose keys are
+/// names (`tags`, `environmentVariables`, `properties.properties`) are compared by value type only.
+fn same_shape(ours: &Value, official: &Value, path: &str, problems: &mut Vec<String>) {
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let free_keys = [
+        "tags",
+        "properties.environmentVariables",
+        "properties.properties",
+    ];
+    match (ours, official) {
+        (Value::Object(mine), Value::Object(theirs)) if free_keys.contains(&path) => {
+            let sample = theirs.values().next();
+            for (k, v) in mine {
+                if let Some(sample) = sample
+                    && kind(v) != kind(sample)
+                {
+                    problems.push(format!(
+                        "{path}.{k} is a {}, the official example has a {}",
+                        kind(v),
+                        kind(sample)
+                    ));
+                }
+            }
+        }
+        (Value::Object(mine), Value::Object(theirs)) => {
+            for (k, v) in mine {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match theirs.get(k) {
+                    None => {
+                        problems.push(format!("{child} is not a field of the official example"))
+                    }
+                    Some(t) => same_shape(v, t, &child, problems),
+                }
+            }
+        }
+        (mine, theirs) if kind(mine) != kind(theirs) => problems.push(format!(
+            "{path} is a {}, the official example has a {}",
+            kind(mine),
+            kind(theirs)
+        )),
+        _ => {}
     }
 }
