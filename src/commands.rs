@@ -88,6 +88,50 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
     }
 }
 
+/// `check-config --list-files`: the files the config refers to, relative to its folder, one per
+/// line. Fails (listing the problems) when the config is invalid or refers to a file outside its
+/// folder, which a package could not carry.
+pub fn list_config_files(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            for line in error.lines() {
+                writeln!(out, "{line}")?;
+            }
+            return Ok(false);
+        }
+    };
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut files = Vec::new();
+    for rule in &config.rules {
+        if let RuleAction::AzureMl(azureml) = &rule.action {
+            files.push(azureml.deployment_file.clone());
+            if let Some(smoke) = &azureml.smoke_test {
+                files.push(smoke.request_file.clone());
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    let mut ok = true;
+    for file in files {
+        match file.strip_prefix(base) {
+            Ok(relative) if !relative.is_absolute() && !relative.starts_with("..") => {
+                writeln!(out, "{}", relative.display())?;
+            }
+            _ => {
+                eprintln!(
+                    "{}: {} is outside the config file's folder; use a path relative to it so the package can carry it",
+                    path.display(),
+                    file.display()
+                );
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
+}
+
 /// The events in a replay file: a host envelope, an Event Grid array, a CloudEvents batch, a single
 /// event (either schema), or an Event Grid dead-letter blob (an event with extra fields).
 pub fn events_in_file(text: &str) -> Result<Vec<Value>, String> {

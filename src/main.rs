@@ -15,7 +15,7 @@ use aml_autodeploy::telemetry::{self, Sink};
 #[derive(Parser)]
 #[command(
     name = "aml-autodeploy",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("AUTODEPLOY_GIT_COMMIT"), ")"),
     about = "Azure ML model registered → safe, audited deployment"
 )]
 struct Cli {
@@ -75,6 +75,10 @@ enum Command {
         /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Instead, list the files the config refers to (deployment YAMLs, smoke-test requests),
+        /// relative to the config file's folder, one per line (for packaging).
+        #[arg(long)]
+        list_files: bool,
     },
     /// Show what the ledger knows: recent records, one model's versions, or one whole record.
     Status {
@@ -132,9 +136,13 @@ fn main() -> ExitCode {
                 workspace,
                 config,
             } => rollback(settings, endpoint, workspace, config).await,
-            Command::CheckConfig { config } => {
+            Command::CheckConfig { config, list_files } => {
                 let path = config.unwrap_or_else(|| settings.config_path.clone());
-                let ok = commands::check_config(&path, &mut std::io::stdout())?;
+                let ok = if list_files {
+                    commands::list_config_files(&path, &mut std::io::stdout())?
+                } else {
+                    commands::check_config(&path, &mut std::io::stdout())?
+                };
                 Ok(ok)
             }
         }

@@ -229,3 +229,37 @@ fn version_flag_prints_the_version() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn replay_re_drives_an_event_grid_dead_letter_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = examples().join("autodeploy.yml");
+    // A dead-letter blob: the event array with Event Grid's delivery fields added.
+    let mut event: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(examples().join("events/model-registered.eventgrid.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    event["deadLetterReason"] = json!("MaxDeliveryAttemptsExceeded");
+    event["deliveryAttempts"] = json!(30);
+    event["lastDeliveryOutcome"] = json!("Probation");
+    event["publishTime"] = json!("2026-11-26T09:30:01Z");
+    event["lastDeliveryAttemptTime"] = json!("2026-11-27T09:30:01Z");
+    let blob = dir.path().join("deadletter.json");
+    std::fs::write(&blob, json!([event]).to_string()).unwrap();
+
+    let (code, stdout, stderr) = run_cli(
+        dir.path(),
+        &[
+            "replay",
+            blob.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("model credit-risk version 7"), "{stdout}");
+    assert!(stdout.contains("\"decision\": \"dry_run\""), "{stdout}");
+}

@@ -60,7 +60,11 @@ impl HostReply {
 /// A clean environment for the child: only PATH, plus what the test sets (ambient GitHub or Azure
 /// variables on a developer machine must not leak into tests).
 fn base_command(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(binary());
+    command_for(binary(), dir)
+}
+
+fn command_for(program: &str, dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AUTODEPLOY_LOG_FORMAT", "json")
@@ -95,10 +99,15 @@ fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 impl TestApp {
     /// Starts the handler with `config` as `autodeploy.yml` in a fresh working directory.
     pub async fn spawn(config: &str, env: &[(&str, &str)]) -> TestApp {
+        Self::spawn_program(binary(), config, env).await
+    }
+
+    /// Starts another build of the handler (e.g. the packaged binary).
+    pub async fn spawn_program(program: &str, config: &str, env: &[(&str, &str)]) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("autodeploy.yml"), config).unwrap();
         let port = free_port();
-        let mut cmd = base_command(dir.path());
+        let mut cmd = command_for(program, dir.path());
         cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", "test-worker")
             .stdin(Stdio::null())

@@ -10,3 +10,4 @@ mod github;
 mod helpers;
 mod host_contract;
 mod ledger;
+mod package;
