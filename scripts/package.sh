@@ -44,7 +44,7 @@ fi
 
 echo "package.sh: building the static release binary ($target)"
 CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$target" --bin aml-autodeploy
-binary="target/$target/release/aml-autodeploy"
+binary="${CARGO_TARGET_DIR:-target}/$target/release/aml-autodeploy"
 [ -x "$binary" ] || fail "the build produced no $binary"
 if ldd "$binary" 2>&1 | grep -q "=>"; then
   fail "$binary is dynamically linked; expected a static binary"

@@ -51,6 +51,8 @@ async fn the_package_has_the_layout_the_host_needs_and_its_binary_answers_readin
                 out.path().to_str().unwrap(),
             ])
             .current_dir(root())
+            // Its own target folder: the cargo running this test holds the lock on the usual one.
+            .env("CARGO_TARGET_DIR", root().join("target/package"))
             .status()
             .expect("run scripts/package.sh")
     });
