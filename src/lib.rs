@@ -15,6 +15,9 @@
 //! 8. [`pipeline`]: steps 3–7 for one event, shared by the handler and `replay`.
 //! 9. [`reconcile`]: the timer's pass over the ledger's outbox (retries, takeovers, giving up).
 //!
+//! [`webhook`] replaces steps 1–2 when there is no Functions host (`serve --webhook`): Event Grid's
+//! handshakes, batches and mandatory authentication, with an internal `Reconcile` timer.
+//!
 //! Around them: [`azure`] (clouds, credentials, the ARM client), [`settings`] (environment read once), [`logs`] (per-invocation lines),
 //! [`telemetry`] (tracing output) and [`commands`] (`replay`, `check-config`, `status`).
 
@@ -37,3 +40,4 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod webhook;

@@ -25,8 +25,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the Functions custom handler (the default).
-    Serve,
+    /// Run the Functions custom handler (the default), or with --webhook a standalone Event Grid
+    /// webhook (Container Apps, Kubernetes).
+    Serve {
+        /// Serve Event Grid directly: POST /api/events, GET /healthz; authentication is mandatory
+        /// (AUTODEPLOY_WEBHOOK_KEY and/or Microsoft Entra ID settings).
+        #[arg(long)]
+        webhook: bool,
+        /// Address to listen on in webhook mode.
+        #[arg(long, default_value = "0.0.0.0:8080", requires = "webhook")]
+        bind: String,
+    },
     /// Run one event file through the pipeline; a dry run unless --execute.
     Replay {
         /// A bare event, an Event Grid array, a CloudEvent, or a host envelope.
@@ -111,8 +120,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(settings).await,
+        match cli.command.unwrap_or(Command::Serve {
+            webhook: false,
+            bind: String::new(),
+        }) {
+            Command::Serve { webhook: false, .. } => serve(settings).await,
+            Command::Serve {
+                webhook: true,
+                bind,
+            } => serve_webhook(settings, bind).await,
             Command::Replay {
                 file,
                 config,
@@ -196,6 +212,55 @@ async fn serve(settings: Settings) -> anyhow::Result<bool> {
     app.run_until(shutdown_signal())
         .await
         .context("server failed")?;
+    Ok(true)
+}
+
+async fn serve_webhook(settings: Settings, bind: String) -> anyhow::Result<bool> {
+    telemetry::init(settings.log_format, Sink::Stdout, "info");
+    // Authentication cannot be skipped: no credentials configured means no server.
+    let auth = aml_autodeploy::settings::webhook_auth(&ProcessEnv, settings.arm.cloud)
+        .map_err(|e| anyhow::anyhow!("refusing to start the webhook: {e}"))?;
+    let pipeline = build_pipeline(&settings, &settings.config_path, LedgerChoice::Configured);
+    if let Some(problems) = pipeline.problems() {
+        for problem in problems {
+            eprintln!("aml-autodeploy: CONFIGURATION ERROR: {problem}");
+        }
+    }
+    for warning in &settings.warnings {
+        eprintln!("aml-autodeploy: warning: {warning}");
+    }
+    let addr: std::net::SocketAddr = bind
+        .parse()
+        .with_context(|| format!("--bind {bind:?} is not an address"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to bind {addr}"))?;
+    let pipeline = std::sync::Arc::new(pipeline);
+    let interval = settings.reconcile_interval;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let timer = tokio::spawn(aml_autodeploy::webhook::reconcile_loop(
+        pipeline.clone(),
+        interval,
+        async move {
+            let mut stop_rx = stop_rx;
+            let _ = stop_rx.changed().await;
+        },
+    ));
+    tracing::info!(
+        address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "aml-autodeploy webhook listening on {}",
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    let app = aml_autodeploy::webhook::router(aml_autodeploy::webhook::WebhookState {
+        pipeline,
+        auth: std::sync::Arc::new(auth),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    let _ = stop_tx.send(true);
+    let _ = timer.await;
     Ok(true)
 }
 

@@ -79,6 +79,8 @@ pub struct Settings {
     pub problems: Vec<String>,
     /// Settings that work but are risky; printed at start.
     pub warnings: Vec<String>,
+    /// `AUTODEPLOY_RECONCILE_INTERVAL_SECS`: webhook mode's internal Reconcile timer.
+    pub reconcile_interval: Duration,
 }
 
 /// GitHub API base URL and credentials.
@@ -208,6 +210,10 @@ impl Settings {
             ),
             give_up_after: duration("AUTODEPLOY_GIVE_UP_AFTER", defaults.give_up_after),
         };
+        let reconcile_interval = duration(
+            "AUTODEPLOY_RECONCILE_INTERVAL_SECS",
+            Duration::from_secs(60),
+        );
         let container = env
             .get("AUTODEPLOY_CONTAINER")
             .map(|c| c.trim().to_string())
@@ -276,6 +282,7 @@ impl Settings {
             credential,
             problems,
             warnings,
+            reconcile_interval: reconcile_interval.max(Duration::from_secs(1)),
         }
     }
 }
@@ -300,6 +307,45 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     (0.0..1e9)
         .contains(&secs)
         .then(|| Duration::from_secs_f64(secs))
+}
+
+/// Webhook mode's authentication: `AUTODEPLOY_WEBHOOK_KEY`, and/or Microsoft Entra ID with
+/// `AUTODEPLOY_WEBHOOK_TENANT_ID` + `AUTODEPLOY_WEBHOOK_AUDIENCE` (optional
+/// `AUTODEPLOY_WEBHOOK_ISSUER`, `AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL`). Neither is an error.
+pub fn webhook_auth(
+    env: &dyn Env,
+    cloud: crate::azure::Cloud,
+) -> Result<crate::webhook::WebhookAuth, String> {
+    let key = read_secret(env, "AUTODEPLOY_WEBHOOK_KEY")?;
+    if key.as_ref().is_some_and(|k| k.expose_secret().len() < 16) {
+        return Err("AUTODEPLOY_WEBHOOK_KEY must be at least 16 characters".into());
+    }
+    let entra = match (env.get("AUTODEPLOY_WEBHOOK_TENANT_ID"), env.get("AUTODEPLOY_WEBHOOK_AUDIENCE")) {
+        (Some(tenant), Some(audience)) => {
+            let tenant = tenant.trim().to_string();
+            let authority = cloud.authority_host();
+            let issuers = match env.get("AUTODEPLOY_WEBHOOK_ISSUER") {
+                Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                // Event Grid's tokens are v1 by default; v2 when the app asks for them.
+                None => vec![format!("https://sts.windows.net/{tenant}/"), format!("{authority}/{tenant}/v2.0")],
+            };
+            let audiences = audience.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let metadata_url = env
+                .get("AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL")
+                .unwrap_or_else(|| format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration"));
+            Some(crate::webhook::EntraValidator::new(issuers, audiences, metadata_url))
+        }
+        (None, None) => None,
+        _ => return Err("Entra ID authentication needs both AUTODEPLOY_WEBHOOK_TENANT_ID and AUTODEPLOY_WEBHOOK_AUDIENCE".into()),
+    };
+    if key.is_none() && entra.is_none() {
+        return Err(
+            "no authentication configured: set AUTODEPLOY_WEBHOOK_KEY (shared key) and/or AUTODEPLOY_WEBHOOK_TENANT_ID \
+             with AUTODEPLOY_WEBHOOK_AUDIENCE (Microsoft Entra ID)"
+                .into(),
+        );
+    }
+    Ok(crate::webhook::WebhookAuth { key, entra })
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {

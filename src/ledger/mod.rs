@@ -372,6 +372,30 @@ impl Ledger {
         Err(StoreError::Conflict)
     }
 
+    /// Leader election on a lease blob (ETag compare-and-swap): `holder` leads while its lease is
+    /// unexpired; a lease not renewed within `ttl` passes to the next replica that asks.
+    pub async fn lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        #[derive(Default, serde::Serialize, serde::Deserialize)]
+        struct Lease {
+            #[serde(default)]
+            holder: String,
+            #[serde(default, with = "time::serde::rfc3339::option")]
+            expires_at: Option<OffsetDateTime>,
+        }
+        let now = OffsetDateTime::now_utc();
+        self.update_json(name, |lease: &mut Lease| {
+            let free = lease.holder.is_empty()
+                || lease.holder == holder
+                || lease.expires_at.is_none_or(|t| t <= now);
+            if free {
+                lease.holder = holder.to_string();
+                lease.expires_at = Some(after(now, ttl));
+            }
+            free
+        })
+        .await
+    }
+
     /// Records an event that could not be parsed, for the operator.
     pub async fn record_malformed(
         &self,

@@ -104,10 +104,28 @@ impl TestApp {
 
     /// Starts another build of the handler (e.g. the packaged binary).
     pub async fn spawn_program(program: &str, config: &str, env: &[(&str, &str)]) -> TestApp {
+        Self::spawn_with_args(program, &[], config, env).await
+    }
+
+    /// Starts the handler in webhook mode on a free loopback port.
+    pub async fn spawn_webhook(config: &str, env: &[(&str, &str)]) -> TestApp {
+        Self::spawn_with_args(binary(), &["serve", "--webhook"], config, env).await
+    }
+
+    async fn spawn_with_args(
+        program: &str,
+        args: &[&str],
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("autodeploy.yml"), config).unwrap();
         let port = free_port();
         let mut cmd = command_for(program, dir.path());
+        cmd.args(args);
+        if !args.is_empty() {
+            cmd.args(["--bind", &format!("127.0.0.1:{port}")]);
+        }
         cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", "test-worker")
             .stdin(Stdio::null())
@@ -234,6 +252,18 @@ impl TestApp {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// A request to this server (webhook mode).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client.request(
+            method,
+            format!("http://127.0.0.1:{}{path_and_query}", self.port),
+        )
     }
 
     pub fn stdout(&self) -> String {

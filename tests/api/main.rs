@@ -11,3 +11,4 @@ mod helpers;
 mod host_contract;
 mod ledger;
 mod package;
+mod webhook;

@@ -58,7 +58,7 @@ async fn the_package_has_the_layout_the_host_needs_and_its_binary_answers_readin
     });
     assert!(
         status.success(),
-        "scripts/package.sh failed: on a machine where the x86_64-unknown-linux-musl target or musl-tools \
+        "scripts/package.sh failed (its output is above); note that on a machine where the x86_64-unknown-linux-musl target or musl-tools \
          cannot be installed the package cannot be built, and this test fails on purpose"
     );
     let zip = out.path().join("aml-autodeploy.zip");

@@ -1,0 +1,382 @@
+//! Webhook mode (`serve --webhook`): Event Grid handshakes, batches, mandatory authentication
+//! (shared key and Entra ID), limits, and one Reconcile leader among replicas.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+const KEY: &str = "whk_0123456789abcdef_secret";
+
+async fn github(times: u64) -> MockServer {
+    let gh = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/repos/contoso/ml-deploy/dispatches"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(times)
+        .mount(&gh)
+        .await;
+    gh
+}
+
+async fn spawn(gh: &MockServer, extra: &[(&str, &str)]) -> TestApp {
+    let uri = gh.uri();
+    let mut env = vec![
+        ("GITHUB_API_URL", uri.as_str()),
+        ("GITHUB_TOKEN", "ghp_webhook"),
+        ("AUTODEPLOY_WEBHOOK_KEY", KEY),
+    ];
+    env.extend_from_slice(extra);
+    TestApp::spawn_webhook(&standard_config(), &env).await
+}
+
+fn credit(version: &str) -> Value {
+    model_event("credit-risk", version, json!({"stage": "production"}))
+}
+
+#[tokio::test]
+async fn the_subscription_validation_and_abuse_protection_handshakes_are_answered() {
+    let gh = github(0).await;
+    let app = spawn(&gh, &[]).await;
+    let validation: Value = serde_json::from_str(include_str!(
+        "../fixtures/subscription_validation.eventgrid.json"
+    ))
+    .unwrap();
+
+    let reply = app
+        .request(Method::POST, "/api/events")
+        .header("aeg-event-type", "SubscriptionValidation")
+        .header("x-autodeploy-key", KEY)
+        .json(&validation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        reply.json::<Value>().await.unwrap(),
+        json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
+    );
+
+    let options = app
+        .request(Method::OPTIONS, &format!("/api/events?code={KEY}"))
+        .header("WebHook-Request-Origin", "eventgrid.azure.net")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 200);
+    assert_eq!(
+        options.headers()["webhook-allowed-origin"],
+        "eventgrid.azure.net"
+    );
+    assert_eq!(options.headers()["allow"], "POST");
+    let health = app.request(Method::GET, "/healthz").send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn batches_in_both_schemas_act_once_per_version_and_skip_a_malformed_event() {
+    let gh = github(3).await;
+    let app = spawn(&gh, &[]).await;
+
+    // Event Grid array: a duplicate pair, another version, and one malformed event.
+    let batch = json!([credit("1"), credit("1"), credit("2"), {"id": "bad", "eventType": "Microsoft.MachineLearningServices.ModelRegistered"}]);
+    let reply = app
+        .request(Method::POST, "/api/events")
+        .header("aeg-event-type", "Notification")
+        .header("x-autodeploy-key", KEY)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let results: Value = reply.json().await.unwrap();
+    let decisions: Vec<&str> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        decisions,
+        ["dispatched", "duplicate", "dispatched", "malformed"]
+    );
+
+    // CloudEvents: a batch and a single event, without aeg-event-type (a developer with curl).
+    let mut ce = cloud_event("credit-risk", "3");
+    ce["data"]["modelTags"] = json!({"stage": "production"});
+    let reply = app
+        .request(Method::POST, "/api/events")
+        .header("x-autodeploy-key", KEY)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(json!([ce.clone(), ce.clone()]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let single = app
+        .request(Method::POST, "/api/events")
+        .header("x-autodeploy-key", KEY)
+        .header("content-type", "application/cloudevents+json")
+        .body(ce.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.status(), 200);
+    assert_eq!(
+        single.json::<Value>().await.unwrap()["results"][0]["decision"],
+        "duplicate"
+    );
+}
+
+#[tokio::test]
+async fn the_shared_key_is_required_and_a_refused_request_touches_nothing() {
+    let gh = github(0).await;
+    let app = spawn(&gh, &[]).await;
+    let body = json!([credit("4")]);
+
+    for (name, request) in [
+        ("missing", app.request(Method::POST, "/api/events")),
+        (
+            "wrong header",
+            app.request(Method::POST, "/api/events")
+                .header("x-autodeploy-key", "whk_0123456789abcdef_secreT"),
+        ),
+        (
+            "wrong code",
+            app.request(Method::POST, "/api/events?code=nope"),
+        ),
+    ] {
+        let reply = request.json(&body).send().await.unwrap();
+        assert_eq!(reply.status(), 401, "{name}");
+    }
+    let by_code = app
+        .request(Method::POST, &format!("/api/events?code={KEY}"))
+        .json(&json!([model_event("nobody", "1", json!({}))]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_code.status(), 200);
+
+    // The key never shows up in what the server writes, URLs included.
+    for text in [app.stdout(), app.stderr()] {
+        assert!(
+            !text.contains(KEY) && !text.contains("0123456789abcdef"),
+            "the key leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_or_too_large_are_refused() {
+    let gh = github(0).await;
+    let app = spawn(&gh, &[]).await;
+
+    let not_json = app
+        .request(Method::POST, "/api/events")
+        .header("x-autodeploy-key", KEY)
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    let huge = app
+        .request(Method::POST, "/api/events")
+        .header("x-autodeploy-key", KEY)
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_down_answers_503() {
+    let gh = github(0).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let storage = format!(
+        "AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{closed}/devstoreaccount1"
+    );
+    let app = spawn(&gh, &[("AUTODEPLOY_STORAGE", storage.as_str())]).await;
+
+    let reply = app
+        .request(Method::POST, "/api/events")
+        .header("x-autodeploy-key", KEY)
+        .json(&json!([credit("5")]))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(reply.status(), 503);
+}
+
+#[test]
+fn the_server_refuses_to_start_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("autodeploy.yml"), standard_config()).unwrap();
+    let (code, _, stderr) = run_cli(
+        dir.path(),
+        &["serve", "--webhook", "--bind", "127.0.0.1:0"],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("no authentication configured"), "{stderr}");
+    let (code, _, stderr) = run_cli(
+        dir.path(),
+        &["serve", "--webhook", "--bind", "127.0.0.1:0"],
+        &[("AUTODEPLOY_WEBHOOK_KEY", "short")],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("at least 16 characters"), "{stderr}");
+}
+
+// ── Microsoft Entra ID ──
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const AUDIENCE: &str = "api://aml-autodeploy";
+
+async fn fake_openid() -> MockServer {
+    let idp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/metadata"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"issuer": "x", "jwks_uri": format!("{}/keys", idp.uri())})),
+        )
+        .mount(&idp)
+        .await;
+    let jwks: Value =
+        serde_json::from_str(include_str!("../fixtures/entra-test-jwks.json")).unwrap();
+    Mock::given(method("GET"))
+        .and(path("/keys"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(jwks))
+        .mount(&idp)
+        .await;
+    idp
+}
+
+fn token(claims: Value, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+        include_str!("../fixtures/github-app-test-key.pem").as_bytes(),
+    )
+    .unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn claims(aud: &str, exp_offset: i64, roles: Value) -> Value {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    json!({
+        "aud": aud,
+        "iss": format!("https://sts.windows.net/{TENANT}/"),
+        "iat": now - 60,
+        "nbf": now - 60,
+        "exp": now + exp_offset,
+        "roles": roles,
+        "appid": "4962773b-9cdb-44cf-a8bf-237846a00ab7"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entra_tokens_are_checked_for_signature_issuer_audience_lifetime_and_role() {
+    let gh = github(1).await;
+    let idp = fake_openid().await;
+    let metadata = format!("{}/metadata", idp.uri());
+    let uri = gh.uri();
+    let app = TestApp::spawn_webhook(
+        &standard_config(),
+        &[
+            ("GITHUB_API_URL", uri.as_str()),
+            ("GITHUB_TOKEN", "ghp_webhook"),
+            ("AUTODEPLOY_WEBHOOK_TENANT_ID", TENANT),
+            ("AUTODEPLOY_WEBHOOK_AUDIENCE", AUDIENCE),
+            ("AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL", metadata.as_str()),
+        ],
+    )
+    .await;
+    let role = json!(["AzureEventGridSecureWebhookSubscriber"]);
+    let good = token(claims(AUDIENCE, 3600, role.clone()), "test-key-1");
+    let mut tampered = token(claims(AUDIENCE, 3600, role.clone()), "test-key-1");
+    tampered.replace_range(tampered.len() - 6.., "AAAAAA");
+    let cases = [
+        ("missing", None, 401),
+        ("wrong signature", Some(tampered), 401),
+        (
+            "unknown key",
+            Some(token(claims(AUDIENCE, 3600, role.clone()), "other-key")),
+            401,
+        ),
+        (
+            "expired",
+            Some(token(claims(AUDIENCE, -3600, role.clone()), "test-key-1")),
+            401,
+        ),
+        (
+            "wrong audience",
+            Some(token(
+                claims("api://someone-else", 3600, role.clone()),
+                "test-key-1",
+            )),
+            401,
+        ),
+        (
+            "no Event Grid role",
+            Some(token(
+                claims(AUDIENCE, 3600, json!(["Reader"])),
+                "test-key-1",
+            )),
+            401,
+        ),
+        ("valid", Some(good), 200),
+    ];
+    for (name, bearer, status) in cases {
+        let mut request = app
+            .request(Method::POST, "/api/events")
+            .json(&json!([credit("6")]));
+        if let Some(t) = bearer {
+            request = request.bearer_auth(t);
+        }
+        let reply = request.send().await.unwrap();
+        assert_eq!(
+            reply.status().as_u16(),
+            status,
+            "{name}: {}",
+            reply.text().await.unwrap_or_default()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_sharing_a_ledger_elect_one_reconcile_runner() {
+    let gh = MockServer::start().await;
+    let uri = gh.uri();
+    let storage = azurite();
+    let container = unique_container();
+    let env = [
+        ("GITHUB_API_URL", uri.as_str()),
+        ("GITHUB_TOKEN", "ghp_webhook"),
+        ("AUTODEPLOY_WEBHOOK_KEY", KEY),
+        ("AUTODEPLOY_STORAGE", storage.as_str()),
+        ("AUTODEPLOY_CONTAINER", container.as_str()),
+        ("AUTODEPLOY_RECONCILE_INTERVAL_SECS", "1"),
+    ];
+    let first = TestApp::spawn_webhook(&standard_config(), &env).await;
+    let second = TestApp::spawn_webhook(&standard_config(), &env).await;
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
+    let ran = |app: &TestApp| app.stdout().matches("Reconcile pass").count();
+    let (a, b) = (ran(&first), ran(&second));
+    assert!(
+        (a > 0) != (b > 0),
+        "exactly one replica runs Reconcile: {a} and {b} passes"
+    );
+}
