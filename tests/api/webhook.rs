@@ -380,3 +380,113 @@ async fn two_replicas_sharing_a_ledger_elect_one_reconcile_runner() {
         "exactly one replica runs Reconcile: {a} and {b} passes"
     );
 }
+
+/// Every secret the product handles, set at once, through both modes, a failure path and the
+/// operator commands: none may appear in stdout, stderr, responses, the ledger or `status`.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_appears_in_any_output_of_either_mode() {
+    let secrets = [
+        ("AUTODEPLOY_WEBHOOK_KEY", "whk_SECRET_webhook_key_4711"),
+        ("GITHUB_TOKEN", "ghp_SECRET_github_token_4712"),
+        ("AZURE_CLIENT_SECRET", "SECRET_client_secret_4713"),
+        ("NOTIFY_URL", "/hook/SECRET_notify_path_4714"),
+    ];
+    let gh = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/repos/contoso/ml-deploy/dispatches"))
+        .respond_with(ResponseTemplate::new(204))
+        .up_to_n_times(1)
+        .mount(&gh)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})),
+        )
+        .mount(&gh)
+        .await;
+    let hook_url = format!("{}{}", gh.uri(), secrets[3].1);
+    let storage = azurite();
+    let container = unique_container();
+    let uri = gh.uri();
+    let config = standard_config()
+        + "notify:\n  - url_env: NOTIFY_URL\n    format: raw\n    on: [dispatched, failed]\n";
+    let env = [
+        ("GITHUB_API_URL", uri.as_str()),
+        ("GITHUB_TOKEN", secrets[1].1),
+        ("AUTODEPLOY_WEBHOOK_KEY", secrets[0].1),
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", "c"),
+        ("AZURE_CLIENT_SECRET", secrets[2].1),
+        ("NOTIFY_URL", hook_url.as_str()),
+        ("AUTODEPLOY_STORAGE", storage.as_str()),
+        ("AUTODEPLOY_CONTAINER", container.as_str()),
+        ("RUST_LOG", "trace"),
+    ];
+    let mut outputs = Vec::new();
+
+    let webhook = TestApp::spawn_webhook(&config, &env).await;
+    for version in ["30", "31"] {
+        let reply = webhook
+            .request(Method::POST, "/api/events")
+            .header("x-autodeploy-key", secrets[0].1)
+            .json(&json!([credit(version)]))
+            .send()
+            .await
+            .unwrap();
+        outputs.push(reply.text().await.unwrap());
+    }
+    let functions = TestApp::spawn(&config, &env).await;
+    outputs.push(functions.post_event(&credit("32")).await.raw);
+    outputs.push(functions.post_reconcile().await.raw);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("autodeploy.yml"), &config).unwrap();
+    for args in [
+        vec!["status", "--json"],
+        vec!["status", "credit-risk:30"],
+        vec!["check-config"],
+        vec!["replay", "--help"],
+    ] {
+        let (_, out, err) = tokio::task::block_in_place(|| run_cli(dir.path(), &args, &env));
+        outputs.push(out);
+        outputs.push(err);
+    }
+    outputs.extend([
+        webhook.stdout(),
+        webhook.stderr(),
+        functions.stdout(),
+        functions.stderr(),
+    ]);
+
+    let everything = outputs.join("\n");
+    assert!(
+        everything.contains("credit-risk"),
+        "the scan saw real output"
+    );
+    for (name, value) in secrets {
+        assert!(!everything.contains(value), "{name} leaked");
+        assert!(
+            !everything.contains(&value[value.len() - 12..]),
+            "part of {name} leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn events_from_another_workspace_are_refused_in_webhook_mode_too() {
+    let gh = github(0).await;
+    let app = spawn(&gh, &[]).await;
+    let mut foreign = credit("33");
+    foreign["topic"] = json!(WS.replace("ml-ws", "attacker-ws"));
+
+    let reply = app
+        .request(Method::POST, "/api/events")
+        .header("x-autodeploy-key", KEY)
+        .json(&json!([foreign]))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(reply.status(), 200);
+    let result = &reply.json::<Value>().await.unwrap()["results"][0];
+    assert_eq!(result["skip"], "other_workspace", "{result}");
+}
