@@ -119,8 +119,15 @@ async fn the_package_has_the_layout_the_host_needs_and_its_binary_answers_readin
         "not static: {}",
         String::from_utf8_lossy(&ldd.stdout)
     );
-    let config = std::fs::read_to_string(extracted.path().join("autodeploy.yml")).unwrap();
-    let app = TestApp::spawn_program(binary.to_str().unwrap(), &config, &[]).await;
+    // Run from the package as the host runs it from the app root: the config and its files there.
+    let config_path = extracted.path().join("autodeploy.yml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let app = TestApp::spawn_program(
+        binary.to_str().unwrap(),
+        &config,
+        &[("AUTODEPLOY_CONFIG", config_path.to_str().unwrap())],
+    )
+    .await;
     assert!(app.ready_after < std::time::Duration::from_secs(5));
     let reply = app
         .post_event(&model_event("nobody", "1", serde_json::json!({})))
