@@ -5,6 +5,8 @@
 //! - per-invocation latency (p50/p99) of `POST /ModelRegistered` over one keep-alive connection,
 //!   for a skipped event, an observed event and a dispatched event (GitHub is an in-process fake that
 //!   answers 204 at once, so the figure is our overhead plus one loopback round trip);
+//! - throughput under `wrk` (a real load generator, so the client is not the bottleneck), for a
+//!   skipped event and for duplicate deliveries of a dispatched version (the ledger's dedup path);
 //! - resident memory (VmRSS) after 10,000 invocations.
 //!
 //! Usage: bench <aml-autodeploy binary> <hello_axum binary>
@@ -20,6 +22,8 @@ const WS: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGr
 const READINESS_RUNS: usize = 20;
 const LATENCY_RUNS: usize = 2_000;
 const MEMORY_RUNS: usize = 10_000;
+const WRK_SECONDS: u32 = 10;
+const WRK_CONNECTIONS: u32 = 16;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -127,6 +131,41 @@ async fn latencies(client: &reqwest::Client, port: u16, name: &str, runs: usize)
     out
 }
 
+/// Requests per second that `wrk` sustains against `port` with `body`, over `WRK_SECONDS` with
+/// `WRK_CONNECTIONS` keep-alive connections on one wrk thread (the server gets the other core).
+/// Non-2xx answers fail the benchmark: a fast error is not throughput.
+fn throughput(dir: &std::path::Path, port: u16, body: &[u8]) -> f64 {
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"X-Azure-Functions-InvocationId\"] = \"wrk\"\nwrk.body = [==[{}]==]\n",
+            String::from_utf8_lossy(body)
+        ),
+    )
+    .unwrap();
+    let output = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{WRK_CONNECTIONS}"),
+            &format!("-d{WRK_SECONDS}s"),
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}/ModelRegistered"))
+        .output()
+        .expect("wrk (scripts/bench.sh installs it)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !text.contains("Non-2xx"),
+        "non-2xx answers under load:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
@@ -219,6 +258,23 @@ async fn main() {
             ms(p50),
             ms(percentile(&mut samples, 0.99)),
             ms(p50.saturating_sub(base_p50))
+        );
+    }
+
+    println!();
+    println!(
+        "== throughput: wrk, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s, one body repeated =="
+    );
+    let base_rps = throughput(&dir, hello_server.port, &envelope(&event("credit-risk", 1)));
+    println!("{:>36}: {base_rps:.0} req/s", "hello axum (fixed reply)");
+    for (label, model) in [
+        ("aml-autodeploy, no rule matched", "nobody"),
+        ("aml-autodeploy, duplicate delivery", "credit-risk"),
+    ] {
+        let rps = throughput(&dir, ours_server.port, &envelope(&event(model, 1)));
+        println!(
+            "{label:>36}: {rps:.0} req/s  ({:.2}x hello; target >= 0.70x)",
+            rps / base_rps
         );
     }
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks aml-autodeploy beside a minimal axum server, in one run: readiness after process start,
-# per-invocation latency (p50/p99) and resident memory after 10,000 invocations.
+# per-invocation latency (p50/p99), throughput under wrk and resident memory after 10,000 invocations.
 # Release build; everything runs on loopback and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v wrk >/dev/null; then
+  # wrk generates the load for the throughput figures (Debian package).
+  if [ "$(id -u)" = 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi
+fi
 cargo build --release --locked --bin aml-autodeploy --example hello_axum --example bench
 exec target/release/examples/bench target/release/aml-autodeploy target/release/examples/hello_axum

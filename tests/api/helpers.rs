@@ -394,3 +394,18 @@ fn uuid_like() -> String {
         .as_nanos();
     format!("{:x}{:x}{n}", nanos, std::process::id())
 }
+
+/// The ledger record of `model:version`, read with `status --json` as an operator would.
+pub async fn ledger_record(storage: &str, container: &str, model: &str, version: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("{model}:{version}");
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        run_cli(
+            dir.path(),
+            &["status", "--storage", storage, &target, "--json"],
+            &[("AUTODEPLOY_CONTAINER", container)],
+        )
+    });
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"))
+}

@@ -57,10 +57,7 @@ impl Ledgered {
     }
 
     async fn record(&self, model: &str, version: &str) -> Value {
-        let (code, out) =
-            tokio::task::block_in_place(|| self.status(&[&format!("{model}:{version}"), "--json"]));
-        assert_eq!(code, 0, "{out}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+        ledger_record(&self.storage, &self.container, model, version).await
     }
 
     async fn dispatches(&self) -> usize {

@@ -5,6 +5,7 @@ mod azure;
 mod azureml;
 mod cli;
 mod fake_arm;
+mod faults;
 mod gate;
 mod github;
 mod helpers;

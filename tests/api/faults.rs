@@ -1,0 +1,300 @@
+//! Fault matrix for the GitHub path (README, "Fault matrix"): each network fault at each step of a
+//! dispatch — the GitHub App installation token, then the dispatch itself — with the ledger in a
+//! real Azurite. The invariant checked in every cell: the version ends handled exactly once, or is
+//! left for `Reconcile`, never lost; once the fault clears, one reconcile pass sends it once and a
+//! late redelivery is a duplicate.
+//!
+//! The fake is a raw loopback HTTP/1.1 server rather than `wiremock`, because two of the faults
+//! (a connection closed without an answer, a body cut short of its Content-Length) are below what
+//! a mock framework lets a test express.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::*;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// 503 Service Unavailable.
+    ServerError,
+    /// 429 with `Retry-After: 1`.
+    TooManyRequests,
+    /// Accepts the request and never answers (past our per-request timeout).
+    Hang,
+    /// Reads the request, then closes the connection without a byte.
+    ClosedConnection,
+    /// Answers 2xx with a JSON body cut short of its declared Content-Length.
+    TruncatedJson,
+}
+
+const FAULTS: [Fault; 5] = [
+    Fault::ServerError,
+    Fault::TooManyRequests,
+    Fault::Hang,
+    Fault::ClosedConnection,
+    Fault::TruncatedJson,
+];
+
+/// The step of a dispatch a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// `POST /app/installations/{id}/access_tokens`.
+    InstallationToken,
+    /// `POST /repos/{owner}/{repo}/dispatches`.
+    Dispatch,
+}
+
+impl Step {
+    fn matches(self, path: &str) -> bool {
+        match self {
+            Step::InstallationToken => path.ends_with("/access_tokens"),
+            Step::Dispatch => path.ends_with("/dispatches"),
+        }
+    }
+}
+
+/// A fake GitHub on loopback that injects `fault` into requests for `step` while it is set.
+#[derive(Clone)]
+struct FaultyGitHub {
+    uri: String,
+    fault: Arc<Mutex<Option<(Step, Fault)>>>,
+    /// Dispatches GitHub answered with a 2xx: what actually started a workflow.
+    accepted_dispatches: Arc<AtomicUsize>,
+}
+
+impl FaultyGitHub {
+    async fn start(step: Step, fault: Fault) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = Self {
+            uri: format!("http://{}", listener.local_addr().unwrap()),
+            fault: Arc::new(Mutex::new(Some((step, fault)))),
+            accepted_dispatches: Arc::new(AtomicUsize::new(0)),
+        };
+        let serving = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serving.clone().serve(stream));
+            }
+        });
+        fake
+    }
+
+    fn clear(&self) {
+        *self.fault.lock().unwrap() = None;
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted_dispatches.load(Ordering::SeqCst)
+    }
+
+    /// One keep-alive connection: read each request whole, then answer or misbehave.
+    async fn serve(self, mut stream: TcpStream) {
+        let mut buffer = Vec::new();
+        loop {
+            let Some(path) = read_request(&mut stream, &mut buffer).await else {
+                return;
+            };
+            let fault = *self.fault.lock().unwrap();
+            let injected = fault
+                .filter(|(step, _)| step.matches(&path))
+                .map(|(_, f)| f);
+            let is_dispatch = Step::Dispatch.matches(&path);
+            let answer: Vec<u8> = match injected {
+                Some(Fault::ServerError) => {
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec()
+                }
+                Some(Fault::TooManyRequests) => {
+                    let body = r#"{"message":"API rate limit exceeded"}"#;
+                    format!("HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+                }
+                Some(Fault::Hang) => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                Some(Fault::ClosedConnection) => return,
+                Some(Fault::TruncatedJson) => {
+                    if is_dispatch {
+                        // GitHub took the dispatch; only the body was lost on the way back.
+                        self.accepted_dispatches.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 80\r\n\r\n{\"token\":\"ghs_trunc")
+                        .await;
+                    return;
+                }
+                None if is_dispatch => {
+                    self.accepted_dispatches.fetch_add(1, Ordering::SeqCst);
+                    b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+                }
+                None => {
+                    let body =
+                        json!({"token": "ghs_fault_matrix", "expires_at": "2099-01-01T00:00:00Z"})
+                            .to_string();
+                    format!("HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+                }
+            };
+            if stream.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request (headers and a Content-Length body) and returns its path.
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buffer.len() < header_end + length {
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    buffer.drain(..header_end + length);
+    head.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// What a cell must show after the fault, before it clears.
+#[derive(Debug, PartialEq)]
+enum FirstOutcome {
+    /// Recorded and left for `Reconcile`: answered 200 so Event Grid does not retry too.
+    LeftForRetry,
+    /// GitHub accepted the dispatch (a 2xx status), whatever happened to the body.
+    Dispatched,
+}
+
+fn expected(step: Step, fault: Fault) -> FirstOutcome {
+    match (step, fault) {
+        (Step::Dispatch, Fault::TruncatedJson) => FirstOutcome::Dispatched,
+        _ => FirstOutcome::LeftForRetry,
+    }
+}
+
+/// One cell: a version registered while `fault` hits `step`, then the fault clears.
+async fn cell(step: Step, fault: Fault, version: String) -> Result<(), String> {
+    let version = version.as_str();
+    let cell = format!("{step:?} × {fault:?}");
+    let storage = azurite();
+    let container = unique_container();
+    let gh = FaultyGitHub::start(step, fault).await;
+    let key_file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/github-app-test-key.pem"
+    );
+    let app = TestApp::spawn(
+        &standard_config(),
+        &[
+            ("GITHUB_API_URL", gh.uri.as_str()),
+            ("GITHUB_APP_ID", "12345"),
+            ("GITHUB_APP_PRIVATE_KEY_FILE", key_file),
+            ("GITHUB_APP_INSTALLATION_ID", "77"),
+            ("AUTODEPLOY_STORAGE", storage.as_str()),
+            ("AUTODEPLOY_CONTAINER", container.as_str()),
+            ("AUTODEPLOY_RETRY_BUDGET_SECS", "1"),
+            ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0"),
+        ],
+    )
+    .await;
+    let event = model_event("credit-risk", version, json!({"stage": "production"}));
+    let check = |ok: bool, what: &str, detail: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{cell}: {what}: {detail}"))
+        }
+    };
+
+    let first = app.post_event(&event).await;
+    check(
+        first.status == 200,
+        "first delivery answered 200",
+        &first.raw,
+    )?;
+    let record = ledger_record(&storage, &container, "credit-risk", version).await;
+    match expected(step, fault) {
+        FirstOutcome::LeftForRetry => {
+            check(first.decision() == "retrying", "left for retry", &first.raw)?;
+            check(
+                record["state"] == "retrying",
+                "recorded as retrying",
+                &record.to_string(),
+            )?;
+            check(gh.accepted() == 0, "nothing accepted yet", "")?;
+        }
+        FirstOutcome::Dispatched => {
+            check(first.decision() == "dispatched", "dispatched", &first.raw)?;
+            check(
+                record["state"] == "dispatched",
+                "recorded as dispatched",
+                &record.to_string(),
+            )?;
+        }
+    }
+
+    // The fault clears; the timer's pass finishes whatever was left.
+    gh.clear();
+    let pass = app.post_reconcile().await;
+    check(pass.status == 200, "reconcile answered 200", &pass.raw)?;
+    let redelivered = app.post_event(&event).await;
+    check(
+        redelivered.decision() == "duplicate",
+        "a redelivery is a duplicate",
+        &redelivered.raw,
+    )?;
+    let record = ledger_record(&storage, &container, "credit-risk", version).await;
+    check(
+        record["state"] == "dispatched",
+        "handled in the end",
+        &record.to_string(),
+    )?;
+    check(
+        gh.accepted() == 1,
+        "exactly one dispatch accepted by GitHub",
+        &format!("{} accepted", gh.accepted()),
+    )?;
+    let secret_free = !app.stdout().contains("ghs_fault_matrix")
+        && !app.stdout().contains("PRIVATE KEY")
+        && !record.to_string().contains("ghs_fault_matrix");
+    check(secret_free, "no token in logs or the record", "")
+}
+
+async fn run_matrix(step: Step) {
+    let results = futures_util::future::join_all(
+        FAULTS
+            .iter()
+            .enumerate()
+            .map(|(i, fault)| cell(step, *fault, format!("{}", 100 + i))),
+    )
+    .await;
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fault_at_the_installation_token_leaves_the_version_for_retry_then_sends_it_once() {
+    run_matrix(Step::InstallationToken).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fault_at_the_dispatch_ends_with_exactly_one_accepted_dispatch() {
+    run_matrix(Step::Dispatch).await;
+}
