@@ -294,24 +294,38 @@ impl ArmClient {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
-                    let bytes = response.bytes().await.unwrap_or_default();
-                    let body: Value = if bytes.is_empty() {
-                        Value::Null
-                    } else {
-                        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                            Value::String(
-                                String::from_utf8_lossy(&bytes).chars().take(500).collect(),
-                            )
-                        })
+                    // ARM answers JSON. A success whose body is cut off or unreadable is not a
+                    // success we can act on (the change may not have been applied, and the
+                    // operation to follow may be lost with it): retry it, as every ARM PUT,
+                    // DELETE and listKeys/token POST is idempotent.
+                    let bytes = response.bytes().await;
+                    let parsed: Option<Value> = match &bytes {
+                        Ok(b) if b.is_empty() => Some(Value::Null),
+                        Ok(b) => serde_json::from_slice(b).ok(),
+                        Err(_) => None,
                     };
-                    if status.is_success() || accept.contains(&status.as_u16()) {
+                    let readable = parsed.is_some();
+                    let body = parsed.unwrap_or_else(|| match &bytes {
+                        Ok(b) => {
+                            Value::String(String::from_utf8_lossy(b).chars().take(500).collect())
+                        }
+                        Err(_) => Value::Null,
+                    });
+                    if status.is_success() && !readable {
+                        (
+                            backoff(attempt),
+                            format!(
+                                "HTTP {} with a truncated or unreadable body",
+                                status.as_u16()
+                            ),
+                        )
+                    } else if status.is_success() || accept.contains(&status.as_u16()) {
                         return Ok(Reply {
                             status,
                             headers,
                             body,
                         });
-                    }
-                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                         (
                             retry_after(&headers).unwrap_or_else(|| backoff(attempt)),
                             format!("HTTP {}", status.as_u16()),

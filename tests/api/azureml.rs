@@ -10,8 +10,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::fake_arm::FakeArm;
 use crate::helpers::*;
 
-struct Direct {
-    arm: FakeArm,
+pub(crate) struct Direct {
+    pub(crate) arm: FakeArm,
     mi: MockServer,
     container: String,
     storage: String,
@@ -32,7 +32,7 @@ liveness_probe: { initial_delay: 10, period: 10, timeout: 2, success_threshold: 
 "#;
 
 impl Direct {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let mi = MockServer::start().await;
         let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + 3600).to_string();
         Mock::given(method("GET"))
@@ -57,7 +57,7 @@ impl Direct {
         }
     }
 
-    fn config(&self, endpoint: &str, rollout: &str) -> String {
+    pub(crate) fn config(&self, endpoint: &str, rollout: &str) -> String {
         let dir = self.files.path().display();
         format!(
             r#"
@@ -74,7 +74,7 @@ rules:
         )
     }
 
-    fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AUTODEPLOY_STORAGE", self.storage.clone()),
             ("AUTODEPLOY_CONTAINER", self.container.clone()),
@@ -86,13 +86,18 @@ rules:
         ]
     }
 
-    async fn spawn(&self, config: &str) -> TestApp {
+    pub(crate) async fn spawn(&self, config: &str) -> TestApp {
+        self.spawn_with(config, &[]).await
+    }
+
+    pub(crate) async fn spawn_with(&self, config: &str, extra: &[(&str, &str)]) -> TestApp {
         let env = self.env();
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pairs.extend_from_slice(extra);
         TestApp::spawn(config, &pairs).await
     }
 
-    fn record(&self, version: &str) -> Value {
+    pub(crate) fn record(&self, version: &str) -> Value {
         let env = self.env();
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let dir = tempfile::tempdir().unwrap();
@@ -106,7 +111,7 @@ rules:
     }
 
     /// Runs Reconcile passes until the version reaches `state` (markers are due a second apart).
-    async fn reconcile_until(&self, app: &TestApp, version: &str, state: &str) -> Value {
+    pub(crate) async fn reconcile_until(&self, app: &TestApp, version: &str, state: &str) -> Value {
         let mut last = Value::Null;
         for _ in 0..20 {
             let pass = app.post_reconcile().await;
@@ -130,13 +135,13 @@ rules:
     }
 }
 
-fn credit(version: &str) -> Value {
+pub(crate) fn credit(version: &str) -> Value {
     let mut event = model_event("credit-risk", version, json!({}));
     event["eventTime"] = json!(format!("2026-11-26T10:00:{:0>2}Z", version));
     event
 }
 
-const FAST: &str =
+pub(crate) const FAST: &str =
     "{ strategy: blue-green, canary_percent: 10, bake_minutes: 0, retain_previous_minutes: 0 }";
 
 #[tokio::test(flavor = "multi_thread")]

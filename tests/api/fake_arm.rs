@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::faults::Fault;
 use crate::helpers::WS;
 
 #[derive(Debug, Clone)]
@@ -56,6 +57,64 @@ struct Op {
     done: bool,
 }
 
+/// Which requests an [`Injection`] hits.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    EndsWith(String),
+    Contains(String),
+}
+
+/// `fault` for the first `times` requests with `method` whose path matches.
+#[derive(Debug, Clone)]
+pub struct Injection {
+    pub method: &'static str,
+    pub path: PathMatch,
+    pub fault: Fault,
+    pub times: u32,
+    pub fired: u32,
+}
+
+impl Injection {
+    fn hits(&self, method: &Method, path: &str) -> bool {
+        self.fired < self.times
+            && method.as_str() == self.method
+            && match &self.path {
+                PathMatch::EndsWith(p) => path.ends_with(p.as_str()),
+                PathMatch::Contains(p) => path.contains(p.as_str()),
+            }
+    }
+}
+
+/// The answer (or its absence) for an injected fault.
+async fn injected(fault: Fault) -> Response {
+    match fault {
+        Fault::ServerError => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "injected",
+        ),
+        Fault::TooManyRequests => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            axum::Json(json!({"error": {"code": "TooManyRequests", "message": "injected"}})),
+        )
+            .into_response(),
+        Fault::Hang => {
+            tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        // Unwinding the connection's task drops the socket without a byte of answer, which is
+        // what a reset or a dying proxy looks like to the client.
+        Fault::ClosedConnection => panic!("fault matrix: closing the connection without an answer"),
+        Fault::TruncatedJson => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml-rg/prov"#,
+        )
+            .into_response(),
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ArmState {
     pub endpoints: BTreeMap<String, Endpoint>,
@@ -80,6 +139,8 @@ pub struct ArmState {
     pub refuse_deletes: bool,
     traffic_attempts: u32,
     traffic_updates: u32,
+    /// A network fault injected into matching requests (the fault matrix, tests/api/faults.rs).
+    pub injection: Option<Injection>,
     /// Scoring status per deployment (default 200).
     pub scoring_status: HashMap<String, u16>,
     /// Every request, as "METHOD /path" (no query).
@@ -240,6 +301,19 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    let fault = {
+        let mut s = state.lock().unwrap();
+        match s.injection.as_mut() {
+            Some(injection) if injection.hits(&method, &path) => {
+                injection.fired += 1;
+                Some(injection.fault)
+            }
+            _ => None,
+        }
+    };
+    if let Some(fault) = fault {
+        return injected(fault).await;
+    }
     let mut s = state.lock().unwrap();
     s.requests.push(format!("{method} {path}"));
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

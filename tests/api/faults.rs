@@ -1,8 +1,10 @@
-//! Fault matrix for the GitHub path (README, "Fault matrix"): each network fault at each step of a
-//! dispatch — the GitHub App installation token, then the dispatch itself — with the ledger in a
-//! real Azurite. The invariant checked in every cell: the version ends handled exactly once, or is
-//! left for `Reconcile`, never lost; once the fault clears, one reconcile pass sends it once and a
-//! late redelivery is a duplicate.
+//! Fault matrix (README, "Fault matrix"): each network fault at each step of a GitHub dispatch
+//! (the App installation token, the dispatch) and of a blue/green rollout (read the endpoint,
+//! create the deployment, poll its operation, smoke test, traffic update, cleanup), with the ledger
+//! in a real Azurite. Invariants checked in every cell: the version ends handled exactly once, or is
+//! left for `Reconcile`, never lost; a late redelivery is a duplicate; GitHub accepts exactly one
+//! dispatch; no rollout ever leaves traffic on a failed or deleted deployment (the fake ARM refuses
+//! and records any such request) and every rollout ends either promoted or rolled back.
 //!
 //! The fake is a raw loopback HTTP/1.1 server rather than `wiremock`, because two of the faults
 //! (a connection closed without an answer, a body cut short of its Content-Length) are below what
@@ -17,10 +19,12 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::azureml::{Direct, FAST, credit};
+use crate::fake_arm::{Injection, PathMatch};
 use crate::helpers::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Fault {
+pub(crate) enum Fault {
     /// 503 Service Unavailable.
     ServerError,
     /// 429 with `Retry-After: 1`.
@@ -297,4 +301,189 @@ async fn every_fault_at_the_installation_token_leaves_the_version_for_retry_then
 #[tokio::test(flavor = "multi_thread")]
 async fn every_fault_at_the_dispatch_ends_with_exactly_one_accepted_dispatch() {
     run_matrix(Step::Dispatch).await;
+}
+
+/// The step of a rollout a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RolloutStep {
+    ReadEndpoint,
+    CreateDeployment,
+    PollOperation,
+    SmokeTest,
+    TrafficUpdate,
+    Cleanup,
+}
+
+impl RolloutStep {
+    /// The fault on the first two requests of this step (then the dependency recovers).
+    fn injection(self, version: &str, fault: Fault) -> Injection {
+        let (method, path) = match self {
+            Self::ReadEndpoint => (
+                "GET",
+                PathMatch::EndsWith("/onlineEndpoints/credit-ep".into()),
+            ),
+            Self::CreateDeployment => (
+                "PUT",
+                PathMatch::EndsWith(format!("/deployments/credit-risk-{version}")),
+            ),
+            Self::PollOperation => ("GET", PathMatch::Contains("/operations/".into())),
+            Self::SmokeTest => ("POST", PathMatch::EndsWith("/score".into())),
+            Self::TrafficUpdate => (
+                "PUT",
+                PathMatch::EndsWith("/onlineEndpoints/credit-ep".into()),
+            ),
+            Self::Cleanup => ("DELETE", PathMatch::EndsWith("/deployments/blue".into())),
+        };
+        Injection {
+            method,
+            path,
+            fault,
+            times: 2,
+            fired: 0,
+        }
+    }
+}
+
+/// One rollout cell: `blue` serves version 1; version 2 is registered while `fault` hits `step`.
+/// Returns the final state.
+async fn rollout_cell(step: RolloutStep, fault: Fault) -> Result<String, String> {
+    let cell = format!("{step:?} × {fault:?}");
+    let version = "2";
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    t.arm
+        .with(|s| s.injection = Some(step.injection(version, fault)));
+    let app = t
+        .spawn_with(
+            &t.config("credit-ep", FAST),
+            &[("AUTODEPLOY_RETRY_BUDGET_SECS", "1")],
+        )
+        .await;
+    let check = |ok: bool, what: &str, detail: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{cell}: {what}: {detail}"))
+        }
+    };
+
+    let first = app.post_event(&credit(version)).await;
+    check(first.status == 200, "the event is answered 200", &first.raw)?;
+    let mut record = serde_json::Value::Null;
+    for _ in 0..40 {
+        let pass = app.post_reconcile().await;
+        check(pass.status == 200, "reconcile answered 200", &pass.raw)?;
+        let violations = t.arm.violations();
+        check(
+            violations.is_empty(),
+            "no request ARM refuses (traffic on a failed or deleted deployment, …)",
+            &format!("{violations:?}"),
+        )?;
+        record = tokio::task::block_in_place(|| t.record(version));
+        if ["succeeded", "rolled_back", "failed"].contains(&record["state"].as_str().unwrap_or(""))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let state = record["state"].as_str().unwrap_or("").to_string();
+    let fired = t.arm.with(|s| s.injection.as_ref().map_or(0, |i| i.fired));
+    check(
+        fired >= 1,
+        "the fault was injected",
+        &format!("{fired} times"),
+    )?;
+    let traffic = t.arm.traffic("credit-ep");
+    let deployments = t.arm.deployment_names("credit-ep");
+    match state.as_str() {
+        "succeeded" => check(
+            traffic == [("credit-risk-2".to_string(), 100)].into(),
+            "promoted: all traffic on the new deployment",
+            &format!("{traffic:?}"),
+        )?,
+        "rolled_back" => check(
+            traffic == [("blue".to_string(), 100)].into()
+                && !deployments.contains(&"credit-risk-2".to_string()),
+            "rolled back: all traffic on blue, the new deployment deleted",
+            &format!("{traffic:?} {deployments:?}"),
+        )?,
+        _ => check(
+            false,
+            "the rollout ends promoted or rolled back",
+            &record.to_string(),
+        )?,
+    }
+    let redelivered = app.post_event(&credit(version)).await;
+    check(
+        redelivered.decision() == "duplicate",
+        "a redelivery is a duplicate",
+        &redelivered.raw,
+    )?;
+    let created = t.arm.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| r.starts_with("PUT ") && r.ends_with("/deployments/credit-risk-2"))
+            .count()
+    });
+    check(created >= 1, "the deployment was created", "")?;
+    Ok(state)
+}
+
+async fn run_rollout_matrix(step: RolloutStep, expected: [&str; 5]) {
+    let results =
+        futures_util::future::join_all(FAULTS.iter().map(|fault| rollout_cell(step, *fault))).await;
+    let mut failures = Vec::new();
+    for ((fault, result), want) in FAULTS.iter().zip(results).zip(expected) {
+        match result {
+            Ok(state) if state == want => {}
+            Ok(state) => failures.push(format!(
+                "{step:?} × {fault:?}: ended {state}, expected {want}"
+            )),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// Expected final states, in the order of FAULTS: 5xx, 429, hang, closed connection, truncated JSON.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_reading_the_endpoint_are_retried_and_the_rollout_completes() {
+    run_rollout_matrix(RolloutStep::ReadEndpoint, ["succeeded"; 5]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_creating_the_deployment_are_retried_and_the_rollout_completes() {
+    run_rollout_matrix(RolloutStep::CreateDeployment, ["succeeded"; 5]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_polling_the_operation_are_retried_and_the_rollout_completes() {
+    run_rollout_matrix(RolloutStep::PollOperation, ["succeeded"; 5]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_faulty_smoke_test_rolls_back_before_any_traffic_moves() {
+    // The smoke test checks the status only: a 200 with a cut-off body passes.
+    run_rollout_matrix(
+        RolloutStep::SmokeTest,
+        [
+            "rolled_back",
+            "rolled_back",
+            "rolled_back",
+            "rolled_back",
+            "succeeded",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_updating_traffic_are_retried_and_the_rollout_completes() {
+    run_rollout_matrix(RolloutStep::TrafficUpdate, ["succeeded"; 5]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_deleting_the_old_deployment_never_touch_the_promoted_one() {
+    run_rollout_matrix(RolloutStep::Cleanup, ["succeeded"; 5]).await;
 }
