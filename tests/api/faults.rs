@@ -487,3 +487,180 @@ async fn faults_updating_traffic_are_retried_and_the_rollout_completes() {
 async fn faults_deleting_the_old_deployment_never_touch_the_promoted_one() {
     run_rollout_matrix(RolloutStep::Cleanup, ["succeeded"; 5]).await;
 }
+
+/// A private Azurite for one test, so it can be frozen (SIGSTOP) and thawed (SIGCONT) mid-test:
+/// storage stops answering — every request hangs — and comes back with its data, as in an outage.
+struct OwnAzurite {
+    child: std::process::Child,
+    connection: String,
+}
+
+impl OwnAzurite {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let program = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/node_modules/.bin/azurite-blob"
+        );
+        let child = std::process::Command::new(program)
+            .args([
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--loose",
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Azurite (scripts/test.sh installs it in node_modules)");
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            connection: format!(
+                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+            ),
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for OwnAzurite {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn storage_test_app(azurite: &OwnAzurite, gh: &wiremock::MockServer) -> (TestApp, String) {
+    let container = unique_container();
+    let uri = gh.uri();
+    let app = TestApp::spawn(
+        &standard_config(),
+        &[
+            ("GITHUB_API_URL", uri.as_str()),
+            ("GITHUB_TOKEN", "ghp_storage_faults"),
+            ("AUTODEPLOY_STORAGE", azurite.connection.as_str()),
+            ("AUTODEPLOY_CONTAINER", container.as_str()),
+            ("AUTODEPLOY_RETRY_BUDGET_SECS", "5"),
+            ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0"),
+            ("AUTODEPLOY_CLAIM_TIMEOUT_SECS", "2"),
+        ],
+    )
+    .await;
+    (app, container)
+}
+
+async fn github_dispatches(gh: &wiremock::MockServer) -> usize {
+    gh.received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().ends_with("/dispatches"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_stopped_before_the_event_is_recorded_acts_on_nothing_and_the_redelivery_sends_once()
+ {
+    let azurite = OwnAzurite::start().await;
+    let gh = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .mount(&gh)
+        .await;
+    let (app, container) = storage_test_app(&azurite, &gh).await;
+    let event = model_event("credit-risk", "5", json!({"stage": "production"}));
+
+    azurite.freeze();
+    let first = app.post_event(&event).await;
+    assert!(
+        first.status >= 500,
+        "not recorded, so Event Grid must retry: {}",
+        first.raw
+    );
+    assert_eq!(github_dispatches(&gh).await, 0, "nothing sent unrecorded");
+
+    azurite.thaw();
+    let redelivered = app.post_event(&event).await;
+    assert_eq!(redelivered.status, 200, "{}", redelivered.raw);
+    assert_eq!(redelivered.decision(), "dispatched", "{}", redelivered.raw);
+    assert_eq!(github_dispatches(&gh).await, 1);
+    let record = ledger_record(&azurite.connection, &container, "credit-risk", "5").await;
+    assert_eq!(record["state"], "dispatched", "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_stopped_while_github_accepts_is_taken_over_and_repeats_at_most_once() {
+    let azurite = OwnAzurite::start().await;
+    let gh = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(204).set_delay(Duration::from_millis(1500)))
+        .mount(&gh)
+        .await;
+    let (app, container) = storage_test_app(&azurite, &gh).await;
+    let event = model_event("credit-risk", "6", json!({"stage": "production"}));
+
+    // Storage stops while the dispatch is in flight: GitHub accepts, the outcome cannot be written.
+    let (first, ()) = tokio::join!(app.post_event(&event), async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        azurite.freeze();
+    });
+    assert_eq!(github_dispatches(&gh).await, 1);
+    assert!(
+        first.logs_text().contains("could not record"),
+        "the unrecorded dispatch is said out loud: {}",
+        first.raw
+    );
+
+    // Storage is back. After the claim timeout, Reconcile takes the claim over: with
+    // repository_dispatch (no idempotency key) that is the documented single repeat.
+    azurite.thaw();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pass = app.post_reconcile().await;
+    assert_eq!(pass.status, 200, "{}", pass.raw);
+    let record = ledger_record(&azurite.connection, &container, "credit-risk", "6").await;
+    assert_eq!(record["state"], "dispatched", "never lost: {record}");
+    let sent = github_dispatches(&gh).await;
+    assert!(
+        (1..=2).contains(&sent),
+        "at most the one documented repeat, got {sent}"
+    );
+
+    // Later passes and redeliveries add nothing.
+    app.post_reconcile().await;
+    let redelivered = app.post_event(&event).await;
+    assert_eq!(redelivered.decision(), "duplicate", "{}", redelivered.raw);
+    assert_eq!(github_dispatches(&gh).await, sent);
+}
