@@ -89,7 +89,11 @@ impl ArmError {
     /// Whether trying again later can succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         match self {
-            ArmError::Unavailable(_) | ArmError::StillRunning(_) => true,
+            // A token endpoint that throttles, times out or answers garbage is as passing as ARM
+            // doing so; and a missing identity or role, once an operator fixes it, should let the
+            // pending version proceed rather than leave it failed. `Reconcile` retries until
+            // AUTODEPLOY_GIVE_UP_AFTER either way.
+            ArmError::Unavailable(_) | ArmError::StillRunning(_) | ArmError::Credential(_) => true,
             ArmError::Http { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }

@@ -12,7 +12,7 @@ use crate::helpers::*;
 
 pub(crate) struct Direct {
     pub(crate) arm: FakeArm,
-    mi: MockServer,
+    pub(crate) mi: MockServer,
     container: String,
     storage: String,
     files: tempfile::TempDir,

@@ -344,15 +344,50 @@ impl RolloutStep {
     }
 }
 
-/// One rollout cell: `blue` serves version 1; version 2 is registered while `fault` hits `step`.
+/// Where a rollout cell injects its fault.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RolloutTarget {
+    /// A step of the rollout against ARM or the scoring URL.
+    Step(RolloutStep),
+    /// The managed-identity token endpoint every ARM call needs a token from.
+    TokenEndpoint,
+}
+
+/// The fault on the first two token requests, as `wiremock` can express it (not a closed
+/// connection).
+fn token_fault(fault: Fault) -> wiremock::ResponseTemplate {
+    use wiremock::ResponseTemplate;
+    match fault {
+        Fault::ServerError => ResponseTemplate::new(503),
+        Fault::TooManyRequests => ResponseTemplate::new(429).insert_header("retry-after", "1"),
+        Fault::Hang => ResponseTemplate::new(503).set_delay(Duration::from_secs(120)),
+        Fault::TruncatedJson => ResponseTemplate::new(200)
+            .insert_header("content-type", "application/json")
+            .set_body_string(r#"{"access_token": "mi-tok"#),
+        Fault::ClosedConnection => unreachable!("wiremock cannot close a connection"),
+    }
+}
+
+/// One rollout cell: `blue` serves version 1; version 2 is registered while `fault` hits `target`.
 /// Returns the final state.
-async fn rollout_cell(step: RolloutStep, fault: Fault) -> Result<String, String> {
-    let cell = format!("{step:?} × {fault:?}");
+async fn rollout_cell(target: RolloutTarget, fault: Fault) -> Result<String, String> {
+    let cell = format!("{target:?} × {fault:?}");
     let version = "2";
     let t = Direct::new().await;
     t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
-    t.arm
-        .with(|s| s.injection = Some(step.injection(version, fault)));
+    match target {
+        RolloutTarget::Step(step) => t
+            .arm
+            .with(|s| s.injection = Some(step.injection(version, fault))),
+        RolloutTarget::TokenEndpoint => {
+            wiremock::Mock::given(wiremock::matchers::method("GET"))
+                .respond_with(token_fault(fault))
+                .with_priority(1)
+                .up_to_n_times(2)
+                .mount(&t.mi)
+                .await
+        }
+    }
     let app = t
         .spawn_with(
             &t.config("credit-ep", FAST),
@@ -387,7 +422,10 @@ async fn rollout_cell(step: RolloutStep, fault: Fault) -> Result<String, String>
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let state = record["state"].as_str().unwrap_or("").to_string();
-    let fired = t.arm.with(|s| s.injection.as_ref().map_or(0, |i| i.fired));
+    let fired = match target {
+        RolloutTarget::Step(_) => t.arm.with(|s| s.injection.as_ref().map_or(0, |i| i.fired)),
+        RolloutTarget::TokenEndpoint => t.mi.received_requests().await.unwrap().len() as u32,
+    };
     check(
         fired >= 1,
         "the fault was injected",
@@ -430,19 +468,41 @@ async fn rollout_cell(step: RolloutStep, fault: Fault) -> Result<String, String>
 }
 
 async fn run_rollout_matrix(step: RolloutStep, expected: [&str; 5]) {
+    run_cells(RolloutTarget::Step(step), &FAULTS, &expected).await;
+}
+
+async fn run_cells(target: RolloutTarget, faults: &[Fault], expected: &[&str]) {
     let results =
-        futures_util::future::join_all(FAULTS.iter().map(|fault| rollout_cell(step, *fault))).await;
+        futures_util::future::join_all(faults.iter().map(|fault| rollout_cell(target, *fault)))
+            .await;
     let mut failures = Vec::new();
-    for ((fault, result), want) in FAULTS.iter().zip(results).zip(expected) {
+    for ((fault, result), want) in faults.iter().zip(results).zip(expected) {
         match result {
-            Ok(state) if state == want => {}
+            Ok(state) if state == *want => {}
             Ok(state) => failures.push(format!(
-                "{step:?} × {fault:?}: ended {state}, expected {want}"
+                "{target:?} × {fault:?}: ended {state}, expected {want}"
             )),
             Err(e) => failures.push(e),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_at_the_token_endpoint_are_retried_and_the_rollout_completes() {
+    // A closed connection cannot be expressed with the wiremock token fake; the GitHub token row
+    // covers that fault for a token endpoint.
+    run_cells(
+        RolloutTarget::TokenEndpoint,
+        &[
+            Fault::ServerError,
+            Fault::TooManyRequests,
+            Fault::Hang,
+            Fault::TruncatedJson,
+        ],
+        &["succeeded"; 4],
+    )
+    .await;
 }
 
 // Expected final states, in the order of FAULTS: 5xx, 429, hang, closed connection, truncated JSON.
