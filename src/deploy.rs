@@ -262,7 +262,7 @@ impl Deployer {
     async fn run(
         &self,
         mut record: Record,
-        etag: ETag,
+        mut etag: ETag,
         mut rollout: RolloutState,
         plan: &AzureMlPlan,
         inline: bool,
@@ -311,6 +311,14 @@ impl Deployer {
             // The service asked for no wait (Retry-After: 0): poll again within this visit.
             if next != Next::Now && (inline || next != Next::After(Duration::ZERO)) {
                 break;
+            }
+            // Write ahead: record each transition before the next step changes the endpoint
+            // again, so a storage outage leaves the record at most one (idempotent) step behind
+            // ARM. Resuming several steps back could, e.g., send traffic to a deployment that an
+            // unrecorded cleanup already deleted.
+            if rollout.phase != before {
+                record.rollout = Some(rollout.to_value());
+                etag = self.ledger.save(&record, &etag).await?;
             }
         }
         let now = OffsetDateTime::now_utc();

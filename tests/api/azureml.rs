@@ -33,6 +33,11 @@ liveness_probe: { initial_delay: 10, period: 10, timeout: 2, success_threshold: 
 
 impl Direct {
     pub(crate) async fn new() -> Self {
+        Self::with_storage(azurite()).await
+    }
+
+    /// With the ledger in the given storage account (a connection string).
+    pub(crate) async fn with_storage(storage: String) -> Self {
         let mi = MockServer::start().await;
         let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + 3600).to_string();
         Mock::given(method("GET"))
@@ -52,7 +57,7 @@ impl Direct {
             arm: FakeArm::start().await,
             mi,
             container: unique_container(),
-            storage: azurite(),
+            storage,
             files,
         }
     }

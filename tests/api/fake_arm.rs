@@ -85,6 +85,26 @@ impl Injection {
     }
 }
 
+/// Runs `action` once, when the first request with `method` whose path matches arrives (before
+/// the fake handles it normally), e.g. to stop storage between an ARM change and its record.
+#[derive(Clone)]
+pub struct Hook {
+    pub method: &'static str,
+    pub path: PathMatch,
+    pub action: Arc<dyn Fn() + Send + Sync>,
+    pub fired: bool,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Hook({} {:?}, fired: {})",
+            self.method, self.path, self.fired
+        )
+    }
+}
+
 /// The answer (or its absence) for an injected fault.
 async fn injected(fault: Fault) -> Response {
     match fault {
@@ -141,6 +161,8 @@ pub struct ArmState {
     traffic_updates: u32,
     /// A network fault injected into matching requests (the fault matrix, tests/api/faults.rs).
     pub injection: Option<Injection>,
+    /// An action run when a request first matches (the fault matrix).
+    pub hook: Option<Hook>,
     /// Scoring status per deployment (default 200).
     pub scoring_status: HashMap<String, u16>,
     /// Every request, as "METHOD /path" (no query).
@@ -311,6 +333,26 @@ async fn handle(
             _ => None,
         }
     };
+    let action = {
+        let mut s = state.lock().unwrap();
+        match s.hook.as_mut() {
+            Some(hook)
+                if !hook.fired
+                    && method.as_str() == hook.method
+                    && match &hook.path {
+                        PathMatch::EndsWith(p) => path.ends_with(p.as_str()),
+                        PathMatch::Contains(p) => path.contains(p.as_str()),
+                    } =>
+            {
+                hook.fired = true;
+                Some(hook.action.clone())
+            }
+            _ => None,
+        }
+    };
+    if let Some(action) = action {
+        action();
+    }
     if let Some(fault) = fault {
         return injected(fault).await;
     }

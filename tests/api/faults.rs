@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::azureml::{Direct, FAST, credit};
-use crate::fake_arm::{Injection, PathMatch};
+use crate::fake_arm::{Hook, Injection, PathMatch};
 use crate::helpers::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -599,11 +599,7 @@ impl OwnAzurite {
     }
 
     fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(self.child.id(), signal);
     }
 
     fn freeze(&self) {
@@ -613,6 +609,14 @@ impl OwnAzurite {
     fn thaw(&self) {
         self.signal("-CONT");
     }
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 impl Drop for OwnAzurite {
@@ -723,4 +727,89 @@ async fn storage_stopped_while_github_accepts_is_taken_over_and_repeats_at_most_
     let redelivered = app.post_event(&event).await;
     assert_eq!(redelivered.decision(), "duplicate", "{}", redelivered.raw);
     assert_eq!(github_dispatches(&gh).await, sent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_frozen_during_a_rollout_pauses_it_and_it_completes_after() {
+    let azurite = OwnAzurite::start().await;
+    let t = Direct::with_storage(azurite.connection.clone()).await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+    let first = app.post_event(&credit("2")).await;
+    assert_eq!(first.decision(), "deploying", "{}", first.raw);
+
+    // Storage stops mid-rollout: the timer's pass fails loudly and moves nothing.
+    azurite.freeze();
+    let before = t.arm.with(|s| s.requests.len());
+    let pass = app.post_reconcile().await;
+    assert!(pass.status >= 500, "{}", pass.raw);
+    let traffic = t.arm.traffic("credit-ep");
+    assert_eq!(traffic, [("blue".to_string(), 100)].into(), "{traffic:?}");
+    let changes = t.arm.with(|s| {
+        s.requests[before..]
+            .iter()
+            .filter(|r| !r.starts_with("GET "))
+            .count()
+    });
+    assert_eq!(changes, 0, "no ARM change without a record of it");
+
+    // Storage is back: the rollout picks up where its record says and completes.
+    azurite.thaw();
+    let record = t.reconcile_until(&app, "2", "succeeded").await;
+    assert_eq!(record["state"], "succeeded");
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-2".to_string(), 100)].into()
+    );
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_stopping_between_a_traffic_change_and_its_record_never_strands_traffic() {
+    let azurite = OwnAzurite::start().await;
+    let t = Direct::with_storage(azurite.connection.clone()).await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    // ARM applies the first traffic update, and storage stops at that very moment, so the
+    // rollout cannot record that it happened.
+    let pid = azurite.child.id();
+    t.arm.with(|s| {
+        s.hook = Some(Hook {
+            method: "PUT",
+            path: PathMatch::EndsWith("/onlineEndpoints/credit-ep".into()),
+            action: std::sync::Arc::new(move || send_signal(pid, "-STOP")),
+            fired: false,
+        })
+    });
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+    app.post_event(&credit("2")).await;
+
+    let mut stopped_at_traffic = false;
+    for _ in 0..20 {
+        let pass = app.post_reconcile().await;
+        if t.arm.with(|s| s.hook.as_ref().is_some_and(|h| h.fired)) {
+            assert!(
+                pass.status >= 500 || pass.body["ReturnValue"]["errors"] == 1,
+                "the unrecorded step is reported: {}",
+                pass.raw
+            );
+            stopped_at_traffic = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(
+        stopped_at_traffic,
+        "the rollout reached its first traffic update"
+    );
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+
+    azurite.thaw();
+    let record = t.reconcile_until(&app, "2", "succeeded").await;
+    assert_eq!(record["state"], "succeeded");
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-2".to_string(), 100)].into()
+    );
+    assert_eq!(t.arm.deployment_names("credit-ep"), vec!["credit-risk-2"]);
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
 }
