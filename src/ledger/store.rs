@@ -74,30 +74,52 @@ pub trait Store: Send + Sync {
 /// (duplicates are then only caught among recent versions; a durable ledger has no such limit).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    objects: Mutex<BTreeMap<String, (Vec<u8>, u64)>>,
+    objects: Mutex<Objects>,
     next_tag: Mutex<u64>,
 }
 
 /// How much the in-memory store keeps.
 pub const MEMORY_STORE_LIMIT: usize = 2 * 1024 * 1024;
 
-fn evict_oldest(objects: &mut BTreeMap<String, (Vec<u8>, u64)>) {
-    let mut total: usize = objects.iter().map(|(k, (v, _))| k.len() + v.len()).sum();
-    if total <= MEMORY_STORE_LIMIT {
-        return;
+/// The objects, with a running size and an age index, so a write costs O(log n) rather than a
+/// walk over everything kept.
+#[derive(Debug, Default)]
+struct Objects {
+    by_name: BTreeMap<String, (Vec<u8>, u64)>,
+    /// Tag → name: the smallest tag was written longest ago.
+    by_age: BTreeMap<u64, String>,
+    /// Sum of name and body lengths.
+    total: usize,
+}
+
+impl Objects {
+    fn get(&self, name: &str) -> Option<&(Vec<u8>, u64)> {
+        self.by_name.get(name)
     }
-    // Oldest first: the smallest tag was written longest ago.
-    let mut by_age: Vec<(u64, String, usize)> = objects
-        .iter()
-        .map(|(k, (v, tag))| (*tag, k.clone(), k.len() + v.len()))
-        .collect();
-    by_age.sort();
-    for (_, key, size) in by_age {
-        if total <= MEMORY_STORE_LIMIT * 3 / 4 {
-            break;
+
+    fn insert(&mut self, name: &str, body: Vec<u8>, tag: u64) {
+        self.remove(name);
+        self.total += name.len() + body.len();
+        self.by_age.insert(tag, name.to_string());
+        self.by_name.insert(name.to_string(), (body, tag));
+        // Past the limit, forget the oldest down to three quarters of it.
+        if self.total > MEMORY_STORE_LIMIT {
+            while self.total > MEMORY_STORE_LIMIT * 3 / 4 {
+                let Some((_, oldest)) = self.by_age.pop_first() else {
+                    break;
+                };
+                if let Some((body, _)) = self.by_name.remove(&oldest) {
+                    self.total -= oldest.len() + body.len();
+                }
+            }
         }
-        objects.remove(&key);
-        total -= size;
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some((body, tag)) = self.by_name.remove(name) {
+            self.total -= name.len() + body.len();
+            self.by_age.remove(&tag);
+        }
     }
 }
 
@@ -113,7 +135,7 @@ impl MemoryStore {
         *next
     }
 
-    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Vec<u8>, u64)>> {
+    fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -131,11 +153,10 @@ impl Store for MemoryStore {
     async fn create(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
         let tag = self.tag();
         let mut objects = self.objects();
-        if objects.contains_key(name) {
+        if objects.get(name).is_some() {
             return Err(StoreError::AlreadyExists);
         }
-        objects.insert(name.to_string(), (body, tag));
-        evict_oldest(&mut objects);
+        objects.insert(name, body, tag);
         Ok(ETag(tag.to_string()))
     }
 
@@ -151,8 +172,7 @@ impl Store for MemoryStore {
         let mut objects = self.objects();
         match objects.get(name) {
             Some((_, current)) if current.to_string() == etag.0 => {
-                objects.insert(name.to_string(), (body, tag));
-                evict_oldest(&mut objects);
+                objects.insert(name, body, tag);
                 Ok(ETag(tag.to_string()))
             }
             _ => Err(StoreError::Conflict),
@@ -161,9 +181,7 @@ impl Store for MemoryStore {
 
     async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
         let tag = self.tag();
-        let mut objects = self.objects();
-        objects.insert(name.to_string(), (body, tag));
-        evict_oldest(&mut objects);
+        self.objects().insert(name, body, tag);
         Ok(())
     }
 
@@ -175,6 +193,7 @@ impl Store for MemoryStore {
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         Ok(self
             .objects()
+            .by_name
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
@@ -212,6 +231,25 @@ mod tests {
         store.delete("b/1").await.unwrap();
         store.delete("nothing").await.unwrap();
         assert_eq!(store.list("b/", 10).await.unwrap(), vec!["b/2"]);
+    }
+
+    #[tokio::test]
+    async fn rewriting_one_object_never_evicts_the_others() {
+        // The running total must count a replaced body once, not once per write.
+        let store = MemoryStore::new();
+        store.put("keep", b"small".to_vec()).await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut tag = store.create("big", chunk.clone()).await.unwrap();
+        for _ in 0..100 {
+            tag = store.replace("big", chunk.clone(), &tag).await.unwrap();
+            store.put("big-put", chunk.clone()).await.unwrap();
+        }
+        store.delete("big-put").await.unwrap();
+        assert!(store.read("keep").await.unwrap().is_some());
+        assert_eq!(
+            store.objects().total,
+            "keep".len() + 5 + "big".len() + chunk.len()
+        );
     }
 
     #[tokio::test]
