@@ -74,14 +74,18 @@ pub struct Injection {
     pub fired: u32,
 }
 
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::EndsWith(p) => path.ends_with(p.as_str()),
+            PathMatch::Contains(p) => path.contains(p.as_str()),
+        }
+    }
+}
+
 impl Injection {
     fn hits(&self, method: &Method, path: &str) -> bool {
-        self.fired < self.times
-            && method.as_str() == self.method
-            && match &self.path {
-                PathMatch::EndsWith(p) => path.ends_with(p.as_str()),
-                PathMatch::Contains(p) => path.contains(p.as_str()),
-            }
+        self.fired < self.times && method.as_str() == self.method && self.path.matches(path)
     }
 }
 
@@ -337,12 +341,7 @@ async fn handle(
         let mut s = state.lock().unwrap();
         match s.hook.as_mut() {
             Some(hook)
-                if !hook.fired
-                    && method.as_str() == hook.method
-                    && match &hook.path {
-                        PathMatch::EndsWith(p) => path.ends_with(p.as_str()),
-                        PathMatch::Contains(p) => path.contains(p.as_str()),
-                    } =>
+                if !hook.fired && method.as_str() == hook.method && hook.path.matches(&path) =>
             {
                 hook.fired = true;
                 Some(hook.action.clone())

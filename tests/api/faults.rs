@@ -592,9 +592,7 @@ impl OwnAzurite {
         }
         Self {
             child,
-            connection: format!(
-                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-            ),
+            connection: azurite_at(port),
         }
     }
 
@@ -646,15 +644,6 @@ async fn storage_test_app(azurite: &OwnAzurite, gh: &wiremock::MockServer) -> (T
     (app, container)
 }
 
-async fn github_dispatches(gh: &wiremock::MockServer) -> usize {
-    gh.received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.url.path().ends_with("/dispatches"))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_stopped_before_the_event_is_recorded_acts_on_nothing_and_the_redelivery_sends_once()
  {
@@ -674,13 +663,13 @@ async fn storage_stopped_before_the_event_is_recorded_acts_on_nothing_and_the_re
         "not recorded, so Event Grid must retry: {}",
         first.raw
     );
-    assert_eq!(github_dispatches(&gh).await, 0, "nothing sent unrecorded");
+    assert_eq!(dispatches_received(&gh).await, 0, "nothing sent unrecorded");
 
     azurite.thaw();
     let redelivered = app.post_event(&event).await;
     assert_eq!(redelivered.status, 200, "{}", redelivered.raw);
     assert_eq!(redelivered.decision(), "dispatched", "{}", redelivered.raw);
-    assert_eq!(github_dispatches(&gh).await, 1);
+    assert_eq!(dispatches_received(&gh).await, 1);
     let record = ledger_record(&azurite.connection, &container, "credit-risk", "5").await;
     assert_eq!(record["state"], "dispatched", "{record}");
 }
@@ -701,7 +690,7 @@ async fn storage_stopped_while_github_accepts_is_taken_over_and_repeats_at_most_
         tokio::time::sleep(Duration::from_millis(700)).await;
         azurite.freeze();
     });
-    assert_eq!(github_dispatches(&gh).await, 1);
+    assert_eq!(dispatches_received(&gh).await, 1);
     assert!(
         first.logs_text().contains("could not record"),
         "the unrecorded dispatch is said out loud: {}",
@@ -716,7 +705,7 @@ async fn storage_stopped_while_github_accepts_is_taken_over_and_repeats_at_most_
     assert_eq!(pass.status, 200, "{}", pass.raw);
     let record = ledger_record(&azurite.connection, &container, "credit-risk", "6").await;
     assert_eq!(record["state"], "dispatched", "never lost: {record}");
-    let sent = github_dispatches(&gh).await;
+    let sent = dispatches_received(&gh).await;
     assert!(
         (1..=2).contains(&sent),
         "at most the one documented repeat, got {sent}"
@@ -726,7 +715,7 @@ async fn storage_stopped_while_github_accepts_is_taken_over_and_repeats_at_most_
     app.post_reconcile().await;
     let redelivered = app.post_event(&event).await;
     assert_eq!(redelivered.decision(), "duplicate", "{}", redelivered.raw);
-    assert_eq!(github_dispatches(&gh).await, sent);
+    assert_eq!(dispatches_received(&gh).await, sent);
 }
 
 #[tokio::test(flavor = "multi_thread")]

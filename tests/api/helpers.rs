@@ -409,3 +409,21 @@ pub async fn ledger_record(storage: &str, container: &str, model: &str, version:
     assert_eq!(code, 0, "{stdout}{stderr}");
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"))
 }
+
+/// A connection string for an Azurite (or a closed port) on loopback `port`, with Azurite's
+/// well-known development account key (public).
+pub fn azurite_at(port: u16) -> String {
+    format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+}
+
+/// The repository or workflow dispatches a fake GitHub received.
+pub async fn dispatches_received(gh: &wiremock::MockServer) -> usize {
+    gh.received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/dispatches"))
+        .count()
+}

@@ -61,13 +61,7 @@ impl Ledgered {
     }
 
     async fn dispatches(&self) -> usize {
-        self.gh
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/dispatches"))
-            .count()
+        dispatches_received(&self.gh).await
     }
 }
 
@@ -361,9 +355,7 @@ async fn storage_down_answers_non_2xx_and_acts_on_nothing() {
         .local_addr()
         .unwrap()
         .port();
-    let storage = format!(
-        "AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{closed}/devstoreaccount1"
-    );
+    let storage = azurite_at(closed);
     let uri = gh.uri();
     let app = TestApp::spawn(
         &standard_config(),

@@ -201,9 +201,7 @@ async fn storage_down_answers_503() {
         .local_addr()
         .unwrap()
         .port();
-    let storage = format!(
-        "AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{closed}/devstoreaccount1"
-    );
+    let storage = azurite_at(closed);
     let app = spawn(&gh, &[("AUTODEPLOY_STORAGE", storage.as_str())]).await;
 
     let reply = app
