@@ -136,9 +136,10 @@ pub fn list_config_files(path: &Path, out: &mut dyn Write) -> std::io::Result<bo
 /// event (either schema), or an Event Grid dead-letter blob (an event with extra fields).
 pub fn events_in_file(text: &str) -> Result<Vec<Value>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    if host::is_envelope(&value) {
-        let object = value.as_object().cloned().unwrap_or_default();
-        return host::take_binding(&object)
+    if host::is_envelope(&value)
+        && let Value::Object(object) = value
+    {
+        return host::take_binding(object)
             .map(|event| vec![event])
             .ok_or_else(|| "a host envelope without a Data.eventGridEvent value".to_string());
     }

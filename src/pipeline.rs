@@ -194,14 +194,15 @@ impl Pipeline {
         describe_event(&event, log);
 
         let decision = policy::decide(&event, config, self.facts);
-        let mut return_value = base_return_value(&event, &decision);
+        let explanation = decision.explain();
+        let mut return_value = base_return_value(&event, &decision, &explanation);
         // The same label in stdout as in the ReturnValue, so a search for one finds both.
         let span = Span::current();
         span.record("decision", return_value["decision"].as_str());
         if let Some(plan) = decision.plan() {
             span.record("rule", plan.rule.as_ref());
         }
-        log.info(decision.explain());
+        log.info(explanation);
         let model = match &event.kind {
             EventKind::ModelRegistered(model) => model,
             EventKind::Other { .. } => {
@@ -261,10 +262,9 @@ impl Pipeline {
                 force: invocation.force || tag_is_true(model, "autodeploy.force"),
                 skip: tag_is_true(model, "autodeploy.skip"),
             };
-            match self
-                .run_gate(spec, &event, model, plan, overrides, log)
-                .await
-            {
+            // Boxed, like the other rare branches: inline, their state would make every
+            // invocation's future (moved several times per request) tens of kilobytes.
+            match Box::pin(self.run_gate(spec, &event, model, plan, overrides, log)).await {
                 GateOutcome::Pass {
                     notes,
                     forced,
@@ -289,15 +289,18 @@ impl Pipeline {
                         return_value["reason"] = json!(reason);
                         Span::current().record("decision", state.as_str());
                         if !dry_run {
-                            let key = self
-                                .record_gate_stop(
-                                    &event, model, &decision, plan, state, &reason, summary,
-                                    invocation, log,
-                                )
-                                .await?;
-                            self.notifier
-                                .announce(&self.ledger, &key, state.as_str(), log)
-                                .await;
+                            let key = Box::pin(self.record_gate_stop(
+                                &event, model, &decision, plan, state, &reason, summary,
+                                invocation, log,
+                            ))
+                            .await?;
+                            Box::pin(self.notifier.announce(
+                                &self.ledger,
+                                &key,
+                                state.as_str(),
+                                log,
+                            ))
+                            .await;
                         }
                         return Ok(Handled {
                             return_value,
@@ -308,18 +311,17 @@ impl Pipeline {
                 GateOutcome::Retry { error } => {
                     return_value["gate"] = json!({ "error": error });
                     if acting && !dry_run {
-                        return self
-                            .record_gate_retry(
-                                &event,
-                                model,
-                                &decision,
-                                plan,
-                                &error,
-                                invocation,
-                                log,
-                                return_value,
-                            )
-                            .await;
+                        return Box::pin(self.record_gate_retry(
+                            &event,
+                            model,
+                            &decision,
+                            plan,
+                            &error,
+                            invocation,
+                            log,
+                            return_value,
+                        ))
+                        .await;
                     }
                     log.warn(format!("gate: {error}"));
                 }
@@ -351,7 +353,7 @@ impl Pipeline {
             });
         }
 
-        self.act(
+        Box::pin(self.act(
             &event,
             model,
             &decision,
@@ -360,7 +362,7 @@ impl Pipeline {
             invocation,
             log,
             return_value,
-        )
+        ))
         .await
     }
 
@@ -426,7 +428,7 @@ impl Pipeline {
             forced: false,
             rule: plan.map(|p| p.rule.to_string()),
             decision: state.as_str().to_string(),
-            reasons: vec![decision.explain()],
+            reasons: Vec::new(),
             event_ids: vec![event.id.to_string()],
             event_time: event.time_raw.clone(),
             first_received: now,
@@ -445,8 +447,10 @@ impl Pipeline {
             notifications: Vec::new(),
             history: Vec::new(),
         };
+        let explanation = decision.explain();
+        record.reasons.push(explanation.clone());
         record.note_delivery(event.id.as_ref(), &invocation.id, now);
-        record.transition(state, decision.explain(), now);
+        record.transition(state, explanation, now);
         record
     }
 
@@ -1145,7 +1149,7 @@ fn describe_event(event: &Event, log: &InvocationLog) {
     }
 }
 
-fn base_return_value(event: &Event, decision: &Decision) -> Value {
+fn base_return_value(event: &Event, decision: &Decision, explanation: &str) -> Value {
     let (label, reason_code) = match decision {
         Decision::Act(_) => ("dispatched", None),
         Decision::Observe(_) => ("observed", None),
@@ -1154,7 +1158,7 @@ fn base_return_value(event: &Event, decision: &Decision) -> Value {
     };
     let mut value = json!({
         "decision": label,
-        "reason": decision.explain(),
+        "reason": explanation,
         "eventId": event.id.as_ref(),
         "eventType": event.event_type.as_ref(),
         "schema": event.schema.as_str(),

@@ -7,6 +7,8 @@
 
 mod types;
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -140,24 +142,24 @@ pub enum EventError {
 
 /// Parses one event (object, or a JSON string holding one; a one-element array is unwrapped).
 pub fn parse(value: &Value) -> Result<Event, EventError> {
-    let value = decode_strings(value)?;
-    let value = match value {
-        Value::Array(mut items) if items.len() == 1 => items.remove(0),
+    let decoded = decode_strings(value)?;
+    let value = match decoded.as_ref() {
+        Value::Array(items) if items.len() == 1 => &items[0],
         other => other,
     };
     let Value::Object(obj) = value else {
-        return Err(EventError::NotAnObject(json_kind(&value)));
+        return Err(EventError::NotAnObject(json_kind(value)));
     };
 
-    let (schema, type_key, source_key, time_key) = if get_ci(&obj, "specversion").is_some() {
+    let (schema, type_key, source_key, time_key) = if get_ci(obj, "specversion").is_some() {
         (Schema::CloudEvents, "type", "source", "time")
-    } else if get_ci(&obj, "eventType").is_some() {
+    } else if get_ci(obj, "eventType").is_some() {
         (Schema::EventGrid, "eventType", "topic", "eventTime")
     } else {
         return Err(EventError::UnknownSchema);
     };
     if schema == Schema::CloudEvents {
-        let version = get_ci(&obj, "specversion").and_then(Value::as_str);
+        let version = get_ci(obj, "specversion").and_then(Value::as_str);
         if version != Some("1.0") {
             return Err(EventError::Invalid {
                 field: "specversion",
@@ -166,30 +168,30 @@ pub fn parse(value: &Value) -> Result<Event, EventError> {
         }
     }
 
-    let event_type = EventType::parse(required_str(&obj, type_key, static_name(type_key))?)
+    let event_type = EventType::parse(required_str(obj, type_key, static_name(type_key))?)
         .map_err(|reason| EventError::Invalid {
             field: static_name(type_key),
             reason,
         })?;
     let id =
-        EventId::parse(required_str(&obj, "id", "id")?).map_err(|reason| EventError::Invalid {
+        EventId::parse(required_str(obj, "id", "id")?).map_err(|reason| EventError::Invalid {
             field: "id",
             reason,
         })?;
-    let source = WorkspaceId::parse(required_str(&obj, source_key, static_name(source_key))?)
+    let source = WorkspaceId::parse(required_str(obj, source_key, static_name(source_key))?)
         .map_err(|reason| EventError::Invalid {
             field: static_name(source_key),
             reason,
         })?;
-    let subject = optional_str(&obj, "subject")?;
-    let time_raw = optional_str(&obj, time_key)?;
+    let subject = optional_str(obj, "subject")?;
+    let time_raw = optional_str(obj, time_key)?;
     let time = time_raw
         .as_deref()
         .and_then(|raw| OffsetDateTime::parse(raw, &Rfc3339).ok());
 
     let kind = if event_type.as_ref().eq_ignore_ascii_case(MODEL_REGISTERED) {
-        let data = event_data(&obj, schema)?;
-        EventKind::ModelRegistered(parse_model_registered(data.as_ref(), subject.as_deref())?)
+        let data = event_data(obj, schema)?;
+        EventKind::ModelRegistered(parse_model_registered(data.as_deref(), subject.as_deref())?)
     } else {
         EventKind::Other {
             known: KNOWN_OTHER_TYPES
@@ -212,20 +214,21 @@ pub fn parse(value: &Value) -> Result<Event, EventError> {
 
 /// The Functions host (and people pasting events) may hand us the event as a JSON string, possibly
 /// encoded twice; decode until it is not a string any more.
-fn decode_strings(value: &Value) -> Result<Value, EventError> {
-    let mut current = value.clone();
+fn decode_strings(value: &Value) -> Result<Cow<'_, Value>, EventError> {
+    let mut current = Cow::Borrowed(value);
     for _ in 0..2 {
-        match current {
+        match current.as_ref() {
             Value::String(text) => {
-                current =
-                    serde_json::from_str(&text).map_err(|e| EventError::NotJson(e.to_string()))?;
+                current = Cow::Owned(
+                    serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?,
+                );
             }
-            other => return Ok(other),
+            _ => return Ok(current),
         }
     }
-    match current {
+    match current.as_ref() {
         Value::String(_) => Err(EventError::NotAnObject("a string encoded more than twice")),
-        other => Ok(other),
+        _ => Ok(current),
     }
 }
 
@@ -234,7 +237,7 @@ fn decode_strings(value: &Value) -> Result<Value, EventError> {
 fn event_data(
     obj: &Map<String, Value>,
     schema: Schema,
-) -> Result<Option<Map<String, Value>>, EventError> {
+) -> Result<Option<Cow<'_, Map<String, Value>>>, EventError> {
     let data = match get_ci(obj, "data") {
         Some(Value::Null) | None => {
             if schema == Schema::CloudEvents
@@ -264,10 +267,11 @@ fn event_data(
                 reason: "a string that is not a JSON object".into(),
             })?
         }
+        Some(Value::Object(map)) => return Ok(Some(Cow::Borrowed(map))),
         Some(other) => other.clone(),
     };
     match data {
-        Value::Object(map) => Ok(Some(map)),
+        Value::Object(map) => Ok(Some(Cow::Owned(map))),
         other => Err(EventError::Invalid {
             field: "data",
             reason: format!("expected an object, got {}", json_kind(&other)),

@@ -15,7 +15,8 @@ pub mod connection;
 pub mod record;
 pub mod store;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -54,13 +55,44 @@ pub struct Ledger {
     store: Arc<dyn Store>,
     /// Timing knobs.
     pub options: LedgerOptions,
+    /// Record keys this process saw exist. A delivery of a known version reads the record first
+    /// instead of sending a create that is bound to fail (a duplicate then costs one read, not a
+    /// refused write and a read). Only a hint: create-only writes still decide who is first.
+    existing: Mutex<HashSet<String>>,
 }
+
+/// How many record keys [`Ledger`] remembers as existing before it starts over.
+const EXISTING_KEYS_LIMIT: usize = 4096;
 
 /// The short, stable, blob-safe key of a workspace: its name plus a hash of the full id.
 pub fn workspace_key(workspace: &str) -> String {
+    // Every record key needs it and an app sees one workspace: remember the last one per thread
+    // (the hash was a twentieth of an invocation's CPU time).
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    if let Some(key) = LAST.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(w, _)| w == workspace)
+            .map(|(_, key)| key.clone())
+    }) {
+        return key;
+    }
+    let key = compute_workspace_key(workspace);
+    LAST.set(Some((workspace.to_string(), key.clone())));
+    key
+}
+
+fn compute_workspace_key(workspace: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let normalized = workspace.trim().trim_end_matches('/').to_ascii_lowercase();
     let hash = Sha256::digest(normalized.as_bytes());
-    let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let hex: String = hash
+        .iter()
+        .take(6)
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
+        .map(char::from)
+        .collect();
     let name: String = normalized
         .rsplit('/')
         .next()
@@ -138,7 +170,11 @@ pub fn claim_expired(record: &Record, timeout: Duration, now: OffsetDateTime) ->
 impl Ledger {
     /// A ledger over `store`.
     pub fn new(store: Arc<dyn Store>, options: LedgerOptions) -> Self {
-        Self { store, options }
+        Self {
+            store,
+            options,
+            existing: Mutex::new(HashSet::new()),
+        }
     }
 
     /// An in-memory ledger with default options.
@@ -179,7 +215,16 @@ impl Ledger {
         &self,
         record: &Record,
     ) -> Result<Result<ETag, (Record, ETag)>, StoreError> {
-        match self.store.create(&record.key, record.to_bytes()).await {
+        if self.known_to_exist(&record.key)
+            && let Some(existing) = self.load(&record.key).await?
+        {
+            return Ok(Err(existing));
+        }
+        let created = self.store.create(&record.key, record.to_bytes()).await;
+        if matches!(created, Ok(_) | Err(StoreError::AlreadyExists)) {
+            self.note_existing(&record.key);
+        }
+        match created {
             Ok(etag) => {
                 // The index is a listing aid; a missing entry only hides the record from `status`'s
                 // recent view, never from the pipeline.
@@ -198,6 +243,19 @@ impl Ledger {
                 None => Err(StoreError::Conflict),
             },
             Err(e) => Err(e),
+        }
+    }
+
+    fn known_to_exist(&self, key: &str) -> bool {
+        self.existing.lock().is_ok_and(|keys| keys.contains(key))
+    }
+
+    fn note_existing(&self, key: &str) {
+        if let Ok(mut keys) = self.existing.lock() {
+            if keys.len() >= EXISTING_KEYS_LIMIT {
+                keys.clear();
+            }
+            keys.insert(key.to_string());
         }
     }
 
@@ -537,6 +595,84 @@ mod tests {
         assert_eq!(ledger.retry_delay(1), Duration::from_secs(60));
         assert_eq!(ledger.retry_delay(2), Duration::from_secs(120));
         assert_eq!(ledger.retry_delay(30), MAX_RETRY_DELAY);
+    }
+
+    /// A [`MemoryStore`] that counts create calls.
+    #[derive(Default)]
+    struct CountingStore {
+        inner: MemoryStore,
+        creates: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for CountingStore {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn is_durable(&self) -> bool {
+            false
+        }
+        async fn create(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
+            self.creates
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.create(name, body).await
+        }
+        async fn read(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
+            self.inner.read(name).await
+        }
+        async fn replace(
+            &self,
+            name: &str,
+            body: Vec<u8>,
+            etag: &ETag,
+        ) -> Result<ETag, StoreError> {
+            self.inner.replace(name, body, etag).await
+        }
+        async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
+            self.inner.put(name, body).await
+        }
+        async fn delete(&self, name: &str) -> Result<(), StoreError> {
+            self.inner.delete(name).await
+        }
+        async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.list(prefix, limit).await
+        }
+    }
+
+    fn skipped_record(version: &str) -> Record {
+        Record::from_bytes(
+            json!({
+                "schema": record::SCHEMA, "key": record_key("/ws", "m", version),
+                "workspace": "/ws", "model": "m", "version": version, "state": "skipped",
+                "decision": "skipped", "first_received": "2026-01-01T00:00:00Z",
+                "last_received": "2026-01-01T00:00:00Z"
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_version_seen_before_is_read_not_created_again_unless_it_vanished() {
+        let store = Arc::new(CountingStore::default());
+        let ledger = Ledger::new(store.clone(), LedgerOptions::default());
+        let record = skipped_record("1");
+        assert!(
+            ledger.create(&record).await.unwrap().is_ok(),
+            "first: created"
+        );
+        let (existing, _) = ledger.create(&record).await.unwrap().unwrap_err();
+        assert_eq!(existing, record, "second: the stored record comes back");
+        assert_eq!(
+            store.creates.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "a duplicate costs a read, not a create bound to fail"
+        );
+        // The hint is only a hint: a record that is gone is created again.
+        store.delete(&record.key).await.unwrap();
+        assert!(ledger.create(&record).await.unwrap().is_ok(), "recreated");
+        assert_eq!(ledger.load(&record.key).await.unwrap().unwrap().0, record);
     }
 
     #[tokio::test]
