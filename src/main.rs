@@ -12,12 +12,6 @@ use aml_autodeploy::settings::{ProcessEnv, Settings};
 use aml_autodeploy::startup::{Application, LedgerChoice, build_pipeline, open_ledger};
 use aml_autodeploy::telemetry::{self, Sink};
 
-// mimalloc instead of glibc malloc: an invocation makes a few hundred short-lived allocations
-// (JSON values, strings, the record), and glibc's free/consolidate paths were a quarter of the
-// handler's CPU time.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "aml-autodeploy",

@@ -353,8 +353,45 @@ enum RolloutTarget {
     TokenEndpoint,
 }
 
-/// The fault on the first two token requests, as `wiremock` can express it (not a closed
-/// connection).
+/// A loopback front for the managed-identity token fake that reads the first `closes` requests and
+/// closes each connection without a byte, then relays every later connection to `backend` (the
+/// `wiremock` token fake, which cannot close a connection itself).
+struct ClosingFront {
+    uri: String,
+    closed: Arc<AtomicUsize>,
+}
+
+impl ClosingFront {
+    async fn start(backend: std::net::SocketAddr, closes: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = Self {
+            uri: format!("http://{}", listener.local_addr().unwrap()),
+            closed: Arc::new(AtomicUsize::new(0)),
+        };
+        let closed = front.closed.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    if closed.load(Ordering::SeqCst) < closes {
+                        let mut buffer = Vec::new();
+                        if read_request(&mut stream, &mut buffer).await.is_some() {
+                            closed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        return; // dropped: closed without an answer
+                    }
+                    if let Ok(mut upstream) = TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        front
+    }
+}
+
+/// The fault on the first two token requests, as `wiremock` can express it (a closed connection
+/// goes through [`ClosingFront`]).
 fn token_fault(fault: Fault) -> wiremock::ResponseTemplate {
     use wiremock::ResponseTemplate;
     match fault {
@@ -364,7 +401,7 @@ fn token_fault(fault: Fault) -> wiremock::ResponseTemplate {
         Fault::TruncatedJson => ResponseTemplate::new(200)
             .insert_header("content-type", "application/json")
             .set_body_string(r#"{"access_token": "mi-tok"#),
-        Fault::ClosedConnection => unreachable!("wiremock cannot close a connection"),
+        Fault::ClosedConnection => unreachable!("a closed connection goes through ClosingFront"),
     }
 }
 
@@ -375,11 +412,15 @@ async fn rollout_cell(target: RolloutTarget, fault: Fault) -> Result<String, Str
     let version = "2";
     let t = Direct::new().await;
     t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
-    match target {
-        RolloutTarget::Step(step) => t
+    let mut front = None;
+    match (target, fault) {
+        (RolloutTarget::Step(step), _) => t
             .arm
             .with(|s| s.injection = Some(step.injection(version, fault))),
-        RolloutTarget::TokenEndpoint => {
+        (RolloutTarget::TokenEndpoint, Fault::ClosedConnection) => {
+            front = Some(ClosingFront::start(*t.mi.address(), 2).await);
+        }
+        (RolloutTarget::TokenEndpoint, _) => {
             wiremock::Mock::given(wiremock::matchers::method("GET"))
                 .respond_with(token_fault(fault))
                 .with_priority(1)
@@ -388,12 +429,12 @@ async fn rollout_cell(target: RolloutTarget, fault: Fault) -> Result<String, Str
                 .await
         }
     }
-    let app = t
-        .spawn_with(
-            &t.config("credit-ep", FAST),
-            &[("AUTODEPLOY_RETRY_BUDGET_SECS", "1")],
-        )
-        .await;
+    let mut extra = vec![("AUTODEPLOY_RETRY_BUDGET_SECS", "1")];
+    if let Some(front) = &front {
+        // Later pairs win: the app asks the front, which closes, then relays to the token fake.
+        extra.push(("IDENTITY_ENDPOINT", front.uri.as_str()));
+    }
+    let app = t.spawn_with(&t.config("credit-ep", FAST), &extra).await;
     let check = |ok: bool, what: &str, detail: &str| {
         if ok {
             Ok(())
@@ -422,9 +463,12 @@ async fn rollout_cell(target: RolloutTarget, fault: Fault) -> Result<String, Str
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let state = record["state"].as_str().unwrap_or("").to_string();
-    let fired = match target {
-        RolloutTarget::Step(_) => t.arm.with(|s| s.injection.as_ref().map_or(0, |i| i.fired)),
-        RolloutTarget::TokenEndpoint => t.mi.received_requests().await.unwrap().len() as u32,
+    let fired = match (target, &front) {
+        (RolloutTarget::Step(_), _) => t.arm.with(|s| s.injection.as_ref().map_or(0, |i| i.fired)),
+        (RolloutTarget::TokenEndpoint, Some(front)) => front.closed.load(Ordering::SeqCst) as u32,
+        (RolloutTarget::TokenEndpoint, None) => {
+            t.mi.received_requests().await.unwrap().len() as u32
+        }
     };
     check(
         fired >= 1,
@@ -490,19 +534,7 @@ async fn run_cells(target: RolloutTarget, faults: &[Fault], expected: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn faults_at_the_token_endpoint_are_retried_and_the_rollout_completes() {
-    // A closed connection cannot be expressed with the wiremock token fake; the GitHub token row
-    // covers that fault for a token endpoint.
-    run_cells(
-        RolloutTarget::TokenEndpoint,
-        &[
-            Fault::ServerError,
-            Fault::TooManyRequests,
-            Fault::Hang,
-            Fault::TruncatedJson,
-        ],
-        &["succeeded"; 4],
-    )
-    .await;
+    run_cells(RolloutTarget::TokenEndpoint, &FAULTS, &["succeeded"; 5]).await;
 }
 
 // Expected final states, in the order of FAULTS: 5xx, 429, hang, closed connection, truncated JSON.
