@@ -636,10 +636,10 @@ impl Pipeline {
                     }
                 }
             }
-            Err(e) => {
-                let _ = self.ledger.unschedule(&claim_marker).await;
-                return Err(e.into());
-            }
+            // The takeover marker stays: the create may have been applied with its answer lost
+            // (a timeout, a dropped connection), and then only Reconcile can find the claimed
+            // record; if nothing was written, Reconcile drops the marker.
+            Err(e) => return Err(e.into()),
         };
 
         // Two versions in flight at once: only the newest may be sent.
@@ -839,10 +839,8 @@ impl Pipeline {
                     });
                 }
             }
-            Err(e) => {
-                let _ = self.ledger.unschedule(&claim_marker).await;
-                return Err(e.into());
-            }
+            // The marker stays, as for a dispatch: the create may have been applied.
+            Err(e) => return Err(e.into()),
         };
         // Two versions in flight at once: only the newest may roll out (unless forced).
         if !record.forced

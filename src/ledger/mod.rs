@@ -220,30 +220,39 @@ impl Ledger {
         {
             return Ok(Err(existing));
         }
-        let created = self.store.create(&record.key, record.to_bytes()).await;
-        if matches!(created, Ok(_) | Err(StoreError::AlreadyExists)) {
-            self.note_existing(&record.key);
-        }
-        match created {
-            Ok(etag) => {
-                // The index is a listing aid; a missing entry only hides the record from `status`'s
-                // recent view, never from the pipeline.
-                if let Err(e) = self
-                    .store
-                    .put(&index_name(&record.key, record.first_received), Vec::new())
-                    .await
-                {
-                    tracing::warn!(error = %e, key = %record.key, "failed to write the ledger index entry");
+        let bytes = record.to_bytes();
+        let etag = match self.store.create(&record.key, bytes.clone()).await {
+            Ok(etag) => etag,
+            Err(StoreError::AlreadyExists) => {
+                self.note_existing(&record.key);
+                match self.store.read(&record.key).await? {
+                    // Our own write, applied while its answer was lost (a cut-off or dropped
+                    // response that the client retried into 409): the stored record is byte for
+                    // byte the one we sent (each carries its own receive time and invocation), so
+                    // it is ours, not somebody else's.
+                    Some((stored, etag)) if stored == bytes => etag,
+                    Some((stored, etag)) => {
+                        let existing = Record::from_bytes(&stored)
+                            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", record.key)))?;
+                        return Ok(Err((existing, etag)));
+                    }
+                    // Deleted in between: extremely unlikely; report as a conflict to retry.
+                    None => return Err(StoreError::Conflict),
                 }
-                Ok(Ok(etag))
             }
-            Err(StoreError::AlreadyExists) => match self.load(&record.key).await? {
-                Some(existing) => Ok(Err(existing)),
-                // Deleted in between: extremely unlikely; report as a conflict to retry.
-                None => Err(StoreError::Conflict),
-            },
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        self.note_existing(&record.key);
+        // The index is a listing aid; a missing entry only hides the record from `status`'s
+        // recent view, never from the pipeline.
+        if let Err(e) = self
+            .store
+            .put(&index_name(&record.key, record.first_received), Vec::new())
+            .await
+        {
+            tracing::warn!(error = %e, key = %record.key, "failed to write the ledger index entry");
         }
+        Ok(Ok(etag))
     }
 
     fn known_to_exist(&self, key: &str) -> bool {
@@ -673,6 +682,22 @@ mod tests {
         store.delete(&record.key).await.unwrap();
         assert!(ledger.create(&record).await.unwrap().is_ok(), "recreated");
         assert_eq!(ledger.load(&record.key).await.unwrap().unwrap().0, record);
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_answer_was_lost_is_recognised_as_ours() {
+        let store = Arc::new(MemoryStore::new());
+        let ledger = Ledger::new(store.clone(), LedgerOptions::default());
+        let ours = skipped_record("7");
+        // The write was applied, the answer never arrived, and the retry meets the blob: it holds
+        // exactly what we sent, so the create succeeded.
+        store.create(&ours.key, ours.to_bytes()).await.unwrap();
+        assert!(ledger.create(&ours).await.unwrap().is_ok(), "ours");
+        // Another delivery's record at the same key is somebody else's.
+        let mut theirs = ours.clone();
+        theirs.invocation_ids = vec!["another-invocation".into()];
+        let (existing, _) = ledger.create(&theirs).await.unwrap().unwrap_err();
+        assert_eq!(existing, ours);
     }
 
     #[tokio::test]

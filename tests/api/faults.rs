@@ -834,3 +834,282 @@ async fn storage_stopping_between_a_traffic_change_and_its_record_never_strands_
     assert_eq!(t.arm.deployment_names("credit-ep"), vec!["credit-risk-2"]);
     assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
 }
+
+/// The storage request a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum StorageStep {
+    /// The create-only write of a new version's record (`PUT` with `If-None-Match: *`): the claim.
+    CreateRecord,
+    /// The first conditional update of a record (`PUT` with `If-Match`): the dispatch's outcome,
+    /// written after GitHub accepted.
+    RecordOutcome,
+}
+
+impl StorageStep {
+    fn matches(self, head: &str) -> bool {
+        let mut lines = head.lines();
+        let request_line = lines.next().unwrap_or("");
+        let has = |name: &str| {
+            head.lines().any(|l| {
+                l.split_once(':')
+                    .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            })
+        };
+        request_line.starts_with("PUT ")
+            // The SDK escapes the slashes of blob names; an outbox marker's name ends in the
+            // record's, so only a path that starts with it at the container is the record.
+            && (request_line.contains("/records%2F") || request_line.contains("/records/"))
+            && match self {
+                Self::CreateRecord => has("if-none-match"),
+                Self::RecordOutcome => has("if-match"),
+            }
+    }
+}
+
+/// A loopback HTTP/1.1 front for Azurite that injects `fault` into the first `times` requests of
+/// `step` and relays everything else (each request on a fresh upstream connection, so every request
+/// is seen). A truncated answer is the realistic one for a write: the request reaches Azurite and is
+/// applied, and the answer is cut off halfway.
+struct FaultyStorage {
+    connection: String,
+    fired: Arc<AtomicUsize>,
+}
+
+impl FaultyStorage {
+    async fn start(upstream: std::net::SocketAddr, step: StorageStep, fault: Fault) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let counter = fired.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(Self::serve(stream, upstream, step, fault, counter.clone()));
+            }
+        });
+        Self {
+            connection: azurite_at(port),
+            fired,
+        }
+    }
+
+    async fn serve(
+        mut stream: TcpStream,
+        upstream: std::net::SocketAddr,
+        step: StorageStep,
+        fault: Fault,
+        fired: Arc<AtomicUsize>,
+    ) {
+        let mut buffer = Vec::new();
+        loop {
+            let Some((head, body)) = read_raw_request(&mut stream, &mut buffer).await else {
+                return;
+            };
+            let inject = step.matches(&head) && fired.load(Ordering::SeqCst) < 2;
+            if inject {
+                fired.fetch_add(1, Ordering::SeqCst);
+            }
+            let answer = match (inject, fault) {
+                (true, Fault::ServerError) => b"HTTP/1.1 503 Service Unavailable\r\nx-ms-error-code: ServerBusy\r\ncontent-length: 0\r\n\r\n".to_vec(),
+                (true, Fault::TooManyRequests) => b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n".to_vec(),
+                (true, Fault::Hang) => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                (true, Fault::ClosedConnection) => return,
+                (true, Fault::TruncatedJson) => {
+                    let answer = relay(upstream, &head, &body).await;
+                    let _ = stream.write_all(&answer[..answer.len() / 2]).await;
+                    return;
+                }
+                (false, _) => relay(upstream, &head, &body).await,
+            };
+            if answer.is_empty() || stream.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One request's head (request line and headers, without the blank line) and body.
+async fn read_raw_request(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buffer.len() < header_end + 4 + length {
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    let body = buffer[header_end + 4..header_end + 4 + length].to_vec();
+    buffer.drain(..header_end + 4 + length);
+    Some((head, body))
+}
+
+/// Sends one request to `upstream` with `Connection: close` and returns the whole answer.
+async fn relay(upstream: std::net::SocketAddr, head: &str, body: &[u8]) -> Vec<u8> {
+    let Ok(mut connection) = TcpStream::connect(upstream).await else {
+        return Vec::new();
+    };
+    let mut request: String = head
+        .lines()
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("connection"))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    request.push_str("Connection: close\r\n\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    if connection.write_all(&bytes).await.is_err() {
+        return Vec::new();
+    }
+    let mut answer = Vec::new();
+    let _ = connection.read_to_end(&mut answer).await;
+    answer
+}
+
+/// The shared Azurite's blob address, from its connection string.
+fn azurite_address() -> std::net::SocketAddr {
+    let storage = azurite();
+    let endpoint = storage
+        .split(';')
+        .find_map(|part| part.strip_prefix("BlobEndpoint="))
+        .expect("BlobEndpoint in AUTODEPLOY_TEST_STORAGE");
+    let authority = endpoint
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap();
+    authority.parse().expect("a loopback address")
+}
+
+/// One storage cell: a version registered while `fault` hits `step` of the ledger, then storage
+/// recovers. Event Grid's part is played too: a non-2xx answer is redelivered.
+async fn storage_cell(step: StorageStep, fault: Fault, version: &str) -> Result<(), String> {
+    let cell = format!("{step:?} × {fault:?}");
+    let check = |ok: bool, what: &str, detail: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{cell}: {what}: {detail}"))
+        }
+    };
+    let storage = FaultyStorage::start(azurite_address(), step, fault).await;
+    let gh = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .mount(&gh)
+        .await;
+    let container = unique_container();
+    let uri = gh.uri();
+    let app = TestApp::spawn(
+        &standard_config(),
+        &[
+            ("GITHUB_API_URL", uri.as_str()),
+            ("GITHUB_TOKEN", "ghp_storage_faults"),
+            ("AUTODEPLOY_STORAGE", storage.connection.as_str()),
+            ("AUTODEPLOY_CONTAINER", container.as_str()),
+            ("AUTODEPLOY_RETRY_BUDGET_SECS", "5"),
+            ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0"),
+            ("AUTODEPLOY_CLAIM_TIMEOUT_SECS", "2"),
+        ],
+    )
+    .await;
+    let event = model_event("credit-risk", version, json!({"stage": "production"}));
+
+    let mut answer = app.post_event(&event).await;
+    for _ in 0..3 {
+        if answer.status == 200 {
+            break;
+        }
+        check(
+            answer.status >= 500,
+            "a failure is a 5xx (Event Grid retries)",
+            &answer.raw,
+        )?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        answer = app.post_event(&event).await;
+    }
+    check(
+        answer.status == 200,
+        "answered 200 once storage recovers",
+        &answer.raw,
+    )?;
+    check(
+        storage.fired.load(Ordering::SeqCst) >= 1,
+        "the fault was injected",
+        "",
+    )?;
+    // Whatever was left over goes to Reconcile (claims time out after 2 s).
+    let mut record = serde_json::Value::Null;
+    for _ in 0..6 {
+        record = ledger_record(&azurite(), &container, "credit-risk", version).await;
+        if record["state"] == "dispatched" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let pass = app.post_reconcile().await;
+        check(pass.status == 200, "reconcile answered 200", &pass.raw)?;
+    }
+    check(
+        record["state"] == "dispatched",
+        "never lost: the version ends dispatched",
+        &record.to_string(),
+    )?;
+    let sent = dispatches_received(&gh).await;
+    let allowed = match step {
+        // GitHub accepted before the outcome could be written: the documented single repeat.
+        StorageStep::RecordOutcome => 1..=2,
+        StorageStep::CreateRecord => 1..=1,
+    };
+    check(allowed.contains(&sent), "dispatches", &format!("{sent}"))?;
+    let redelivered = app.post_event(&event).await;
+    check(
+        redelivered.decision() == "duplicate",
+        "a redelivery is a duplicate",
+        &redelivered.raw,
+    )?;
+    check(
+        dispatches_received(&gh).await == sent,
+        "nothing more sent",
+        "",
+    )?;
+    Ok(())
+}
+
+async fn run_storage_cells(step: StorageStep, first_version: u32) {
+    let results = futures_util::future::join_all(FAULTS.iter().enumerate().map(|(i, fault)| {
+        let version = (first_version + i as u32).to_string();
+        async move { storage_cell(step, *fault, &version).await }
+    }))
+    .await;
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fault_at_the_record_create_acts_once_or_answers_5xx_for_a_redelivery() {
+    run_storage_cells(StorageStep::CreateRecord, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fault_writing_the_outcome_keeps_the_version_and_repeats_at_most_once() {
+    run_storage_cells(StorageStep::RecordOutcome, 200).await;
+}
