@@ -5,11 +5,12 @@
 //! - per-invocation latency (p50/p99) of `POST /ModelRegistered` over one keep-alive connection,
 //!   for a skipped event, an observed event and a dispatched event (GitHub is an in-process fake that
 //!   answers 204 at once, so the figure is our overhead plus one loopback round trip);
-//! - throughput under `wrk` (a real load generator, so the client is not the bottleneck), for a
+//! - throughput under `wrk` (a real load generator, so the client is not the bottleneck), also
+//!   against `examples/parse_and_reply.rs` (parses the event, answers, nothing else), for a
 //!   skipped event and for duplicate deliveries of a dispatched version (the ledger's dedup path);
 //! - resident memory (VmRSS) after all of that, and of fresh processes after 10,000 invocations.
 //!
-//! Usage: bench <aml-autodeploy binary> <hello_axum binary>
+//! Usage: bench <aml-autodeploy binary> <hello_axum binary> <parse_and_reply binary>
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -190,7 +191,11 @@ async fn main() {
             .to_string_lossy()
             .into_owned()
     };
-    let (ours, hello) = (&absolute(&args[1]), &absolute(&args[2]));
+    let (ours, hello, reference) = (
+        &absolute(&args[1]),
+        &absolute(&args[2]),
+        &absolute(&args[3]),
+    );
 
     // Fake GitHub: 204 at once.
     let gh = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -276,6 +281,8 @@ async fn main() {
     println!(
         "== throughput: wrk, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s, one body repeated =="
     );
+    // Parses the envelope and answers a host response of our size, nothing else.
+    let reference_server = start(reference, &dir, &env);
     // `event(name, 0)` with every "0" version marker replaced by the counter placeholder.
     let varying = |name: &str| {
         let mut event = event(name, 0);
@@ -296,11 +303,18 @@ async fn main() {
         };
         let base_rps = throughput(&dir, hello_server.port, &body, vary);
         let rps = throughput(&dir, ours_server.port, &body, vary);
+        let reference_rps = throughput(&dir, reference_server.port, &body, vary);
         println!(
             "{label:>36}: {rps:.0} req/s; hello axum, same requests: {base_rps:.0} req/s  ({:.2}x; target >= 0.70x)",
             rps / base_rps
         );
+        println!(
+            "{:>36}  parse-and-reply reference: {reference_rps:.0} req/s ({:.2}x hello)",
+            "",
+            reference_rps / base_rps
+        );
     }
+    drop(reference_server);
 
     let mib = |server: &Server| rss_kib(server.child.id()) as f64 / 1024.0;
     println!();

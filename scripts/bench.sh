@@ -8,5 +8,6 @@ if ! command -v wrk >/dev/null; then
   # wrk generates the load for the throughput figures (Debian package).
   if [ "$(id -u)" = 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi
 fi
-cargo build --release --locked --bin aml-autodeploy --example hello_axum --example bench
-exec target/release/examples/bench target/release/aml-autodeploy target/release/examples/hello_axum
+cargo build --release --locked --bin aml-autodeploy --example hello_axum --example parse_and_reply --example bench
+exec target/release/examples/bench target/release/aml-autodeploy target/release/examples/hello_axum \
+  target/release/examples/parse_and_reply
