@@ -152,28 +152,7 @@ impl FaultyGitHub {
 
 /// Reads one HTTP/1.1 request (headers and a Content-Length body) and returns its path.
 async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
-    let mut chunk = [0u8; 4096];
-    let header_end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buffer.len() < header_end + length {
-        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    buffer.drain(..header_end + length);
+    let (head, _body) = read_raw_request(stream, buffer).await?;
     head.split_whitespace().nth(1).map(str::to_string)
 }
 
@@ -657,7 +636,8 @@ impl Drop for OwnAzurite {
     }
 }
 
-async fn storage_test_app(azurite: &OwnAzurite, gh: &wiremock::MockServer) -> (TestApp, String) {
+/// The app with its ledger behind `storage` (a connection string) and GitHub at `gh`.
+async fn storage_test_app(storage: &str, gh: &wiremock::MockServer) -> (TestApp, String) {
     let container = unique_container();
     let uri = gh.uri();
     let app = TestApp::spawn(
@@ -665,7 +645,7 @@ async fn storage_test_app(azurite: &OwnAzurite, gh: &wiremock::MockServer) -> (T
         &[
             ("GITHUB_API_URL", uri.as_str()),
             ("GITHUB_TOKEN", "ghp_storage_faults"),
-            ("AUTODEPLOY_STORAGE", azurite.connection.as_str()),
+            ("AUTODEPLOY_STORAGE", storage),
             ("AUTODEPLOY_CONTAINER", container.as_str()),
             ("AUTODEPLOY_RETRY_BUDGET_SECS", "5"),
             ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0"),
@@ -685,7 +665,7 @@ async fn storage_stopped_before_the_event_is_recorded_acts_on_nothing_and_the_re
         .respond_with(wiremock::ResponseTemplate::new(204))
         .mount(&gh)
         .await;
-    let (app, container) = storage_test_app(&azurite, &gh).await;
+    let (app, container) = storage_test_app(&azurite.connection, &gh).await;
     let event = model_event("credit-risk", "5", json!({"stage": "production"}));
 
     azurite.freeze();
@@ -714,7 +694,7 @@ async fn storage_stopped_while_github_accepts_is_taken_over_and_repeats_at_most_
         .respond_with(wiremock::ResponseTemplate::new(204).set_delay(Duration::from_millis(1500)))
         .mount(&gh)
         .await;
-    let (app, container) = storage_test_app(&azurite, &gh).await;
+    let (app, container) = storage_test_app(&azurite.connection, &gh).await;
     let event = model_event("credit-risk", "6", json!({"stage": "production"}));
 
     // Storage stops while the dispatch is in flight: GitHub accepts, the outcome cannot be written.
@@ -1017,21 +997,7 @@ async fn storage_cell(step: StorageStep, fault: Fault, version: &str) -> Result<
         .respond_with(wiremock::ResponseTemplate::new(204))
         .mount(&gh)
         .await;
-    let container = unique_container();
-    let uri = gh.uri();
-    let app = TestApp::spawn(
-        &standard_config(),
-        &[
-            ("GITHUB_API_URL", uri.as_str()),
-            ("GITHUB_TOKEN", "ghp_storage_faults"),
-            ("AUTODEPLOY_STORAGE", storage.connection.as_str()),
-            ("AUTODEPLOY_CONTAINER", container.as_str()),
-            ("AUTODEPLOY_RETRY_BUDGET_SECS", "5"),
-            ("AUTODEPLOY_RETRY_FIRST_DELAY_SECS", "0"),
-            ("AUTODEPLOY_CLAIM_TIMEOUT_SECS", "2"),
-        ],
-    )
-    .await;
+    let (app, container) = storage_test_app(&storage.connection, &gh).await;
     let event = model_event("credit-risk", version, json!({"stage": "production"}));
 
     let mut answer = app.post_event(&event).await;
