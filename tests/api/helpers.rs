@@ -120,62 +120,71 @@ impl TestApp {
     ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("autodeploy.yml"), config).unwrap();
-        let port = free_port();
-        let mut cmd = command_for(program, dir.path());
-        cmd.args(args);
-        if !args.is_empty() {
-            cmd.args(["--bind", &format!("127.0.0.1:{port}")]);
-        }
-        cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", "test-worker")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let started = Instant::now();
-        let mut child = cmd.spawn().expect("start the handler");
-        let stdout = drain(child.stdout.take().unwrap());
-        let stderr = drain(child.stderr.take().unwrap());
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
+        // A port from `free_port` is only free until somebody else takes it: with many fakes,
+        // fronts and outgoing connections in parallel tests, another socket sometimes does before
+        // the handler binds. The handler then exits saying so, and a new port is tried.
+        'attempt: for attempt in 1..=3 {
+            let port = free_port();
+            let mut cmd = command_for(program, dir.path());
+            cmd.args(args);
+            if !args.is_empty() {
+                cmd.args(["--bind", &format!("127.0.0.1:{port}")]);
+            }
+            cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+                .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", "test-worker")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let started = Instant::now();
+            let mut child = cmd.spawn().expect("start the handler");
+            let stdout = drain(child.stdout.take().unwrap());
+            let stderr = drain(child.stderr.take().unwrap());
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap();
 
-        // Readiness exactly as the host does it: GET / every 25 ms; any HTTP status counts.
-        let ready_after = loop {
-            if started.elapsed() > Duration::from_secs(15) {
-                panic!(
-                    "handler not ready after 15 s; stderr: {}",
-                    stderr.lock().unwrap()
-                );
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "handler exited with {status}; stderr: {}",
-                    stderr.lock().unwrap()
-                );
-            }
-            if client
-                .get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-                .is_ok()
-            {
-                break started.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        };
-        TestApp {
-            port,
-            child,
-            stdout,
-            stderr,
-            _dir: dir,
-            client,
-            ready_after,
+            // Readiness exactly as the host does it: GET / every 25 ms; any HTTP status counts.
+            let ready_after = loop {
+                if started.elapsed() > Duration::from_secs(15) {
+                    panic!(
+                        "handler not ready after 15 s; stderr: {}",
+                        stderr.lock().unwrap()
+                    );
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    // Let the drain thread read the last words.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let said = stderr.lock().unwrap().clone();
+                    if attempt < 3 && said.contains("failed to bind") {
+                        continue 'attempt;
+                    }
+                    panic!("handler exited with {status}; stderr: {said}");
+                }
+                if client
+                    .get(format!("http://127.0.0.1:{port}/"))
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    break started.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            };
+            return TestApp {
+                port,
+                child,
+                stdout,
+                stderr,
+                _dir: dir,
+                client,
+                ready_after,
+            };
         }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// POSTs a body to `/ModelRegistered` the way the host does: chunked, no Content-Length.
