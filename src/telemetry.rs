@@ -1,6 +1,7 @@
 //! Structured `tracing` output: JSON (default) or pretty, filtered by `RUST_LOG`.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::settings::LogFormat;
 
@@ -21,32 +22,24 @@ pub fn init(format: LogFormat, sink: Sink, default_filter: &str) {
     // JSON lines come from `json-subscriber`, not `tracing_subscriber::fmt().json()`: the latter
     // re-parses a span's fields from a JSON string on every event and re-serialises them on every
     // `Span::record`, which cost a third of the handler's time per invocation.
-    let result = match (format, sink) {
-        (LogFormat::Json, Sink::Stdout) => json_subscriber::fmt()
+    let writer = match sink {
+        Sink::Stdout => BoxMakeWriter::new(std::io::stdout),
+        Sink::Stderr => BoxMakeWriter::new(std::io::stderr),
+    };
+    let result = match format {
+        LogFormat::Json => json_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stdout)
+            .with_writer(writer)
             .try_init(),
-        (LogFormat::Json, Sink::Stderr) => json_subscriber::fmt()
+        LogFormat::Pretty => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .try_init(),
-        (LogFormat::Pretty, sink) => {
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_target(false);
-            match sink {
-                Sink::Stdout => builder.with_writer(std::io::stdout).try_init(),
-                Sink::Stderr => builder.with_writer(std::io::stderr).try_init(),
-            }
-        }
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
