@@ -139,9 +139,11 @@ impl TestApp {
                 cmd.env(k, v);
             }
             let started = Instant::now();
-            let mut child = cmd.spawn().expect("start the handler");
-            let stdout = drain(child.stdout.take().unwrap());
-            let stderr = drain(child.stderr.take().unwrap());
+            // Killed if this test panics before the handler is ready (a `Child` left to drop
+            // would outlive the test).
+            let mut child = Starting(Some(cmd.spawn().expect("start the handler")));
+            let stdout = drain(child.get().stdout.take().unwrap());
+            let stderr = drain(child.get().stderr.take().unwrap());
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -155,7 +157,7 @@ impl TestApp {
                         stderr.lock().unwrap()
                     );
                 }
-                if let Ok(Some(status)) = child.try_wait() {
+                if let Ok(Some(status)) = child.get().try_wait() {
                     // Let the drain thread read the last words.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     let said = stderr.lock().unwrap().clone();
@@ -176,7 +178,7 @@ impl TestApp {
             };
             return TestApp {
                 port,
-                child,
+                child: child.0.take().expect("started"),
                 stdout,
                 stderr,
                 _dir: dir,
@@ -281,6 +283,24 @@ impl TestApp {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// A handler process that is not a [`TestApp`] yet.
+struct Starting(Option<Child>);
+
+impl Starting {
+    fn get(&mut self) -> &mut Child {
+        self.0.as_mut().expect("started")
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
