@@ -459,7 +459,7 @@ pub enum StatusError {
 /// `rollback ENDPOINT`: restores the traffic map from before the last rollout this program
 /// promoted on the endpoint, while its previous deployments are still retained.
 pub async fn rollback(
-    deployer: &crate::deploy::Deployer,
+    deployer: &crate::actions::azureml::deploy::Deployer,
     workspace: &WorkspaceId,
     endpoint: &str,
     out: &mut dyn Write,

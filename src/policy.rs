@@ -3,8 +3,6 @@
 //! The decision carries its own explanation; the reasons flow unchanged into `Logs`, the
 //! `ReturnValue` and (later) the ledger. Nobody re-derives a reason.
 
-pub mod gate;
-
 use serde_json::{Map, Value, json};
 
 use crate::actions::{ActionPlan, GithubPlan, GithubRequest};

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::actions::ActionPlan;
+use crate::actions::github::dispatch::Sent;
 use crate::config::{Mode, RuleAction};
-use crate::dispatch::Sent;
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Marker, Record, State, StoreError, after, claim_expired};
 use crate::logs::InvocationLog;

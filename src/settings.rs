@@ -81,6 +81,9 @@ pub struct Settings {
     pub warnings: Vec<String>,
     /// `AUTODEPLOY_RECONCILE_INTERVAL_SECS`: webhook mode's internal Reconcile timer.
     pub reconcile_interval: Duration,
+    /// `AUTODEPLOY_MIN_STEP_SECS` (default 1): the shortest wait between two rollout steps, so a
+    /// rollout never spins on ARM. Tests set 0.
+    pub min_step: Duration,
 }
 
 /// GitHub API base URL and credentials.
@@ -214,6 +217,7 @@ impl Settings {
             "AUTODEPLOY_RECONCILE_INTERVAL_SECS",
             Duration::from_secs(60),
         );
+        let min_step = duration("AUTODEPLOY_MIN_STEP_SECS", Duration::from_secs(1));
         let container = env
             .get("AUTODEPLOY_CONTAINER")
             .map(|c| c.trim().to_string())
@@ -283,6 +287,7 @@ impl Settings {
             problems,
             warnings,
             reconcile_interval: reconcile_interval.max(Duration::from_secs(1)),
+            min_step,
         }
     }
 }

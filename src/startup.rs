@@ -7,14 +7,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::actions::Action;
+use crate::actions::azureml::deploy::Deployer;
 use crate::actions::azureml::rollout::RolloutEngine;
 use crate::actions::github::GithubClient;
 use crate::azure::arm::ArmClient;
 use crate::config::Config;
-use crate::deploy::Deployer;
+use crate::gate::lookup::MetricLookup;
 use crate::ledger::Ledger;
 use crate::ledger::connection::managed_identity;
-use crate::metrics::MetricLookup;
 use crate::notify::Notifier;
 use crate::pipeline::Pipeline;
 use crate::policy::Facts;
@@ -99,6 +99,7 @@ pub fn build_pipeline(
                 ledger: ledger.clone(),
                 engine: Arc::new(RolloutEngine::new(arm, credential, ledger.clone())),
                 notifier: notifier.clone(),
+                min_step: settings.min_step,
             })
         });
     let action: Arc<dyn Action> =

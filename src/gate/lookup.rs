@@ -1,6 +1,6 @@
 //! Looking up the quality gate's numbers: the new version's metric and the champion's, from model
 //! tags, model properties or the MLflow run of the training job. All I/O; the verdict itself is
-//! [`crate::policy::gate::evaluate`].
+//! [`crate::gate::evaluate`].
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::azure::arm::{ArmClient, ArmError, ModelVersion};
 use crate::config::gate::{GateSpec, MetricRun, MetricSource};
 use crate::event::WorkspaceId;
-use crate::policy::gate::Champion;
+use crate::gate::Champion;
 
 /// Why a lookup failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

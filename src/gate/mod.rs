@@ -1,5 +1,7 @@
-//! The quality gate's arithmetic: pure, table-tested. The numbers come from
-//! [`crate::metrics`]; this only decides.
+//! The quality gate: a model metric against bounds and against the model serving traffic now.
+//! This file is the arithmetic (pure, table-tested); [`lookup`] reads the numbers from Azure ML.
+
+pub mod lookup;
 
 use serde::{Deserialize, Serialize};
 

@@ -19,8 +19,6 @@ use crate::logs::InvocationLog;
 const QUEUED_RECHECK: Duration = Duration::from_secs(300);
 /// Steps per visit, so one pass cannot spin on one record.
 const MAX_STEPS_PER_VISIT: usize = 12;
-/// Never reschedule sooner than this.
-const MIN_DELAY: Duration = Duration::from_secs(1);
 
 /// Runs rollouts recorded in the ledger.
 pub struct Deployer {
@@ -30,6 +28,8 @@ pub struct Deployer {
     pub engine: Arc<RolloutEngine>,
     /// Announces succeeded, rolled back and failed rollouts.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Never reschedule sooner than this (`AUTODEPLOY_MIN_STEP_SECS`).
+    pub min_step: Duration,
 }
 
 /// The ledger state for a rollout phase.
@@ -345,8 +345,8 @@ impl Deployer {
             Next::Finished => record.next_attempt_at = None,
             Next::Now | Next::After(_) => {
                 let delay = match next {
-                    Next::After(d) => d.max(MIN_DELAY),
-                    _ => MIN_DELAY,
+                    Next::After(d) => d.max(self.min_step),
+                    _ => self.min_step,
                 };
                 let due = after(now, delay);
                 record.next_attempt_at = Some(due);

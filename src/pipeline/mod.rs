@@ -9,17 +9,17 @@ use time::OffsetDateTime;
 use tracing::Span;
 
 use crate::actions::ActionPlan;
+use crate::actions::azureml::deploy::Deployer;
+use crate::actions::github::dispatch::{Dispatcher, Sent};
 use crate::actions::{Action, ActionError, ActionOutcome, PreparedRequest};
 use crate::config::Config;
-use crate::deploy::Deployer;
-use crate::dispatch::{Dispatcher, Sent};
 use crate::event::{self, Event, EventKind, ModelRegistered};
+use crate::gate::lookup::{LookupError, MetricLookup};
+use crate::gate::{self as gate_policy, Overrides, Verdict};
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Attempt, Claim, ETag, Ledger, Record, State, StoreError, after};
 use crate::logs::InvocationLog;
-use crate::metrics::{LookupError, MetricLookup};
 use crate::notify::Notifier;
-use crate::policy::gate::{self as gate_policy, Overrides, Verdict};
 use crate::policy::{self, Decision, Facts, Plan, SkipReason};
 
 /// Whether actions are sent.

@@ -5,6 +5,8 @@
 //! retry budget (Event Grid stops waiting after 30 s), and octocrab's App-auth and retry layers
 //! would each add their own waiting.
 
+pub mod dispatch;
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
