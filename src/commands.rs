@@ -10,9 +10,9 @@ use crate::config::{Config, GithubTarget, Mode, RuleAction};
 use crate::event::WorkspaceId;
 use crate::host;
 use crate::ledger::record::rfc3339;
-use crate::ledger::{Ledger, Record, StoreError};
+use crate::ledger::{Ledger, Record, State, StoreError};
 use crate::logs::InvocationLog;
-use crate::pipeline::{Execution, Invocation, Pipeline};
+use crate::pipeline::{Execution, Invocation, Label, Pipeline};
 
 /// `check-config`: prints every problem (or a summary of the rules) and returns whether the
 /// config is valid.
@@ -195,24 +195,21 @@ fn print_outcome(
         }
         match result {
             Ok(mut handled) => {
-                let decision = handled.return_value["decision"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
                 if execution == Execution::Send
-                    && matches!(decision.as_str(), "retrying" | "failed" | "rolled_back")
+                    && matches!(
+                        handled.outcome.decision,
+                        Label::State(State::Retrying | State::Failed | State::RolledBack)
+                    )
                 {
                     // Recorded, but not done: the caller asked to act and it did not happen.
                     all_ok = false;
                 }
                 // The request is printed in full below; keep the decision short.
-                if let Some(map) = handled.return_value.as_object_mut() {
-                    map.remove("request");
-                }
+                handled.outcome.request = None;
                 writeln!(
                     out,
                     "ReturnValue: {}",
-                    serde_json::to_string_pretty(&handled.return_value).unwrap_or_default()
+                    serde_json::to_string_pretty(&handled.outcome).unwrap_or_default()
                 )?;
                 if let Some(request) = handled.prepared {
                     writeln!(
@@ -382,20 +379,20 @@ fn print_table(records: &[Record], out: &mut dyn Write) -> std::io::Result<()> {
                 outcome = r.history.last().map(|t| t.note.clone()).unwrap_or_default();
             }
             if let Some(rollout) = &r.rollout {
-                let traffic = rollout["traffic"]
-                    .as_object()
-                    .filter(|t| !t.is_empty())
-                    .map(|t| {
-                        t.iter()
-                            .map(|(k, v)| format!("{k}={v}%"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_else(|| "unchanged".into());
+                let traffic = if rollout.traffic.is_empty() {
+                    "unchanged".to_string()
+                } else {
+                    rollout
+                        .traffic
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}%"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
                 outcome = format!(
                     "phase {}; set traffic {traffic}; next: {}",
-                    rollout["phase"].as_str().unwrap_or("?"),
-                    rollout["next_step"].as_str().unwrap_or("?")
+                    rollout.phase.as_str(),
+                    rollout.next_step
                 );
             } else if let Some(next) = r.next_attempt_at {
                 outcome = format!("{outcome}; next try {}", rfc3339(next));
@@ -464,7 +461,7 @@ pub async fn rollback(
     endpoint: &str,
     out: &mut dyn Write,
 ) -> Result<bool, StatusError> {
-    use crate::actions::azureml::rollout::{Phase, RolloutState};
+    use crate::actions::azureml::rollout::Phase;
     let engine = &deployer.engine;
     let lock = engine.lock(workspace.as_ref(), endpoint).await?;
     if let Some(active) = &lock.active {
@@ -485,7 +482,7 @@ pub async fn rollback(
         writeln!(out, "the record {key} is missing")?;
         return Ok(false);
     };
-    let Some(mut rollout) = record.rollout.as_ref().and_then(RolloutState::from_value) else {
+    let Some(mut rollout) = record.rollout.clone() else {
         writeln!(out, "{key} has no rollout state")?;
         return Ok(false);
     };
@@ -529,9 +526,8 @@ pub async fn rollback(
     rollout.phase = Phase::RolledBack;
     rollout.failure = Some("rolled back by hand (aml-autodeploy rollback)".into());
     rollout.next_step = "restoring the previous traffic (manual rollback)".into();
-    record.rollout = Some(rollout.to_value());
+    record.rollout = Some(rollout.clone());
     record.next_attempt_at = None;
-    record.decision = "rolled_back".into();
     record.transition(
         crate::ledger::State::RolledBack,
         "manual rollback started",
@@ -579,7 +575,7 @@ pub async fn rollback(
                 "nothing; {} is kept at 0% for inspection",
                 rollout.deployment
             );
-            record.rollout = Some(rollout.to_value());
+            record.rollout = Some(rollout.clone());
             record.transition(
                 crate::ledger::State::RolledBack,
                 "manual rollback: previous traffic restored",
@@ -595,8 +591,7 @@ pub async fn rollback(
         }
         Err(e) => {
             // Nothing changed on the endpoint: put the record back as it was.
-            record.rollout = Some(before.to_value());
-            record.decision = "succeeded".into();
+            record.rollout = Some(before.clone());
             record.transition(
                 crate::ledger::State::Succeeded,
                 format!("manual rollback failed: {e}"),

@@ -88,14 +88,14 @@ pub fn is_envelope(value: &Value) -> bool {
 /// The response body the host expects: `{"Outputs":{},"Logs":[…],"ReturnValue":…}`.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct HostResponse {
+pub struct HostResponse<T> {
     outputs: Map<String, Value>,
     logs: Vec<String>,
-    return_value: Value,
+    return_value: T,
 }
 
 /// The response body the host expects.
-pub fn response(logs: Vec<String>, return_value: Value) -> HostResponse {
+pub fn response<T: serde::Serialize>(logs: Vec<String>, return_value: T) -> HostResponse<T> {
     HostResponse {
         outputs: Map::new(),
         logs,

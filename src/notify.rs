@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::config::gate::{NotifyFormat, NotifyTarget};
 use crate::ledger::record::Notification;
-use crate::ledger::{Ledger, Record, StoreError};
+use crate::ledger::{Edit, Ledger, Record};
 use crate::logs::InvocationLog;
 
 /// Sends notifications.
@@ -103,16 +103,13 @@ impl Notifier {
         if sent.is_empty() {
             return;
         }
-        for _ in 0..5 {
-            let Ok(Some((mut fresh, etag))) = ledger.load(key).await else {
-                return;
-            };
-            fresh.notifications.extend(sent.iter().cloned());
-            match ledger.save(&fresh, &etag).await {
-                Err(StoreError::Conflict) => continue,
-                _ => return,
-            }
-        }
+        // Best effort: the deployment is not affected when the record cannot take the note.
+        let _ = ledger
+            .update(key, None, |fresh| {
+                fresh.notifications.extend(sent.iter().cloned());
+                Edit::Save(())
+            })
+            .await;
     }
 }
 
@@ -138,7 +135,7 @@ fn payload(format: NotifyFormat, outcome: &str, record: &Record) -> Value {
         "workspace": record.workspace,
         "rule": record.rule,
         "outcome": outcome,
-        "decision": record.decision,
+        "decision": record.decision(),
         "reasons": record.reasons,
         "gate": record.gate,
     });
@@ -156,7 +153,7 @@ fn payload(format: NotifyFormat, outcome: &str, record: &Record) -> Value {
                     {"type": "mrkdwn", "text": format!("*Model*\n{}:{}", record.model, record.version)},
                     {"type": "mrkdwn", "text": format!("*Outcome*\n{outcome}")},
                     {"type": "mrkdwn", "text": format!("*Rule*\n{}", record.rule.as_deref().unwrap_or("-"))},
-                    {"type": "mrkdwn", "text": format!("*Decision*\n{}", record.decision)}
+                    {"type": "mrkdwn", "text": format!("*Decision*\n{}", record.decision())}
                 ]}
             ],
             "metadata": {"event_type": "aml_autodeploy_outcome", "event_payload": fields},
@@ -177,7 +174,7 @@ fn payload(format: NotifyFormat, outcome: &str, record: &Record) -> Value {
                             {"title": "Model", "value": format!("{}:{}", record.model, record.version)},
                             {"title": "Outcome", "value": outcome},
                             {"title": "Rule", "value": record.rule.as_deref().unwrap_or("-")},
-                            {"title": "Decision", "value": record.decision},
+                            {"title": "Decision", "value": record.decision()},
                             {"title": "Reasons", "value": record.reasons.join("; ")}
                         ]}
                     ],

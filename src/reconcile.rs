@@ -14,7 +14,7 @@ use crate::config::{Mode, RuleAction};
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Marker, Record, State, StoreError, after, claim_expired};
 use crate::logs::InvocationLog;
-use crate::pipeline::{Execution, Invocation, Pipeline, claim};
+use crate::pipeline::{Execution, Invocation, Label, Pipeline, claim};
 
 /// At most this many records per pass; the rest wait for the next timer tick.
 const MAX_PER_PASS: usize = 50;
@@ -110,7 +110,6 @@ async fn visit(
         if record.state == State::Queued
             && let Some(why) = rule_no_longer_acts(pipeline, &record)
         {
-            record.decision = "skipped".into();
             record.transition(State::Skipped, why.clone(), now);
             if save_or_skip(ledger.save(&record, &etag).await)? {
                 ledger.unschedule(marker).await?;
@@ -132,7 +131,7 @@ async fn visit(
                 record.model,
                 record.version,
                 record.state,
-                rollout["phase"].as_str().unwrap_or_default()
+                rollout.phase.as_str()
             ));
         }
         return Ok(());
@@ -180,7 +179,6 @@ async fn visit(
     if let Some(why) = rule_no_longer_acts(pipeline, &record) {
         record.claim = None;
         record.next_attempt_at = None;
-        record.decision = "skipped".into();
         record.transition(State::Skipped, why.clone(), now);
         if save_or_skip(ledger.save(&record, &etag).await)? {
             ledger.unschedule(marker).await?;
@@ -203,7 +201,6 @@ async fn visit(
         );
         record.claim = None;
         record.next_attempt_at = None;
-        record.decision = "stale".into();
         record.transition(State::Stale, why.clone(), now);
         if save_or_skip(ledger.save(&record, &etag).await)? {
             ledger.unschedule(marker).await?;
@@ -246,7 +243,7 @@ async fn visit(
     // a workflow run that carries the event id is recorded instead of sending again.
     if let Some(plan) = record.action.clone() {
         match pipeline
-            .action()
+            .github()
             .find_existing_run(&plan, &record.event_ids, since, log)
             .await
         {
@@ -257,7 +254,6 @@ async fn visit(
                     attempt.run_url = Some(run_url.clone());
                 }
                 record.claim = None;
-                record.decision = "dispatched".into();
                 record.transition(
                     State::Dispatched,
                     format!("found the run a previous attempt started: {run_url}"),
@@ -295,7 +291,6 @@ async fn visit(
         }
         record.claim = None;
         record.next_attempt_at = None;
-        record.decision = "failed".into();
         record.transition(State::Failed, why.clone(), now);
         if save_or_skip(ledger.save(&record, &etag).await)? {
             ledger.unschedule(&claim_marker).await?;
@@ -390,7 +385,6 @@ async fn recheck_gate(
         };
         record.gate_pending = false;
         record.next_attempt_at = None;
-        record.decision = "failed".into();
         record.transition(
             State::Failed,
             "gave up: the quality gate's metric could not be read (AUTODEPLOY_GIVE_UP_AFTER)",
@@ -432,14 +426,16 @@ async fn recheck_gate(
     match pipeline.handle(&event, &invocation, log).await {
         Ok(handled) => {
             ledger.unschedule(marker).await?;
-            let decision = handled.return_value["decision"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            log.info(format!("{} {}: {decision}", record.model, record.version));
-            match decision.as_str() {
-                "dispatched" => tally.dispatched += 1,
-                "retrying" => tally.retrying += 1,
+            let decision = handled.outcome.decision;
+            log.info(format!(
+                "{} {}: {}",
+                record.model,
+                record.version,
+                decision.as_str()
+            ));
+            match decision {
+                Label::State(State::Dispatched) => tally.dispatched += 1,
+                Label::State(State::Retrying) => tally.retrying += 1,
                 _ => tally.gate_rechecks += 1,
             }
             Ok(())

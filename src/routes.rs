@@ -86,7 +86,7 @@ async fn model_registered(
             }
         };
         match result {
-            Ok(handled) => json_response(StatusCode::OK, host::response(log.lines(), handled.return_value)),
+            Ok(handled) => json_response(StatusCode::OK, host::response(log.lines(), handled.outcome)),
             Err(error) => {
                 tracing::error!(error = %error, status = error.status().as_u16(), "invocation failed");
                 error.into_response_with(log.lines())

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::actions::Action;
 use crate::actions::azureml::deploy::Deployer;
 use crate::actions::azureml::rollout::RolloutEngine;
 use crate::actions::github::GithubClient;
@@ -102,8 +101,7 @@ pub fn build_pipeline(
                 min_step: settings.min_step,
             })
         });
-    let action: Arc<dyn Action> =
-        Arc::new(GithubClient::new(&settings.github, settings.retry_budget));
+    let github = Arc::new(GithubClient::new(&settings.github, settings.retry_budget));
     let config = match config {
         Some(config) if problems.is_empty() => Ok(config),
         _ => Err(problems),
@@ -113,7 +111,7 @@ pub fn build_pipeline(
         Facts {
             paused: settings.paused,
         },
-        action,
+        github,
         ledger,
         deployer,
         metrics,

@@ -337,7 +337,7 @@ async fn events(
                 .instrument(span)
                 .await
             {
-                Ok(handled) => results.push(handled.return_value),
+                Ok(handled) => results.push(handled.outcome),
                 // Nothing durable holds the work: Event Grid must redeliver (the ledger makes the
                 // events already handled in this batch duplicates next time).
                 Err(PipelineError::Storage(e)) => {

@@ -1,5 +1,8 @@
 //! Actions: what a matched rule does. The plan types are plain data produced by the pure policy;
-//! executing them is behind the [`Action`] trait.
+//! each action has one home that executes it: [`github`] (client, App auth, dispatch) and
+//! [`azureml`] (translation and the rollout). The pipeline and `Reconcile` match on the plan's
+//! kind: two actions with different lifecycles (one request vs. a rollout advanced over hours)
+//! share no interface worth a trait.
 
 pub mod azureml;
 pub mod github;
@@ -10,7 +13,6 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::config::RepoSlug;
-use crate::logs::InvocationLog;
 
 /// A fully rendered action. Stored in the ledger record, so `Reconcile` can retry it without the
 /// event or the config (it holds no secrets).
@@ -150,29 +152,4 @@ impl ActionError {
     pub fn is_transient(&self) -> bool {
         matches!(self, ActionError::Unavailable(_))
     }
-}
-
-/// Something that can execute an [`ActionPlan`].
-#[async_trait::async_trait]
-pub trait Action: Send + Sync {
-    /// The exact request(s) `execute` would send, secrets redacted (for dry runs).
-    fn prepare(&self, plan: &ActionPlan) -> PreparedRequest;
-
-    /// Sends the action, retrying transient failures within the configured budget.
-    async fn execute(
-        &self,
-        plan: &ActionPlan,
-        log: &InvocationLog,
-    ) -> Result<ActionOutcome, ActionError>;
-
-    /// After a crash between sending and recording, whether the action already took effect: the
-    /// URL of a run that carries one of `event_ids`, started since `since`. `None` when there is
-    /// none, or when the action cannot tell (then a takeover sends again).
-    async fn find_existing_run(
-        &self,
-        plan: &ActionPlan,
-        event_ids: &[String],
-        since: time::OffsetDateTime,
-        log: &InvocationLog,
-    ) -> Result<Option<String>, ActionError>;
 }

@@ -18,6 +18,73 @@ pub struct Champion {
     pub metric: Option<f64>,
 }
 
+/// The gate's numbers and verdict, as recorded on the version and returned to the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateSummary {
+    /// The metric's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The new version's value, when found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Where the value was found (a tag, a property, a job's metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The model serving traffic now, when compared against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<Champion>,
+    /// What the gate said; none when the lookup failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<GateVerdict>,
+    /// What was checked, in words (accepted versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Why it was refused or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why the numbers could not be read (a transient lookup failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The verdict's label in a [`GateSummary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateVerdict {
+    /// Passed.
+    Accepted,
+    /// Shipped despite the gate (`autodeploy.force`, `evaluate --force`).
+    Forced,
+    /// Refused: final for the version.
+    Rejected,
+    /// `autodeploy.skip=true`: never shipped.
+    Skip,
+}
+
+impl GateSummary {
+    /// A summary of `metric` with nothing found or decided yet.
+    pub fn of(metric: Option<String>) -> Self {
+        GateSummary {
+            metric,
+            value: None,
+            source: None,
+            champion: None,
+            verdict: None,
+            notes: Vec::new(),
+            reason: None,
+            error: None,
+        }
+    }
+
+    /// A lookup that failed transiently: no numbers, only the error.
+    pub fn lookup_failed(error: &str) -> Self {
+        GateSummary {
+            error: Some(error.to_string()),
+            ..GateSummary::of(None)
+        }
+    }
+}
+
 /// Model-version tags that override the gate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Overrides {

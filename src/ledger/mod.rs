@@ -14,6 +14,7 @@ pub mod blob;
 pub mod connection;
 pub mod record;
 pub mod store;
+pub mod write;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use time::OffsetDateTime;
 
 pub use record::{Attempt, Claim, Record, State};
 pub use store::{ETag, MemoryStore, Store, StoreError};
+pub use write::{Absent, Edit, Json, Start, Stored, Swapped, Written};
 
 /// Timing knobs of the ledger.
 #[derive(Debug, Clone, Copy)]
@@ -210,51 +212,6 @@ impl Ledger {
         }
     }
 
-    /// Creates `record` create-only. `Ok(Err(existing))` when the version already has a record.
-    pub async fn create(
-        &self,
-        record: &Record,
-    ) -> Result<Result<ETag, (Record, ETag)>, StoreError> {
-        if self.known_to_exist(&record.key)
-            && let Some(existing) = self.load(&record.key).await?
-        {
-            return Ok(Err(existing));
-        }
-        let bytes = record.to_bytes();
-        let etag = match self.store.create(&record.key, bytes.clone()).await {
-            Ok(etag) => etag,
-            Err(StoreError::AlreadyExists) => {
-                self.note_existing(&record.key);
-                match self.store.read(&record.key).await? {
-                    // Our own write, applied while its answer was lost (a cut-off or dropped
-                    // response that the client retried into 409): the stored record is byte for
-                    // byte the one we sent (each carries its own receive time and invocation), so
-                    // it is ours, not somebody else's.
-                    Some((stored, etag)) if stored == bytes => etag,
-                    Some((stored, etag)) => {
-                        let existing = Record::from_bytes(&stored)
-                            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", record.key)))?;
-                        return Ok(Err((existing, etag)));
-                    }
-                    // Deleted in between: extremely unlikely; report as a conflict to retry.
-                    None => return Err(StoreError::Conflict),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        self.note_existing(&record.key);
-        // The index is a listing aid; a missing entry only hides the record from `status`'s
-        // recent view, never from the pipeline.
-        if let Err(e) = self
-            .store
-            .put(&index_name(&record.key, record.first_received), Vec::new())
-            .await
-        {
-            tracing::warn!(error = %e, key = %record.key, "failed to write the ledger index entry");
-        }
-        Ok(Ok(etag))
-    }
-
     fn known_to_exist(&self, key: &str) -> bool {
         self.existing.lock().is_ok_and(|keys| keys.contains(key))
     }
@@ -266,13 +223,6 @@ impl Ledger {
             }
             keys.insert(key.to_string());
         }
-    }
-
-    /// Replaces a record if it still has `etag`.
-    pub async fn save(&self, record: &Record, etag: &ETag) -> Result<ETag, StoreError> {
-        self.store
-            .replace(&record.key, record.to_bytes(), etag)
-            .await
     }
 
     /// Puts an outbox marker: `key` needs attention at `due`.
@@ -359,35 +309,32 @@ impl Ledger {
         let time_text = event_time
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let body = serde_json::to_vec(&json!({"version": version, "eventTime": time_text}))
-            .unwrap_or_default();
-        for _ in 0..10 {
-            match self.store.read(&name).await? {
-                None => match self.store.create(&name, body.clone()).await {
-                    Ok(_) => return Ok(true),
-                    Err(StoreError::AlreadyExists) => continue,
-                    Err(e) => return Err(e),
-                },
-                Some((bytes, etag)) => {
-                    let current: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                    let current_time = current["eventTime"].as_str().and_then(|t| {
+        let pointer = Json(json!({"version": version, "eventTime": time_text}));
+        let swapped = self
+            .swap(
+                &name,
+                Start::Read,
+                Absent::Create(pointer.clone()),
+                |current| {
+                    let current_time = current.0["eventTime"].as_str().and_then(|t| {
                         OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
                             .ok()
                     });
                     match current_time {
-                        Some(t) if t > event_time => return Ok(false),
-                        Some(t) if t == event_time => return Ok(true),
-                        _ => {}
+                        Some(t) if t > event_time => Edit::Keep(false),
+                        Some(t) if t == event_time => Edit::Keep(true),
+                        _ => {
+                            *current = pointer.clone();
+                            Edit::Save(true)
+                        }
                     }
-                    match self.store.replace(&name, body.clone(), &etag).await {
-                        Ok(_) => return Ok(true),
-                        Err(StoreError::Conflict) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        Err(StoreError::Conflict)
+                },
+            )
+            .await?;
+        Ok(match swapped {
+            Swapped::Edited { value, .. } => value,
+            Swapped::Created(..) | Swapped::Missing => true,
+        })
     }
 
     /// Reads a JSON blob that is not a record (e.g. an endpoint lock).
@@ -403,46 +350,10 @@ impl Ledger {
         }
     }
 
-    /// Read-modify-write of a JSON blob with ETag compare-and-swap (created when absent); returns
-    /// what `change` returned on the attempt that was written.
-    pub async fn update_json<T, R>(
-        &self,
-        name: &str,
-        mut change: impl FnMut(&mut T) -> R,
-    ) -> Result<R, StoreError>
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned + Default,
-    {
-        for _ in 0..10 {
-            let current = self.store.read(name).await?;
-            let (mut value, etag) = match &current {
-                None => (T::default(), None),
-                Some((bytes, etag)) => (
-                    serde_json::from_slice(bytes).map_err(|e| {
-                        StoreError::Unavailable(format!("{name} is unreadable: {e}"))
-                    })?,
-                    Some(etag.clone()),
-                ),
-            };
-            let result = change(&mut value);
-            let body = serde_json::to_vec_pretty(&value).unwrap_or_default();
-            let written = match etag {
-                None => self.store.create(name, body).await.map(|_| ()),
-                Some(etag) => self.store.replace(name, body, &etag).await.map(|_| ()),
-            };
-            match written {
-                Ok(()) => return Ok(result),
-                Err(StoreError::AlreadyExists) | Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::Conflict)
-    }
-
     /// Leader election on a lease blob (ETag compare-and-swap): `holder` leads while its lease is
     /// unexpired; a lease not renewed within `ttl` passes to the next replica that asks.
     pub async fn lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        #[derive(Default, serde::Serialize, serde::Deserialize)]
+        #[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
         struct Lease {
             #[serde(default)]
             holder: String,
@@ -662,17 +573,26 @@ mod tests {
         .unwrap()
     }
 
+    /// The merge a duplicate makes: nothing.
+    fn keep(_: &mut Record) -> Edit<()> {
+        Edit::Keep(())
+    }
+
     #[tokio::test]
     async fn a_version_seen_before_is_read_not_created_again_unless_it_vanished() {
         let store = Arc::new(CountingStore::default());
         let ledger = Ledger::new(store.clone(), LedgerOptions::default());
         let record = skipped_record("1");
-        assert!(
-            ledger.create(&record).await.unwrap().is_ok(),
-            "first: created"
-        );
-        let (existing, _) = ledger.create(&record).await.unwrap().unwrap_err();
+        let created = ledger.create_or_merge(&record, keep).await.unwrap();
+        assert!(matches!(created, Written::Created(_)), "first: created");
+        let (_, existing, _, saved) = ledger
+            .create_or_merge(&record, keep)
+            .await
+            .unwrap()
+            .merged()
+            .unwrap();
         assert_eq!(existing, record, "second: the stored record comes back");
+        assert!(!saved);
         assert_eq!(
             store.creates.load(std::sync::atomic::Ordering::SeqCst),
             1,
@@ -680,7 +600,8 @@ mod tests {
         );
         // The hint is only a hint: a record that is gone is created again.
         store.delete(&record.key).await.unwrap();
-        assert!(ledger.create(&record).await.unwrap().is_ok(), "recreated");
+        let recreated = ledger.create_or_merge(&record, keep).await.unwrap();
+        assert!(matches!(recreated, Written::Created(_)), "recreated");
         assert_eq!(ledger.load(&record.key).await.unwrap().unwrap().0, record);
     }
 
@@ -692,11 +613,17 @@ mod tests {
         // The write was applied, the answer never arrived, and the retry meets the blob: it holds
         // exactly what we sent, so the create succeeded.
         store.create(&ours.key, ours.to_bytes()).await.unwrap();
-        assert!(ledger.create(&ours).await.unwrap().is_ok(), "ours");
+        let created = ledger.create_or_merge(&ours, keep).await.unwrap();
+        assert!(matches!(created, Written::Created(_)), "ours");
         // Another delivery's record at the same key is somebody else's.
         let mut theirs = ours.clone();
         theirs.invocation_ids = vec!["another-invocation".into()];
-        let (existing, _) = ledger.create(&theirs).await.unwrap().unwrap_err();
+        let (_, existing, _, _) = ledger
+            .create_or_merge(&theirs, keep)
+            .await
+            .unwrap()
+            .merged()
+            .unwrap();
         assert_eq!(existing, ours);
     }
 

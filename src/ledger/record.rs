@@ -1,10 +1,13 @@
 //! The ledger record: one per (workspace, model, version), the only place progress lives.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::actions::ActionPlan;
+use crate::actions::azureml::rollout::RolloutState;
+use crate::gate::GateSummary;
 
 /// RFC 3339 text of a time, for messages.
 pub fn rfc3339(at: OffsetDateTime) -> String {
@@ -156,8 +159,9 @@ pub struct Transition {
     pub note: String,
 }
 
-/// The record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The record. Stored as JSON with one derived field, `decision` (the state's name, kept for
+/// readers of the stored format); reading ignores it, so the state is the only truth.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Record {
     /// Always [`SCHEMA`].
     pub schema: u32,
@@ -177,8 +181,6 @@ pub struct Record {
     /// The rule that matched, if any.
     #[serde(default)]
     pub rule: Option<String>,
-    /// The decision label (`dispatched`, `skipped`, …) as the pipeline returned it.
-    pub decision: String,
     /// Why, in words: the decision's explanation and later notes.
     #[serde(default)]
     pub reasons: Vec<String>,
@@ -215,7 +217,7 @@ pub struct Record {
     pub attempts: Vec<Attempt>,
     /// Direct-deployment rollout state (phase, traffic).
     #[serde(default)]
-    pub rollout: Option<Value>,
+    pub rollout: Option<RolloutState>,
     /// The model version's tags and properties as the event carried them (the gate reads them
     /// again when a metric lookup is retried).
     #[serde(default)]
@@ -225,7 +227,7 @@ pub struct Record {
     pub model_properties: serde_json::Map<String, Value>,
     /// The quality gate's numbers and verdict.
     #[serde(default)]
-    pub gate: Option<Value>,
+    pub gate: Option<GateSummary>,
     /// A metric lookup failed transiently: `Reconcile` runs the gate again before acting.
     #[serde(default)]
     pub gate_pending: bool,
@@ -240,7 +242,56 @@ pub struct Record {
 /// How many invocation ids a record keeps (duplicates can be many).
 const MAX_INVOCATION_IDS: usize = 50;
 
+/// A time as RFC 3339, the stored format of every time in a record.
+struct Rfc3339(OffsetDateTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(&self.0, serializer)
+    }
+}
+
+impl Serialize for Record {
+    // Written by hand for one reason: `decision` is derived from `state`, not stored twice.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Record", 27)?;
+        out.serialize_field("schema", &self.schema)?;
+        out.serialize_field("key", &self.key)?;
+        out.serialize_field("workspace", &self.workspace)?;
+        out.serialize_field("model", &self.model)?;
+        out.serialize_field("version", &self.version)?;
+        out.serialize_field("state", &self.state)?;
+        out.serialize_field("forced", &self.forced)?;
+        out.serialize_field("rule", &self.rule)?;
+        out.serialize_field("decision", self.decision())?;
+        out.serialize_field("reasons", &self.reasons)?;
+        out.serialize_field("event_ids", &self.event_ids)?;
+        out.serialize_field("event_time", &self.event_time)?;
+        out.serialize_field("first_received", &Rfc3339(self.first_received))?;
+        out.serialize_field("last_received", &Rfc3339(self.last_received))?;
+        out.serialize_field("invocation_ids", &self.invocation_ids)?;
+        out.serialize_field("action", &self.action)?;
+        out.serialize_field("claim", &self.claim)?;
+        out.serialize_field("acting_since", &self.acting_since.map(Rfc3339))?;
+        out.serialize_field("next_attempt_at", &self.next_attempt_at.map(Rfc3339))?;
+        out.serialize_field("attempts", &self.attempts)?;
+        out.serialize_field("rollout", &self.rollout)?;
+        out.serialize_field("model_tags", &self.model_tags)?;
+        out.serialize_field("model_properties", &self.model_properties)?;
+        out.serialize_field("gate", &self.gate)?;
+        out.serialize_field("gate_pending", &self.gate_pending)?;
+        out.serialize_field("notifications", &self.notifications)?;
+        out.serialize_field("history", &self.history)?;
+        out.end()
+    }
+}
+
 impl Record {
+    /// The decision label (`dispatched`, `skipped`, …): the state's name.
+    pub fn decision(&self) -> &'static str {
+        self.state.as_str()
+    }
+
     /// Moves to `state`, noting why.
     pub fn transition(&mut self, state: State, note: impl Into<String>, at: OffsetDateTime) {
         self.state = state;
@@ -320,5 +371,94 @@ impl Record {
     /// Parses a stored record.
     pub fn from_bytes(bytes: &[u8]) -> Result<Record, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("unreadable ledger record: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod released {
+    //! Records written by the released version (`tests/fixtures/ledger-records`, captured from its
+    //! blob writes) must still read, and write back unchanged.
+
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::actions::azureml::rollout::EndpointLock;
+    use crate::ledger::{Json, Stored};
+
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-records");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn every_released_record_reads_and_writes_back_the_same_json() {
+        let mut records = 0;
+        for (name, bytes) in fixtures() {
+            let stored: Value = serde_json::from_slice(&bytes).unwrap();
+            if !stored["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("records/"))
+            {
+                continue;
+            }
+            records += 1;
+            let record = Record::from_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                record.decision(),
+                stored["decision"],
+                "{name}: decision is the state"
+            );
+            let written: Value = serde_json::from_slice(&record.to_bytes()).unwrap();
+            assert_eq!(written, stored, "{name}: written back unchanged");
+        }
+        assert!(records >= 20, "only {records} released records found");
+    }
+
+    #[test]
+    fn released_rollout_and_gate_states_are_typed() {
+        let read = |name: &str| {
+            let (_, bytes) = fixtures().into_iter().find(|(n, _)| n == name).unwrap();
+            Record::from_bytes(&bytes).unwrap()
+        };
+        let done = read("succeeded-blue-green.json");
+        let rollout = done.rollout.expect("a rollout");
+        assert_eq!(rollout.phase.as_str(), "done");
+        assert!(rollout.released);
+        let canary = read("deploying-canary-with-mirror.json").rollout.unwrap();
+        assert_eq!(canary.phase.as_str(), "canary");
+        assert!(!canary.mirror.is_empty() || canary.pending.is_some());
+        let rejected = read("rejected-gate-with-champion.json").gate.unwrap();
+        assert_eq!(rejected.verdict, Some(crate::gate::GateVerdict::Rejected));
+        assert!(rejected.champion.is_some() && rejected.reason.is_some());
+        let forced = read("gate-forced-dispatched.json").gate.unwrap();
+        assert_eq!(forced.verdict, Some(crate::gate::GateVerdict::Forced));
+        assert!(!forced.notes.is_empty());
+    }
+
+    #[test]
+    fn released_endpoint_locks_read() {
+        for name in [
+            "endpoint-lock-released.json",
+            "endpoint-lock-held-with-queue.json",
+        ] {
+            let (_, bytes) = fixtures().into_iter().find(|(n, _)| n == name).unwrap();
+            let lock = Json::<EndpointLock>::decode(name, &bytes).unwrap().0;
+            assert!(
+                lock.active.is_some() || lock.last_promoted.is_some(),
+                "{name}"
+            );
+        }
     }
 }

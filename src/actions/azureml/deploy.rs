@@ -11,7 +11,7 @@ use crate::actions::ActionPlan;
 use crate::actions::azureml::AzureMlPlan;
 use crate::actions::azureml::rollout::{Acquired, Next, Phase, RolloutEngine, RolloutState};
 use crate::ledger::record::rfc3339;
-use crate::ledger::{ETag, Ledger, Marker, Record, State, StoreError, after};
+use crate::ledger::{ETag, Edit, Ledger, Marker, Record, State, StoreError, Written, after};
 use crate::logs::InvocationLog;
 
 /// How long a queued rollout waits before checking the endpoint again on its own (normally the
@@ -127,9 +127,8 @@ impl Deployer {
                         .collect::<Vec<_>>()
                         .join("/")
                 ));
-                record.rollout = Some(rollout.to_value());
+                record.rollout = Some(rollout.clone());
                 record.claim = None;
-                record.decision = "queued".into();
                 record.transition(State::Queued, format!("queued behind {active}"), now);
                 self.ledger
                     .schedule(&record.key, after(now, QUEUED_RECHECK))
@@ -143,9 +142,8 @@ impl Deployer {
                     "superseded: a newer version of this model is already waiting for the endpoint"
                         .to_string();
                 log.info(why.clone());
-                record.rollout = Some(rollout.to_value());
+                record.rollout = Some(rollout.clone());
                 record.claim = None;
-                record.decision = "superseded".into();
                 record.transition(State::Superseded, why, now);
                 self.ledger.save(&record, &etag).await?;
                 let _ = self.ledger.unschedule(&claim_marker).await;
@@ -160,36 +158,35 @@ impl Deployer {
         by: &Record,
         log: &InvocationLog,
     ) -> Result<(), StoreError> {
-        for _ in 0..5 {
-            let Some((mut queued, etag)) = self.ledger.load(key).await? else {
-                return Ok(());
-            };
-            if queued.state != State::Queued {
-                return Ok(());
-            }
-            let why = format!(
-                "superseded by version {} before its rollout started",
-                by.version
-            );
-            if let Some(value) = &queued.rollout
-                && let Some(mut state) = RolloutState::from_value(value)
-            {
-                state.next_step = "nothing".into();
-                queued.rollout = Some(state.to_value());
-            }
-            queued.decision = "superseded".into();
-            queued.transition(State::Superseded, why.clone(), OffsetDateTime::now_utc());
-            match self.ledger.save(&queued, &etag).await {
-                Ok(_) => {
-                    log.info(format!(
-                        "{} version {}: {why}",
-                        queued.model, queued.version
-                    ));
-                    return Ok(());
+        let why = format!(
+            "superseded by version {} before its rollout started",
+            by.version
+        );
+        let written = self
+            .ledger
+            .update(key, None, |queued| {
+                if queued.state != State::Queued {
+                    return Edit::Keep(());
                 }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e),
-            }
+                if let Some(rollout) = &mut queued.rollout {
+                    rollout.next_step = "nothing".into();
+                }
+                queued.transition(State::Superseded, why.clone(), OffsetDateTime::now_utc());
+                Edit::Save(())
+            })
+            .await;
+        match written {
+            Ok(Written::Merged {
+                record,
+                saved: true,
+                ..
+            }) => log.info(format!(
+                "{} version {}: {why}",
+                record.model, record.version
+            )),
+            // Lost every race: whoever won decides (as before, not an error).
+            Ok(_) | Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -209,8 +206,7 @@ impl Deployer {
         };
         let rollout = record
             .rollout
-            .as_ref()
-            .and_then(RolloutState::from_value)
+            .clone()
             .unwrap_or_else(|| RolloutState::new(&plan));
         if rollout.phase == Phase::Queued {
             // Paused: rollouts already running finish (half a rollout is worse), new ones wait.
@@ -300,7 +296,6 @@ impl Deployer {
                         _ => announced,
                     };
                 }
-                record.decision = state.as_str().into();
                 record.transition(state, note, now);
                 if let Some(why) = &rollout.failure
                     && !record.reasons.contains(why)
@@ -317,7 +312,7 @@ impl Deployer {
             // ARM. Resuming several steps back could, e.g., send traffic to a deployment that an
             // unrecorded cleanup already deleted.
             if rollout.phase != before {
-                record.rollout = Some(rollout.to_value());
+                record.rollout = Some(rollout.clone());
                 etag = self.ledger.save(&record, &etag).await?;
             }
         }
@@ -339,7 +334,7 @@ impl Deployer {
                 .await?;
             rollout.released = true;
         }
-        record.rollout = Some(rollout.to_value());
+        record.rollout = Some(rollout.clone());
         record.claim = None;
         match next {
             Next::Finished => record.next_attempt_at = None,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::actions::{Action, ActionError, ActionOutcome};
-use crate::ledger::{ETag, Ledger, Marker, Record, State, StoreError, after};
+use super::GithubClient;
+use crate::actions::{ActionError, ActionOutcome};
+use crate::ledger::{ETag, Edit, Ledger, Marker, Record, State, StoreError, Written, after};
 use crate::logs::InvocationLog;
 
 /// What became of a claimed attempt.
@@ -32,8 +33,8 @@ pub enum Sent {
 pub struct Dispatcher {
     /// The ledger.
     pub ledger: Arc<Ledger>,
-    /// The action executor.
-    pub action: Arc<dyn Action>,
+    /// The GitHub client.
+    pub github: Arc<GithubClient>,
 }
 
 impl Dispatcher {
@@ -44,8 +45,8 @@ impl Dispatcher {
     /// Event Grid redelivers; after a *success* they only produce [`Sent::Unrecorded`].
     pub async fn send_claimed(
         &self,
-        mut record: Record,
-        mut etag: ETag,
+        record: Record,
+        etag: ETag,
         claim_marker: Marker,
         log: &InvocationLog,
     ) -> Result<Sent, StoreError> {
@@ -60,7 +61,7 @@ impl Dispatcher {
             .as_ref()
             .map(|c| c.attempt_id.clone())
             .unwrap_or_default();
-        let result = self.action.execute(&plan, log).await;
+        let result = self.github.execute(&plan, log).await;
         let now = OffsetDateTime::now_utc();
 
         let failures = record
@@ -87,61 +88,55 @@ impl Dispatcher {
             _ => None,
         };
 
-        // Apply the outcome; on an ETag conflict (another delivery noted itself) re-read, keep
-        // what it added, and apply again, for as long as the claim is still ours.
-        for _ in 0..20 {
-            apply(&mut record, &attempt_id, &sent, now);
-            match self.ledger.save(&record, &etag).await {
-                Ok(_) => {
-                    let _ = self.ledger.unschedule(&claim_marker).await;
-                    return Ok(sent);
+        // Apply the outcome; on an ETag conflict (another delivery noted itself) the ledger
+        // re-reads and this applies again, for as long as the claim is still ours.
+        let key = record.key.clone();
+        let ours = record.clone();
+        let written = self
+            .ledger
+            .update(&key, Some((record, etag)), |stored| {
+                if stored.claim.as_ref().map(|c| c.attempt_id.as_str()) != Some(attempt_id.as_str())
+                {
+                    return Edit::Keep(false);
                 }
-                Err(StoreError::Conflict) => match self.ledger.load(&record.key).await? {
-                    Some((fresh, fresh_etag))
-                        if fresh.claim.as_ref().map(|c| c.attempt_id.as_str())
-                            == Some(attempt_id.as_str()) =>
-                    {
-                        let mut ours = fresh.clone();
-                        ours.merge_deliveries(&record);
-                        record = ours;
-                        etag = fresh_etag;
-                    }
-                    _ => {
-                        log.warn(format!(
-                            "record {} was taken over by another attempt while this one ran; its outcome is not recorded here",
-                            record.key
+                stored.merge_deliveries(&ours);
+                apply(stored, &attempt_id, &sent, now);
+                Edit::Save(true)
+            })
+            .await;
+        match written {
+            Ok(Written::Merged { value: true, .. }) => {
+                let _ = self.ledger.unschedule(&claim_marker).await;
+                Ok(sent)
+            }
+            Ok(_) => {
+                log.warn(format!(
+                    "record {key} was taken over by another attempt while this one ran; its outcome is not recorded here",
+                ));
+                if let Some(marker) = &retry_marker {
+                    let _ = self.ledger.unschedule(marker).await;
+                }
+                Ok(match sent {
+                    Sent::Dispatched(outcome) => Sent::Unrecorded(outcome),
+                    other => other,
+                })
+            }
+            Err(e) => match sent {
+                Sent::Dispatched(outcome) => {
+                    if e == StoreError::Conflict {
+                        log.error(
+                            "the action was accepted but the ledger kept changing under us; Reconcile will reconcile the claim",
+                        );
+                    } else {
+                        log.error(format!(
+                            "the action was accepted but the ledger could not record it ({e}); after the claim \
+                             timeout Reconcile will take the claim over, which may repeat the dispatch once"
                         ));
-                        if let Some(marker) = &retry_marker {
-                            let _ = self.ledger.unschedule(marker).await;
-                        }
-                        return Ok(match sent {
-                            Sent::Dispatched(outcome) => Sent::Unrecorded(outcome),
-                            other => other,
-                        });
                     }
-                },
-                Err(e) => {
-                    return match sent {
-                        Sent::Dispatched(outcome) => {
-                            log.error(format!(
-                                "the action was accepted but the ledger could not record it ({e}); after the claim \
-                                 timeout Reconcile will take the claim over, which may repeat the dispatch once"
-                            ));
-                            Ok(Sent::Unrecorded(outcome))
-                        }
-                        _ => Err(e),
-                    };
+                    Ok(Sent::Unrecorded(outcome))
                 }
-            }
-        }
-        match sent {
-            Sent::Dispatched(outcome) => {
-                log.error(
-                    "the action was accepted but the ledger kept changing under us; Reconcile will reconcile the claim",
-                );
-                Ok(Sent::Unrecorded(outcome))
-            }
-            _ => Err(StoreError::Conflict),
+                _ => Err(e),
+            },
         }
     }
 }
@@ -176,7 +171,6 @@ fn apply(record: &mut Record, attempt_id: &str, sent: &Sent, now: OffsetDateTime
     match sent {
         Sent::Dispatched(o) | Sent::Unrecorded(o) => {
             record.next_attempt_at = None;
-            record.decision = "dispatched".into();
             let note = match &o.run_url {
                 Some(url) => format!(
                     "GitHub accepted the dispatch (HTTP {}); run {url}",
@@ -188,7 +182,6 @@ fn apply(record: &mut Record, attempt_id: &str, sent: &Sent, now: OffsetDateTime
         }
         Sent::Retrying { at, error } => {
             record.next_attempt_at = Some(*at);
-            record.decision = "retrying".into();
             record.transition(
                 State::Retrying,
                 format!(
@@ -200,7 +193,6 @@ fn apply(record: &mut Record, attempt_id: &str, sent: &Sent, now: OffsetDateTime
         }
         Sent::GaveUp(error) => {
             record.next_attempt_at = None;
-            record.decision = "failed".into();
             record.transition(
                 State::Failed,
                 format!("gave up (AUTODEPLOY_GIVE_UP_AFTER passed): {error}"),

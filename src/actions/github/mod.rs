@@ -19,9 +19,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
 
-use super::{
-    Action, ActionError, ActionOutcome, ActionPlan, GithubPlan, GithubRequest, PreparedRequest,
-};
+use super::{ActionError, ActionOutcome, ActionPlan, GithubPlan, GithubRequest, PreparedRequest};
 use crate::config::RepoSlug;
 use crate::logs::InvocationLog;
 use crate::settings::{GithubAppCredential, GithubCredential, GithubSettings};
@@ -419,9 +417,10 @@ impl GithubClient {
     }
 }
 
-#[async_trait::async_trait]
-impl Action for GithubClient {
-    fn prepare(&self, plan: &ActionPlan) -> PreparedRequest {
+/// What the pipeline and `Reconcile` drive: the dry-run view, the send, the takeover check.
+impl GithubClient {
+    /// The exact request `execute` would send, secrets redacted (for dry runs).
+    pub fn prepare(&self, plan: &ActionPlan) -> PreparedRequest {
         let ActionPlan::Github(plan) = plan else {
             return PreparedRequest {
                 method: "NONE",
@@ -446,7 +445,8 @@ impl Action for GithubClient {
         }
     }
 
-    async fn execute(
+    /// Sends the dispatch, retrying transient failures within the configured budget.
+    pub async fn execute(
         &self,
         plan: &ActionPlan,
         log: &InvocationLog,
@@ -457,7 +457,10 @@ impl Action for GithubClient {
         self.dispatch(plan, log).await
     }
 
-    async fn find_existing_run(
+    /// After a crash between sending and recording, whether the dispatch already took effect:
+    /// the URL of a workflow run that carries one of `event_ids`, started since `since`. `None`
+    /// when there is none, or when it cannot tell (then a takeover sends again).
+    pub async fn find_existing_run(
         &self,
         plan: &ActionPlan,
         event_ids: &[String],
