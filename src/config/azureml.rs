@@ -1,0 +1,181 @@
+//! The `azureml:` block of a rule: direct deployment to a managed online endpoint, with its
+//! deployment YAML, deployment name, target workspace and smoke test (`rollout:` is in
+//! [`super::rollout`]).
+
+use std::path::PathBuf;
+
+use serde_norway::Value;
+
+use super::problems::{Walker, join, present};
+use super::{RolloutSpec, Template, workspace_arm_id};
+use crate::actions::azureml::translate::{DeploymentTemplate, translate};
+use crate::event::WorkspaceId;
+
+/// The `azureml:` block of a rule.
+#[derive(Debug, Clone)]
+pub struct AzureMlAction {
+    /// Online endpoint name (wins over the YAML's `endpoint_name`).
+    pub endpoint: String,
+    /// The deployment YAML, resolved against the config file's folder.
+    pub deployment_file: PathBuf,
+    /// The translated deployment body.
+    pub template: DeploymentTemplate,
+    /// Deployment name template (default `{modelName}-{modelVersion}`), sanitised per event.
+    pub name: Template,
+    /// Where to deploy; default: the event's workspace.
+    pub target_workspace: Option<WorkspaceId>,
+    /// Request to score the new deployment with before it gets traffic.
+    pub smoke_test: Option<SmokeTest>,
+    /// How traffic moves.
+    pub rollout: RolloutSpec,
+}
+
+/// `smoke_test:`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SmokeTest {
+    /// The request file, resolved against the config file's folder.
+    pub request_file: PathBuf,
+    /// Its JSON content.
+    pub request: serde_json::Value,
+    /// The status a healthy deployment answers.
+    pub expect_status: u16,
+}
+
+/// Azure ML endpoint and deployment names: 3-32 characters, a letter first, then letters, digits
+/// and '-', not ending with '-'.
+pub fn valid_azureml_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (3..=32).contains(&bytes.len())
+        && bytes[0].is_ascii_alphabetic()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && !name.ends_with('-')
+}
+
+impl Walker<'_> {
+    pub(super) fn azureml(&mut self, value: &Value, location: &str) -> Option<AzureMlAction> {
+        let map = self.mapping(value, location)?;
+        self.check_keys(
+            map,
+            &[
+                "endpoint",
+                "deployment",
+                "name",
+                "target_workspace",
+                "smoke_test",
+                "rollout",
+            ],
+            location,
+        );
+        let endpoint = self.parsed(map, "endpoint", location, true, |e| {
+            let e = e.trim();
+            if valid_azureml_name(e) {
+                Ok(e.to_string())
+            } else {
+                Err(format!("{e:?} is not an online endpoint name (3-32 letters, digits and '-', starting with a letter)"))
+            }
+        });
+        let target_workspace = self.parsed(map, "target_workspace", location, false, |raw| {
+            workspace_arm_id(raw, "")
+        });
+        let name = match present(map, "name") {
+            None => Template::parse("{modelName}-{modelVersion}").ok(),
+            Some(_) => self
+                .string(map, "name", location, false)
+                .and_then(|n| self.template(&n, &join(location, "name")))
+                .and_then(|t| {
+                    // Each version needs its own deployment: without the version in the name, a
+                    // new version would overwrite the live deployment instead of rolling out beside it.
+                    if t.source().contains("{modelVersion}") || t.source().contains("{modelId}") {
+                        Some(t)
+                    } else {
+                        self.problem(
+                            &join(location, "name"),
+                            "must contain {modelVersion}, so each version gets its own deployment",
+                        );
+                        None
+                    }
+                }),
+        };
+
+        let loc = join(location, "deployment");
+        let deployment = self
+            .file(map, "deployment", location)
+            .and_then(|(path, text)| {
+                let yaml: Value = match serde_norway::from_str(&text) {
+                    Ok(yaml) => yaml,
+                    Err(e) => {
+                        self.problem(&loc, format!("{}: not valid YAML: {e}", path.display()));
+                        return None;
+                    }
+                };
+                let ws = target_workspace.as_ref().map(|w| w.as_ref());
+                match translate(&yaml, ws) {
+                    Ok(template) => Some((path, template)),
+                    Err(problems) => {
+                        for p in problems {
+                            self.problem(&loc, format!("{}: {p}", path.display()));
+                        }
+                        None
+                    }
+                }
+            });
+
+        let smoke_test = match present(map, "smoke_test") {
+            None => Some(None),
+            Some(v) => self.smoke_test(v, &join(location, "smoke_test")).map(Some),
+        };
+        let rollout = match present(map, "rollout") {
+            None => Some(RolloutSpec::default()),
+            Some(v) => self.rollout(v, &join(location, "rollout")),
+        };
+        let (deployment_file, template) = deployment?;
+        Some(AzureMlAction {
+            endpoint: endpoint?,
+            deployment_file,
+            template,
+            name: name?,
+            target_workspace,
+            smoke_test: smoke_test?,
+            rollout: rollout?,
+        })
+    }
+
+    fn smoke_test(&mut self, value: &Value, location: &str) -> Option<SmokeTest> {
+        let map = self.mapping(value, location)?;
+        self.check_keys(map, &["request", "expect_status"], location);
+        let expect_status = match present(map, "expect_status") {
+            None => Some(200),
+            Some(v) => match v.as_u64() {
+                Some(s) if (100..600).contains(&s) => Some(s as u16),
+                _ => {
+                    self.problem(
+                        &join(location, "expect_status"),
+                        "must be an HTTP status such as 200",
+                    );
+                    None
+                }
+            },
+        };
+        let request =
+            self.file(map, "request", location).and_then(
+                |(path, text)| match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(json) => Some((path, json)),
+                    Err(e) => {
+                        self.problem(
+                            &join(location, "request"),
+                            format!("{} is not JSON: {e}", path.display()),
+                        );
+                        None
+                    }
+                },
+            );
+        let (request_file, request) = request?;
+        Some(SmokeTest {
+            request_file,
+            request,
+            expect_status: expect_status?,
+        })
+    }
+}
