@@ -1,4 +1,4 @@
-//! Fault matrix (README, "Fault matrix"): each network fault at each step of a GitHub dispatch
+//! Fault matrix (docs/evidence.md): each network fault at each step of a GitHub dispatch
 //! (the App installation token, the dispatch) and of a blue/green rollout (read the endpoint,
 //! create the deployment, poll its operation, smoke test, traffic update, cleanup), with the ledger
 //! in a real Azurite. Invariants checked in every cell: the version ends handled exactly once, or is

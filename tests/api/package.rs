@@ -141,7 +141,8 @@ fn read(path: &str) -> String {
 
 #[test]
 fn the_bicep_files_declare_what_the_app_needs() {
-    // No Bicep compiler can be installed here: this checks the declarations the README promises.
+    // No Bicep compiler can be installed here: this checks the declarations
+    // docs/operations-and-shipping.md promises.
     let main = read("infra/main.bicep");
     for needle in [
         "'Microsoft.Storage/storageAccounts@",
