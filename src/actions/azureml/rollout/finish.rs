@@ -1,0 +1,281 @@
+//! The later phases: bake (mirror and canary, with probes), promote, retain, clean up; and the
+//! way back: restore the previous traffic and remove the failed deployment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::machine::*;
+use super::traffic::*;
+use super::*;
+use crate::actions::azureml::AzureMlPlan;
+use crate::ledger::after;
+use crate::logs::InvocationLog;
+
+impl RolloutEngine {
+    pub(super) async fn baking(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        // The phase's traffic first; the bake starts once it is applied.
+        if state.pending.is_some() {
+            let next = self.apply_pending(plan, state, log).await?;
+            if next != Next::Now {
+                return Ok(next);
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let until = *state.hold_until.get_or_insert_with(|| {
+            after(
+                now,
+                Duration::from_secs(u64::from(plan.rollout.bake_minutes) * 60),
+            )
+        });
+        // Every visit during the bake is a health probe.
+        self.smoke(plan, log).await?;
+        if now < until {
+            state.next_step = format!(
+                "bake {} until {}",
+                state.phase.as_str(),
+                crate::ledger::record::rfc3339(until)
+            );
+            let left = Duration::try_from(until - now).unwrap_or_default();
+            return Ok(Next::After(left.min(PROBE_INTERVAL)));
+        }
+        let dep = plan.deployment.clone();
+        if state.phase == Phase::Mirroring {
+            state.phase = Phase::Canary;
+            state.next_step = format!(
+                "{}% canary on {dep}, then bake",
+                plan.rollout.canary_percent
+            );
+            let traffic = canary_split(
+                &state.previous_traffic,
+                &dep,
+                u32::from(plan.rollout.canary_percent),
+            );
+            // Leaving mirror for canary zeroes mirrorTraffic in the same PUT.
+            want(state, traffic, BTreeMap::new());
+        } else {
+            state.phase = Phase::Promoting;
+            state.next_step = format!("wait for 100% of traffic on {dep}");
+            want(state, BTreeMap::from([(dep, 100)]), BTreeMap::new());
+        }
+        self.apply_pending(plan, state, log).await
+    }
+
+    pub(super) async fn promoting(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        // Never past this phase before the endpoint really serves 100% from the new deployment.
+        let next = self.apply_pending(plan, state, log).await?;
+        if next != Next::Now {
+            return Ok(next);
+        }
+        log.info(format!(
+            "{} now serves 100% of {}",
+            state.deployment, state.endpoint
+        ));
+        state.cleanup = state
+            .previous_traffic
+            .keys()
+            .chain(state.previous_mirror.keys())
+            .filter(|d| **d != state.deployment)
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if state.cleanup.is_empty() {
+            state.phase = Phase::Done;
+            state.next_step = "nothing".into();
+            return Ok(Next::Finished);
+        }
+        let retain = Duration::from_secs(u64::from(plan.rollout.retain_previous_minutes) * 60);
+        state.phase = Phase::Retaining;
+        state.hold_until = Some(after(OffsetDateTime::now_utc(), retain));
+        state.next_step = format!(
+            "delete {} after {}",
+            state.cleanup.join(", "),
+            state
+                .hold_until
+                .map(crate::ledger::record::rfc3339)
+                .unwrap_or_default()
+        );
+        Ok(Next::After(retain))
+    }
+
+    pub(super) fn retaining(&self, state: &mut RolloutState) -> Next {
+        let now = OffsetDateTime::now_utc();
+        match state.hold_until {
+            Some(until) if now < until => {
+                Next::After(Duration::try_from(until - now).unwrap_or_default())
+            }
+            _ => {
+                state.phase = Phase::Cleaning;
+                state.hold_until = None;
+                state.next_step = format!("delete {}", state.cleanup.join(", "));
+                Next::Now
+            }
+        }
+    }
+
+    pub(super) async fn cleaning(
+        &self,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        if let Some((Next::After(wait), _)) = self.poll(state).await.map_err(StepError::from_arm)? {
+            return Ok(Next::After(wait));
+        }
+        let Some(next) = state.cleanup.first().cloned() else {
+            state.phase = Phase::Done;
+            state.next_step = "nothing".into();
+            return Ok(Next::Finished);
+        };
+        if state.operation.is_none()
+            && state.traffic.get(&next).copied().unwrap_or(0) == 0
+            && !state.mirror.contains_key(&next)
+        {
+            let workspace = ws(&state.workspace)?;
+            let operation = self
+                .arm
+                .begin_delete_online_deployment(&workspace, &state.endpoint, &next)
+                .await
+                .map_err(StepError::from_arm)?;
+            log.info(format!("deleting the previous deployment {next}"));
+            state.cleanup.remove(0);
+            return Ok(self.track(state, operation, &format!("delete {next}")));
+        }
+        state.cleanup.remove(0);
+        Ok(Next::Now)
+    }
+
+    pub(super) async fn rolling_back(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        if state.pending.is_none() && state.operation.is_none() {
+            // Maybe nothing moved (the failed update never took effect): check before writing.
+            let workspace = ws(&state.workspace)?;
+            let endpoint = self
+                .arm
+                .online_endpoint(&workspace, &state.endpoint)
+                .await
+                .map_err(|e| {
+                    StepError::Transient(format!("reading the endpoint to restore it: {e}"))
+                })?;
+            let already = endpoint.as_ref().is_some_and(|e| {
+                percent_map(&e["properties"]["traffic"]) == state.previous_traffic
+                    && percent_map(&e["properties"]["mirrorTraffic"]) == state.previous_mirror
+            });
+            if already || endpoint.is_none() {
+                state.phase = Phase::RemovingFailed;
+                state.next_step = format!("delete the failed deployment {}", state.deployment);
+                return Ok(Next::Now);
+            }
+            let (traffic, mirror) = (
+                state.previous_traffic.clone(),
+                state.previous_mirror.clone(),
+            );
+            want(state, traffic, mirror);
+        }
+        match self.apply_pending(plan, state, log).await {
+            Ok(Next::Now) => {
+                log.info(format!(
+                    "endpoint {}: previous traffic {} restored",
+                    state.endpoint,
+                    show(&state.previous_traffic)
+                ));
+                state.phase = Phase::RemovingFailed;
+                state.next_step = format!("delete the failed deployment {}", state.deployment);
+                Ok(Next::Now)
+            }
+            Ok(wait) => Ok(wait),
+            Err(StepError::Transient(why)) => {
+                Err(StepError::Transient(format!("restoring traffic: {why}")))
+            }
+            // A refused restore (permissions, a deleted endpoint) is retried a few times, then the
+            // rollout stops loudly instead of holding the endpoint forever.
+            Err(StepError::Fail { why, .. }) => {
+                state.operation = None;
+                state.restore_failures += 1;
+                if state.restore_failures >= MAX_RESTORE_FAILURES {
+                    log.error(format!(
+                        "could not restore the previous traffic on {} ({why}); an operator must check the endpoint",
+                        state.endpoint
+                    ));
+                    state.pending = None;
+                    state.configuration_problem = true;
+                    state.failure = Some(format!(
+                        "{}; restoring the previous traffic {} failed: {why}",
+                        state.failure.clone().unwrap_or_default(),
+                        show(&state.previous_traffic)
+                    ));
+                    state.phase = Phase::Failed;
+                    state.next_step = "an operator must restore the endpoint's traffic".into();
+                    return Ok(Next::Finished);
+                }
+                Err(StepError::Transient(format!("restoring traffic: {why}")))
+            }
+        }
+    }
+
+    pub(super) async fn removing_failed(
+        &self,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        if state.operation.is_some() {
+            match self.poll(state).await {
+                Ok(Some((Next::After(wait), _))) => return Ok(Next::After(wait)),
+                Ok(_) => {}
+                Err(e) => log.warn(format!(
+                    "deleting the failed deployment {} did not succeed: {e}",
+                    state.deployment
+                )),
+            }
+            state.operation = None;
+            state.phase = Phase::RolledBack;
+            state.next_step = "nothing".into();
+            return Ok(Next::Finished);
+        }
+        let workspace = ws(&state.workspace)?;
+        match self
+            .arm
+            .begin_delete_online_deployment(&workspace, &state.endpoint, &state.deployment)
+            .await
+        {
+            Ok(operation) => {
+                log.info(format!(
+                    "deleting the failed deployment {}",
+                    state.deployment
+                ));
+                let next = self.track(state, operation, "delete failed deployment");
+                if next == Next::Now {
+                    state.phase = Phase::RolledBack;
+                    state.next_step = "nothing".into();
+                    return Ok(Next::Finished);
+                }
+                Ok(next)
+            }
+            Err(e) if e.is_transient() => Err(StepError::Transient(e.to_string())),
+            Err(e) => {
+                log.warn(format!(
+                    "could not delete the failed deployment {}: {e}",
+                    state.deployment
+                ));
+                state.phase = Phase::RolledBack;
+                state.next_step = "nothing".into();
+                Ok(Next::Finished)
+            }
+        }
+    }
+}

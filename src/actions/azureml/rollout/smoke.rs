@@ -1,0 +1,137 @@
+//! The smoke test: the configured request sent to the new deployment through the endpoint's
+//! scoring URI, with the endpoint's key or an Entra token, before and while it takes traffic.
+
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::machine::*;
+use super::*;
+use crate::actions::azureml::AzureMlPlan;
+use crate::logs::InvocationLog;
+
+pub(super) const SCORING_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl RolloutEngine {
+    pub(super) fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
+    }
+
+    pub(super) async fn smoke_phase(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        self.smoke(plan, log).await?;
+        self.first_traffic_change(plan, state, log).await
+    }
+
+    /// Scores the new deployment directly (`azureml-model-deployment` header).
+    pub(super) async fn smoke(
+        &self,
+        plan: &AzureMlPlan,
+        log: &InvocationLog,
+    ) -> Result<(), StepError> {
+        let Some(test) = &plan.smoke_test else {
+            return Ok(());
+        };
+        let workspace = ws(&plan.workspace)?;
+        let endpoint = self
+            .arm
+            .online_endpoint(&workspace, &plan.endpoint)
+            .await
+            .map_err(StepError::from_arm)?
+            .ok_or_else(|| StepError::Fail {
+                why: format!("endpoint {} disappeared during the rollout", plan.endpoint),
+                configuration: true,
+            })?;
+        let scoring_uri = endpoint["properties"]["scoringUri"]
+            .as_str()
+            .unwrap_or_default();
+        let url = Url::parse(scoring_uri).map_err(|_| {
+            StepError::Transient(format!("endpoint {} has no scoring URI yet", plan.endpoint))
+        })?;
+        use secrecy::ExposeSecret;
+        let bearer = match endpoint["properties"]["authMode"].as_str().unwrap_or("Key") {
+            "AADToken" => {
+                let token = self
+                    .credential
+                    .get_token(&[self.arm.ml_scope()], None)
+                    .await
+                    .map_err(|e| {
+                        StepError::Transient(format!("no Entra token for scoring: {e}"))
+                    })?;
+                token.token.secret().to_string()
+            }
+            "AMLToken" => self
+                .arm
+                .endpoint_token(&workspace, &plan.endpoint)
+                .await
+                .map_err(StepError::from_arm)?
+                .expose_secret()
+                .to_string(),
+            _ => {
+                let keys = self
+                    .arm
+                    .list_keys(&workspace, &plan.endpoint)
+                    .await
+                    .map_err(StepError::from_arm)?;
+                keys.primary.expose_secret().to_string()
+            }
+        };
+        let response = self
+            .http()
+            .post(url)
+            .bearer_auth(bearer)
+            .header("azureml-model-deployment", &plan.deployment)
+            .timeout(SCORING_TIMEOUT)
+            .json(&test.request)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().as_u16() == test.expect_status => {
+                log.info(format!(
+                    "smoke test of {} passed (HTTP {})",
+                    plan.deployment, test.expect_status
+                ));
+                Ok(())
+            }
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body: String = r
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                Err(StepError::Fail {
+                    why: format!(
+                        "smoke test of {} answered HTTP {status}, expected {}: {body}",
+                        plan.deployment, test.expect_status
+                    ),
+                    configuration: false,
+                })
+            }
+            Err(e) => Err(StepError::Fail {
+                why: format!(
+                    "smoke test of {} failed: {}",
+                    plan.deployment,
+                    if e.is_timeout() {
+                        "timeout".to_string()
+                    } else {
+                        e.to_string()
+                    }
+                ),
+                configuration: false,
+            }),
+        }
+    }
+}

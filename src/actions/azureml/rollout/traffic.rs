@@ -1,0 +1,286 @@
+//! Traffic arithmetic and updates: the canary split, the wanted traffic and mirror maps, and
+//! the endpoint PUT that applies them (tracked as an ARM operation).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::machine::*;
+use super::*;
+use crate::actions::azureml::AzureMlPlan;
+use crate::azure::arm::{ArmError, Operation};
+use crate::event::WorkspaceId;
+use crate::logs::InvocationLog;
+
+impl RolloutEngine {
+    pub(super) async fn first_traffic_change(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        let empty = state.previous_traffic.values().sum::<u32>() == 0;
+        let dep = plan.deployment.clone();
+        if empty || plan.rollout.strategy == Strategy::AllAtOnce {
+            state.phase = Phase::Promoting;
+            state.next_step = format!("wait for 100% of traffic on {dep}");
+            if empty {
+                log.info(format!(
+                    "endpoint {} serves no traffic: {dep} gets 100% at once",
+                    plan.endpoint
+                ));
+            }
+            want(state, BTreeMap::from([(dep, 100)]), BTreeMap::new());
+        } else if plan.rollout.mirror_percent > 0 {
+            state.phase = Phase::Mirroring;
+            state.next_step = format!(
+                "mirror {}% of traffic to {dep}, then bake",
+                plan.rollout.mirror_percent
+            );
+            let traffic = state.previous_traffic.clone();
+            want(
+                state,
+                traffic,
+                BTreeMap::from([(dep, u32::from(plan.rollout.mirror_percent))]),
+            );
+        } else {
+            state.phase = Phase::Canary;
+            state.next_step = format!(
+                "{}% canary on {dep}, then bake",
+                plan.rollout.canary_percent
+            );
+            let traffic = canary_split(
+                &state.previous_traffic,
+                &dep,
+                u32::from(plan.rollout.canary_percent),
+            );
+            want(state, traffic, BTreeMap::new());
+        }
+        self.apply_pending(plan, state, log).await
+    }
+
+    /// Applies the wanted traffic: sends the PUT when none is in flight (again after a transient
+    /// failure), polls it, and checks the endpoint really shows the wanted maps. `Ok(Next::Now)`
+    /// once applied (or nothing was pending).
+    pub(super) async fn apply_pending(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        let Some(target) = state.pending.clone() else {
+            return Ok(Next::Now);
+        };
+        if state.operation.is_none() {
+            let workspace = ws(&plan.workspace)?;
+            let operation = self
+                .put_traffic(&workspace, &plan.endpoint, &target.traffic, &target.mirror)
+                .await
+                .map_err(|e| StepError::from_arm_permanent(e, "updating traffic"))?;
+            log.info(format!(
+                "endpoint {}: traffic {}{}",
+                plan.endpoint,
+                show(&target.traffic),
+                if target.mirror.is_empty() {
+                    String::new()
+                } else {
+                    format!(", mirror {}", show(&target.mirror))
+                }
+            ));
+            let next = self.track(
+                state,
+                operation,
+                &format!("traffic {}", show(&target.traffic)),
+            );
+            if next != Next::Now {
+                return Ok(next);
+            }
+        } else {
+            match self
+                .poll(state)
+                .await
+                .map_err(|e| StepError::from_arm_permanent(e, "updating traffic"))?
+            {
+                Some((Next::After(wait), _)) => return Ok(Next::After(wait)),
+                Some((_, Some(endpoint))) => {
+                    // The operation said Succeeded: make sure the endpoint shows it.
+                    let shown = percent_map(&endpoint["properties"]["traffic"]);
+                    let live_target: BTreeMap<String, u32> = target
+                        .traffic
+                        .iter()
+                        .filter(|(_, v)| **v > 0)
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                    if endpoint["properties"].get("traffic").is_some() && shown != live_target {
+                        return Err(StepError::Fail {
+                            why: format!(
+                                "updating traffic: the endpoint shows {} instead of {}",
+                                show(&shown),
+                                show(&live_target)
+                            ),
+                            configuration: false,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        state.traffic = target.traffic;
+        state.mirror = target.mirror;
+        state.pending = None;
+        Ok(Next::Now)
+    }
+
+    /// GET the endpoint, set `traffic`/`mirrorTraffic`, PUT it back without read-only fields.
+    pub async fn put_traffic(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_name: &str,
+        traffic: &BTreeMap<String, u32>,
+        mirror: &BTreeMap<String, u32>,
+    ) -> Result<Operation, ArmError> {
+        let endpoint = self
+            .arm
+            .online_endpoint(workspace, endpoint_name)
+            .await?
+            .ok_or_else(|| ArmError::Http {
+                method: "GET".into(),
+                path: ArmClient::online_endpoint_id(workspace, endpoint_name),
+                status: 404,
+                code: "NotFound".into(),
+                message: format!("online endpoint {endpoint_name} does not exist"),
+            })?;
+        let mut body = json!({});
+        for key in ["location", "kind", "tags", "sku"] {
+            if let Some(v) = endpoint.get(key).filter(|v| !v.is_null()) {
+                body[key] = v.clone();
+            }
+        }
+        // The identity without its read-only parts (principalId, tenantId, the client and
+        // principal ids of user-assigned identities), as the SDK sends it.
+        if let Some(identity) = endpoint.get("identity").filter(|v| v.is_object()) {
+            let mut clean = json!({ "type": identity["type"] });
+            if let Some(assigned) = identity["userAssignedIdentities"].as_object() {
+                clean["userAssignedIdentities"] =
+                    Value::Object(assigned.keys().map(|k| (k.clone(), json!({}))).collect());
+            }
+            body["identity"] = clean;
+        }
+        let mut properties = endpoint["properties"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for read_only in ["provisioningState", "scoringUri", "swaggerUri"] {
+            properties.remove(read_only);
+        }
+        // Zero entries are dropped, as the SDK does: the service wants the live map only.
+        properties.insert(
+            "traffic".into(),
+            json!(
+                traffic
+                    .iter()
+                    .filter(|(_, v)| **v > 0)
+                    .collect::<BTreeMap<_, _>>()
+            ),
+        );
+        properties.insert(
+            "mirrorTraffic".into(),
+            json!(
+                mirror
+                    .iter()
+                    .filter(|(_, v)| **v > 0)
+                    .collect::<BTreeMap<_, _>>()
+            ),
+        );
+        body["properties"] = Value::Object(properties);
+        self.arm
+            .begin_put_online_endpoint(workspace, endpoint_name, &body)
+            .await
+    }
+}
+
+/// Sets the traffic this phase wants; [`RolloutEngine::apply_pending`] sends it.
+pub(super) fn want(
+    state: &mut RolloutState,
+    traffic: BTreeMap<String, u32>,
+    mirror: BTreeMap<String, u32>,
+) {
+    state.pending = Some(TrafficTarget { traffic, mirror });
+    state.hold_until = None;
+}
+
+pub(super) fn percent_map(value: &Value) -> BTreeMap<String, u32> {
+    value
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n as u32)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Takes `canary` percent for `new` from the live deployments in proportion to their shares; the
+/// result sums to 100.
+pub fn canary_split(
+    previous: &BTreeMap<String, u32>,
+    new: &str,
+    canary: u32,
+) -> BTreeMap<String, u32> {
+    let total: u32 = previous.values().sum();
+    if total == 0 {
+        return BTreeMap::from([(new.to_string(), 100)]);
+    }
+    let remaining = 100 - canary.min(100);
+    let mut out: BTreeMap<String, u32> = previous
+        .iter()
+        .map(|(k, v)| (k.clone(), v * remaining / total))
+        .collect();
+    // Hand the rounding remainder to the largest shares first.
+    let mut given: u32 = out.values().sum();
+    let mut order: Vec<(String, u32)> = previous.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut i = 0;
+    while given < remaining && !order.is_empty() {
+        *out.entry(order[i % order.len()].0.clone()).or_default() += 1;
+        given += 1;
+        i += 1;
+    }
+    out.insert(new.to_string(), canary.min(100));
+    out.retain(|_, v| *v > 0);
+    out
+}
+
+pub(super) fn show(map: &BTreeMap<String, u32>) -> String {
+    if map.is_empty() {
+        return "{}".into();
+    }
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}: {v}%")).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn the_canary_share_is_taken_in_proportion() {
+        assert_eq!(
+            canary_split(&map(&[("blue", 100)]), "green", 10),
+            map(&[("blue", 90), ("green", 10)])
+        );
+        assert_eq!(
+            canary_split(&map(&[("blue", 70), ("red", 30)]), "green", 10),
+            map(&[("blue", 63), ("red", 27), ("green", 10)])
+        );
+        let odd = canary_split(&map(&[("a", 33), ("b", 33), ("c", 34)]), "n", 25);
+        assert_eq!(odd.values().sum::<u32>(), 100, "{odd:?}");
+        assert_eq!(odd["n"], 25);
+        assert_eq!(canary_split(&BTreeMap::new(), "n", 10), map(&[("n", 100)]));
+    }
+}
