@@ -19,11 +19,11 @@
 //! handshakes, batches and mandatory authentication, with an internal `Reconcile` timer.
 //!
 //! Around them: [`azure`] (clouds, credentials, the ARM client), [`settings`] (environment read once), [`logs`] (per-invocation lines),
-//! [`telemetry`] (tracing output) and [`commands`] (`replay`, `check-config`, `status`).
+//! [`telemetry`] (tracing output) and [`cli`] (the subcommands, one file each).
 
 pub mod actions;
 pub mod azure;
-pub mod commands;
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod gate;

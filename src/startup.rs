@@ -1,8 +1,10 @@
-//! Building the application from settings, and binding the port.
+//! Building the application from settings, and binding the port: the Functions custom handler
+//! ([`Application`]) or the standalone webhook ([`WebhookApplication`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -19,6 +21,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::Facts;
 use crate::routes::{AppState, router};
 use crate::settings::Settings;
+use crate::webhook::{self, WebhookAuth, WebhookState, reconcile_loop};
 
 /// Which ledger a pipeline uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,5 +156,66 @@ impl Application {
         axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await
+    }
+}
+
+/// A bound, not yet running standalone webhook server (`serve --webhook`): Event Grid's routes
+/// plus the internal `Reconcile` timer, since there is no Functions host to fire it.
+pub struct WebhookApplication {
+    listener: TcpListener,
+    state: WebhookState,
+    reconcile_interval: Duration,
+}
+
+impl WebhookApplication {
+    /// Binds `address` (port 0 picks a free port). `auth` is mandatory: build it with
+    /// [`crate::settings::webhook_auth`].
+    pub async fn build(
+        pipeline: Pipeline,
+        auth: WebhookAuth,
+        address: SocketAddr,
+        reconcile_interval: Duration,
+    ) -> std::io::Result<WebhookApplication> {
+        let listener = TcpListener::bind(address).await?;
+        Ok(WebhookApplication {
+            listener,
+            state: WebhookState {
+                pipeline: Arc::new(pipeline),
+                auth: Arc::new(auth),
+            },
+            reconcile_interval,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.address().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// Runs `Reconcile` on its timer and serves until `shutdown` completes; then finishes
+    /// in-flight deliveries and stops the timer.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let timer = tokio::spawn(reconcile_loop(
+            self.state.pipeline.clone(),
+            self.reconcile_interval,
+            async move {
+                let _ = stop_rx.changed().await;
+            },
+        ));
+        let served = axum::serve(self.listener, webhook::router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = timer.await;
+        served
     }
 }

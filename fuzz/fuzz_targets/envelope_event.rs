@@ -8,6 +8,6 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
         let _ = aml_autodeploy::event::parse(&value);
-        let _ = aml_autodeploy::commands::events_in_file(&value.to_string());
+        let _ = aml_autodeploy::cli::replay::events_in_file(&value.to_string());
     }
 });

@@ -1,0 +1,167 @@
+//! The command line: the clap types, the shared `--config` argument, and [`run`], which dispatches
+//! to one module per subcommand. Each module holds its arguments, its setup, and the command itself
+//! (written against `&mut dyn Write` so it can be tested without a process).
+
+use std::net::AddrParseError;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::ledger::StoreError;
+use crate::settings::Settings;
+use crate::telemetry::Sink;
+
+pub mod check_config;
+pub mod evaluate;
+pub mod replay;
+pub mod rollback;
+pub mod serve;
+pub mod status;
+
+/// `aml-autodeploy [COMMAND]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "aml-autodeploy",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("AUTODEPLOY_GIT_COMMIT"), ")"),
+    about = "Azure ML model registered → safe, audited deployment"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+impl Cli {
+    /// The subcommand; none means `serve` (what the Functions host starts).
+    pub fn into_command(self) -> Command {
+        self.command
+            .unwrap_or(Command::Serve(serve::ServeArgs::default()))
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Functions custom handler (the default), or with --webhook a standalone Event Grid
+    /// webhook (Container Apps, Kubernetes).
+    Serve(serve::ServeArgs),
+    /// Run one event file through the pipeline; a dry run unless --execute.
+    Replay(replay::ReplayArgs),
+    /// Read model versions from Azure ML and run them through the pipeline, as if just
+    /// registered; a dry run unless --execute (then recorded as manually triggered).
+    Evaluate(evaluate::EvaluateArgs),
+    /// Restore an endpoint's traffic to what it was before the last rollout (while the previous
+    /// deployments are retained).
+    Rollback(rollback::RollbackArgs),
+    /// Validate the config file and print every problem.
+    CheckConfig(check_config::CheckConfigArgs),
+    /// Show what the ledger knows: recent records, one model's versions, or one whole record.
+    Status(status::StatusArgs),
+}
+
+impl Command {
+    /// Where this command's log lines go and the filter when `RUST_LOG` is unset: `serve` logs to
+    /// stdout (the host forwards it), the others to stderr since their stdout is their result.
+    /// `None`: `check-config` logs nothing.
+    pub fn telemetry(&self) -> Option<(Sink, &'static str)> {
+        match self {
+            Command::Serve(_) => Some((Sink::Stdout, "info")),
+            Command::CheckConfig(_) => None,
+            Command::Replay(_)
+            | Command::Evaluate(_)
+            | Command::Rollback(_)
+            | Command::Status(_) => Some((Sink::Stderr, "warn")),
+        }
+    }
+}
+
+/// `--config`, shared by every subcommand that reads the rules file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArg {
+    /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The rules file: `--config`, else the app's (`AUTODEPLOY_CONFIG`, else `autodeploy.yml`).
+    pub fn resolve(&self, settings: &Settings) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| settings.config_path.clone())
+    }
+}
+
+/// Runs `command`. `Ok(false)`: the command ran and its verdict is a failure (exit 1), having said
+/// why on its output.
+pub async fn run(command: Command, settings: Settings) -> Result<bool, CliError> {
+    match command {
+        Command::Serve(args) => serve::run(args, settings).await,
+        Command::Replay(args) => replay::run(args, settings).await,
+        Command::Evaluate(args) => evaluate::run(args, settings).await,
+        Command::Rollback(args) => rollback::run(args, settings).await,
+        Command::CheckConfig(args) => check_config::run(args, settings),
+        Command::Status(args) => status::run(args, settings).await,
+    }
+}
+
+/// Why a command could not reach its verdict. Each message is printed with its causes after it,
+/// separated by `: ` (main's `{:#}`).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A server could not bind its address.
+    #[error("failed to bind {address}")]
+    Bind {
+        /// The address asked for.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server stopped with an error.
+    #[error("server failed")]
+    Serve(#[source] std::io::Error),
+    /// `serve --webhook` without valid authentication settings: no credentials, no server.
+    #[error("refusing to start the webhook: {0}")]
+    WebhookAuth(String),
+    /// `--bind` is not a socket address.
+    #[error("--bind {bind:?} is not an address")]
+    BindAddress {
+        /// What was passed.
+        bind: String,
+        /// Why it does not parse.
+        #[source]
+        source: AddrParseError,
+    },
+    /// An input file could not be read.
+    #[error("failed to read {}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `status` could not read the ledger.
+    #[error("failed to read the ledger")]
+    ReadLedger(#[source] LedgerCommandError),
+    /// `rollback` stopped on the ledger or the output.
+    #[error("rollback failed")]
+    Rollback(#[source] LedgerCommandError),
+    /// A setting, the config or an argument stops the command before it starts (said in full).
+    #[error("{0}")]
+    Setup(String),
+    /// Writing the output failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a command working on the ledger (`status`, `rollback`) stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerCommandError {
+    /// The ledger could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the output failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,210 @@
+//! `rollback`: restores an endpoint's traffic to what it was before the last rollout, while the
+//! previous deployments are retained.
+
+use std::io::Write;
+
+use crate::actions::azureml::deploy::Deployer;
+use crate::actions::azureml::rollout::Phase;
+use crate::config::{Config, RuleAction};
+use crate::event::WorkspaceId;
+use crate::ledger::State;
+use crate::settings::Settings;
+use crate::startup::{LedgerChoice, build_pipeline};
+
+use super::{CliError, ConfigArg, LedgerCommandError};
+
+/// `rollback ENDPOINT [--workspace ID] [--config F]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollbackArgs {
+    /// The online endpoint.
+    endpoint: String,
+    /// Workspace ARM id (default: from the config rule that deploys to ENDPOINT).
+    #[arg(long)]
+    workspace: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+/// Rolls back the endpoint `args` names, on stdout.
+pub async fn run(args: RollbackArgs, settings: Settings) -> Result<bool, CliError> {
+    let config_path = args.config.resolve(&settings);
+    let endpoint = args.endpoint;
+    let workspace = match args.workspace {
+        Some(ws) => ws,
+        None => {
+            let config = Config::load(&config_path).map_err(|e| CliError::Setup(e.to_string()))?;
+            config
+                .rules
+                .iter()
+                .find_map(|rule| match &rule.action {
+                    RuleAction::AzureMl(a) if a.endpoint == endpoint => a
+                        .target_workspace
+                        .clone()
+                        .or_else(|| config.workspace.clone())
+                        .map(|w| w.to_string()),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    CliError::Setup(format!(
+                        "pass --workspace: no rule in {} deploys to {endpoint} with a known workspace",
+                        config_path.display()
+                    ))
+                })?
+        }
+    };
+    let workspace =
+        WorkspaceId::parse(&workspace).map_err(|e| CliError::Setup(format!("--workspace {e}")))?;
+    let pipeline = build_pipeline(&settings, &config_path, LedgerChoice::Configured);
+    let deployer = pipeline
+        .deployer()
+        .map_err(|e| CliError::Setup(e.to_string()))?;
+    rollback(deployer, &workspace, &endpoint, &mut std::io::stdout())
+        .await
+        .map_err(CliError::Rollback)
+}
+
+/// `rollback ENDPOINT`: restores the traffic map from before the last rollout this program
+/// promoted on the endpoint, while its previous deployments are still retained.
+pub async fn rollback(
+    deployer: &Deployer,
+    workspace: &WorkspaceId,
+    endpoint: &str,
+    out: &mut dyn Write,
+) -> Result<bool, LedgerCommandError> {
+    let engine = &deployer.engine;
+    let lock = engine.lock(workspace.as_ref(), endpoint).await?;
+    if let Some(active) = &lock.active {
+        writeln!(
+            out,
+            "a rollout is in progress on {endpoint} ({active}); it rolls back by itself if it fails"
+        )?;
+        return Ok(false);
+    }
+    let Some(key) = lock.last_promoted else {
+        writeln!(
+            out,
+            "nothing to roll back on {endpoint}: no rollout of aml-autodeploy was promoted there"
+        )?;
+        return Ok(false);
+    };
+    let Some((mut record, etag)) = deployer.ledger.load(&key).await? else {
+        writeln!(out, "the record {key} is missing")?;
+        return Ok(false);
+    };
+    let Some(mut rollout) = record.rollout.clone() else {
+        writeln!(out, "{key} has no rollout state")?;
+        return Ok(false);
+    };
+    if rollout.phase != Phase::Retaining {
+        writeln!(
+            out,
+            "cannot roll back {} {} on {endpoint}: it is in phase {} and the previous deployments ({}) are no longer retained",
+            record.model,
+            record.version,
+            rollout.phase.as_str(),
+            rollout
+                .previous_traffic
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        return Ok(false);
+    }
+    // Hold the endpoint so no rollout starts meanwhile, and mark the record first so Reconcile
+    // does not delete the previous deployments while their traffic comes back.
+    if !engine
+        .hold_for_rollback(workspace.as_ref(), endpoint, &key)
+        .await?
+    {
+        writeln!(
+            out,
+            "a rollout just started on {endpoint}; try again when it is finished"
+        )?;
+        return Ok(false);
+    }
+    writeln!(
+        out,
+        "rolling back {endpoint}: {} {} ({}) → previous traffic {:?}",
+        record.model, record.version, rollout.deployment, rollout.previous_traffic
+    )?;
+    let now = time::OffsetDateTime::now_utc();
+    let before = rollout.clone();
+    rollout.cleanup.clear();
+    rollout.hold_until = None;
+    rollout.phase = Phase::RolledBack;
+    rollout.failure = Some("rolled back by hand (aml-autodeploy rollback)".into());
+    rollout.next_step = "restoring the previous traffic (manual rollback)".into();
+    record.rollout = Some(rollout.clone());
+    record.next_attempt_at = None;
+    record.transition(State::RolledBack, "manual rollback started", now);
+    let etag = match deployer.ledger.save(&record, &etag).await {
+        Ok(etag) => etag,
+        Err(e) => {
+            let _ = engine
+                .release_rollback(workspace.as_ref(), endpoint, &key)
+                .await;
+            return Err(e.into());
+        }
+    };
+    let restored = async {
+        let operation = engine
+            .put_traffic(
+                workspace,
+                endpoint,
+                &before.previous_traffic,
+                &before.previous_mirror,
+            )
+            .await?;
+        engine
+            .arm()
+            .wait(operation, std::time::Duration::from_secs(600))
+            .await
+    }
+    .await;
+    if let Some(next) = engine
+        .release_rollback(workspace.as_ref(), endpoint, &key)
+        .await?
+    {
+        deployer
+            .ledger
+            .schedule(&next, time::OffsetDateTime::now_utc())
+            .await?;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    match restored {
+        Ok(_) => {
+            rollout.traffic = before.previous_traffic.clone();
+            rollout.mirror = before.previous_mirror.clone();
+            rollout.next_step = format!(
+                "nothing; {} is kept at 0% for inspection",
+                rollout.deployment
+            );
+            record.rollout = Some(rollout.clone());
+            record.transition(
+                State::RolledBack,
+                "manual rollback: previous traffic restored",
+                now,
+            );
+            deployer.ledger.save(&record, &etag).await?;
+            writeln!(
+                out,
+                "done: traffic restored; {} recorded as rolled_back",
+                record.key
+            )?;
+            Ok(true)
+        }
+        Err(e) => {
+            // Nothing changed on the endpoint: put the record back as it was.
+            record.rollout = Some(before.clone());
+            record.transition(
+                State::Succeeded,
+                format!("manual rollback failed: {e}"),
+                now,
+            );
+            deployer.ledger.save(&record, &etag).await?;
+            writeln!(out, "rollback failed: {e}")?;
+            Ok(false)
+        }
+    }
+}
