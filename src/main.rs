@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use aml_autodeploy::commands;
+use aml_autodeploy::http::Http;
 use aml_autodeploy::pipeline::Execution;
 use aml_autodeploy::settings::{ProcessEnv, Settings};
 use aml_autodeploy::startup::{Application, LedgerChoice, build_pipeline, open_ledger};
@@ -175,7 +176,12 @@ fn main() -> ExitCode {
 
 async fn serve(settings: Settings) -> anyhow::Result<bool> {
     telemetry::init(settings.log_format, Sink::Stdout, "info");
-    let pipeline = build_pipeline(&settings, &settings.config_path, LedgerChoice::Configured);
+    let pipeline = build_pipeline(
+        &settings,
+        &settings.config_path,
+        LedgerChoice::Configured,
+        &Http::new(),
+    );
     if !pipeline.ledger().is_durable() {
         eprintln!(
             "aml-autodeploy: warning: the ledger is in memory ({}): duplicates are only detected until a restart; \
@@ -218,9 +224,15 @@ async fn serve(settings: Settings) -> anyhow::Result<bool> {
 async fn serve_webhook(settings: Settings, bind: String) -> anyhow::Result<bool> {
     telemetry::init(settings.log_format, Sink::Stdout, "info");
     // Authentication cannot be skipped: no credentials configured means no server.
-    let auth = aml_autodeploy::settings::webhook_auth(&ProcessEnv, settings.arm.cloud)
+    let http = Http::new();
+    let auth = aml_autodeploy::settings::webhook_auth(&ProcessEnv, settings.arm.cloud, &http)
         .map_err(|e| anyhow::anyhow!("refusing to start the webhook: {e}"))?;
-    let pipeline = build_pipeline(&settings, &settings.config_path, LedgerChoice::Configured);
+    let pipeline = build_pipeline(
+        &settings,
+        &settings.config_path,
+        LedgerChoice::Configured,
+        &http,
+    );
     if let Some(problems) = pipeline.problems() {
         for problem in problems {
             eprintln!("aml-autodeploy: CONFIGURATION ERROR: {problem}");
@@ -280,7 +292,7 @@ async fn replay(
     } else {
         (Execution::DryRun, LedgerChoice::Scratch)
     };
-    let pipeline = build_pipeline(&settings, &config_path, choice);
+    let pipeline = build_pipeline(&settings, &config_path, choice, &Http::new());
     let ok = commands::replay(&pipeline, &text, execution, &mut std::io::stdout()).await?;
     Ok(ok)
 }
@@ -347,14 +359,15 @@ async fn evaluate(
         settings.arm.endpoint,
         settings.arm.api_version
     );
-    let arm = aml_autodeploy::azure::arm::ArmClient::new(&settings.arm, credential)
+    let http = Http::new();
+    let arm = aml_autodeploy::azure::arm::ArmClient::new(&settings.arm, credential, http.clone())
         .map_err(|e| anyhow::anyhow!(e))?;
     let (execution, choice) = if execute {
         (Execution::Send, LedgerChoice::Configured)
     } else {
         (Execution::DryRun, LedgerChoice::Scratch)
     };
-    let pipeline = build_pipeline(&settings, &config_path, choice);
+    let pipeline = build_pipeline(&settings, &config_path, choice, &http);
     // A dry run reads (never writes) the app's ledger to say what --execute would find.
     let ledger = if execute {
         None
@@ -403,7 +416,12 @@ async fn rollback(
     };
     let workspace = aml_autodeploy::event::WorkspaceId::parse(&workspace)
         .map_err(|e| anyhow::anyhow!("--workspace {e}"))?;
-    let pipeline = build_pipeline(&settings, &config_path, LedgerChoice::Configured);
+    let pipeline = build_pipeline(
+        &settings,
+        &config_path,
+        LedgerChoice::Configured,
+        &Http::new(),
+    );
     let deployer = pipeline.deployer().map_err(|e| anyhow::anyhow!("{e}"))?;
     let ok = commands::rollback(deployer, &workspace, &endpoint, &mut std::io::stdout())
         .await

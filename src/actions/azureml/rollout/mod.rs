@@ -214,8 +214,7 @@ pub struct RolloutEngine {
     arm: Arc<ArmClient>,
     credential: Arc<dyn TokenCredential>,
     ledger: Arc<Ledger>,
-    // Built on first use: process start must not wait for the TLS root store.
-    http: std::sync::OnceLock<reqwest::Client>,
+    http: crate::http::Http,
 }
 
 /// How often a bake re-runs the smoke test (at most; Reconcile's timer sets the real pace).
@@ -276,28 +275,20 @@ pub fn lock_name(workspace: &str, endpoint: &str) -> String {
 }
 
 impl RolloutEngine {
-    /// An engine over `arm`, using `credential` for Entra-authenticated scoring.
+    /// An engine over `arm`, using `credential` for Entra-authenticated scoring and `http` for
+    /// the smoke test.
     pub fn new(
         arm: Arc<ArmClient>,
         credential: Arc<dyn TokenCredential>,
         ledger: Arc<Ledger>,
+        http: crate::http::Http,
     ) -> Self {
         Self {
             arm,
             credential,
             ledger,
-            http: std::sync::OnceLock::new(),
+            http,
         }
-    }
-
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
     }
 
     /// The ARM client.
@@ -812,7 +803,8 @@ impl RolloutEngine {
             }
         };
         let response = self
-            .http()
+            .http
+            .client()
             .post(url)
             .bearer_auth(bearer)
             .header("azureml-model-deployment", &plan.deployment)
