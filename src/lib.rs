@@ -18,7 +18,8 @@
 //! [`webhook`] replaces steps 1–2 when there is no Functions host (`serve --webhook`): Event Grid's
 //! handshakes, batches and mandatory authentication, with an internal `Reconcile` timer.
 //!
-//! Around them: [`azure`] (clouds, credentials, the ARM client), [`settings`] (environment read once), [`logs`] (per-invocation lines),
+//! Around them: [`azure`] (clouds, credentials, the ARM client), [`http`] (the process's one HTTP
+//! client), [`retry`] (backoff inside a time budget), [`settings`] (environment read once), [`logs`] (per-invocation lines),
 //! [`telemetry`] (tracing output) and [`cli`] (the subcommands, one file each).
 
 pub mod actions;
@@ -28,12 +29,14 @@ pub mod config;
 pub mod event;
 pub mod gate;
 pub mod host;
+pub mod http;
 pub mod ledger;
 pub mod logs;
 pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod reconcile;
+pub mod retry;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::config::gate::{NotifyFormat, NotifyTarget};
+use crate::http::Http;
 use crate::ledger::record::Notification;
 use crate::ledger::{Edit, Ledger, Record};
 use crate::logs::InvocationLog;
@@ -16,28 +17,16 @@ use crate::logs::InvocationLog;
 /// Sends notifications.
 pub struct Notifier {
     targets: Vec<NotifyTarget>,
-    // Built on first use: process start must not wait for the TLS root store.
-    http: std::sync::OnceLock<reqwest::Client>,
+    http: Http,
 }
 
-impl Notifier {
-    /// A notifier for `targets`.
-    pub fn new(targets: Vec<NotifyTarget>) -> Self {
-        Self {
-            targets,
-            http: std::sync::OnceLock::new(),
-        }
-    }
+/// How long one notification may take.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
+impl Notifier {
+    /// A notifier for `targets`, sending through `http`.
+    pub fn new(targets: Vec<NotifyTarget>, http: Http) -> Self {
+        Self { targets, http }
     }
 
     /// Announces `outcome` for the record at `key` to every target that wants it and has not been
@@ -71,8 +60,10 @@ impl Notifier {
             };
             let body = payload(target.format, outcome, &record);
             let result = self
-                .http()
+                .http
+                .client()
                 .post(url.expose_secret())
+                .timeout(NOTIFY_TIMEOUT)
                 .json(&body)
                 .send()
                 .await;

@@ -317,9 +317,11 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
 /// Webhook mode's authentication: `AUTODEPLOY_WEBHOOK_KEY`, and/or Microsoft Entra ID with
 /// `AUTODEPLOY_WEBHOOK_TENANT_ID` + `AUTODEPLOY_WEBHOOK_AUDIENCE` (optional
 /// `AUTODEPLOY_WEBHOOK_ISSUER`, `AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL`). Neither is an error.
+/// The signing keys are fetched through `http`.
 pub fn webhook_auth(
     env: &dyn Env,
     cloud: crate::azure::Cloud,
+    http: &crate::http::Http,
 ) -> Result<crate::webhook::WebhookAuth, String> {
     let key = read_secret(env, "AUTODEPLOY_WEBHOOK_KEY")?;
     if key.as_ref().is_some_and(|k| k.expose_secret().len() < 16) {
@@ -338,7 +340,7 @@ pub fn webhook_auth(
             let metadata_url = env
                 .get("AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL")
                 .unwrap_or_else(|| format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration"));
-            Some(crate::webhook::EntraValidator::new(issuers, audiences, metadata_url))
+            Some(crate::webhook::EntraValidator::new(issuers, audiences, metadata_url, http.clone()))
         }
         (None, None) => None,
         _ => return Err("Entra ID authentication needs both AUTODEPLOY_WEBHOOK_TENANT_ID and AUTODEPLOY_WEBHOOK_AUDIENCE".into()),

@@ -14,6 +14,7 @@ use crate::actions::github::GithubClient;
 use crate::azure::arm::ArmClient;
 use crate::config::Config;
 use crate::gate::lookup::MetricLookup;
+use crate::http::Http;
 use crate::ledger::Ledger;
 use crate::ledger::connection::managed_identity;
 use crate::notify::Notifier;
@@ -48,11 +49,13 @@ pub fn open_ledger(settings: &Settings) -> Result<Ledger, String> {
 }
 
 /// The pipeline for `settings`: loads the config and collects every problem (config or settings)
-/// that must fail invocations until fixed.
+/// that must fail invocations until fixed. Every client in it sends through `http`, the process's
+/// one HTTP client.
 pub fn build_pipeline(
     settings: &Settings,
     config_path: &std::path::Path,
     choice: LedgerChoice,
+    http: &Http,
 ) -> Pipeline {
     let mut problems = settings.problems.clone();
     let ledger = match choice {
@@ -78,6 +81,7 @@ pub fn build_pipeline(
             .as_ref()
             .map(|c| c.notify.clone())
             .unwrap_or_default(),
+        http.clone(),
     ));
     // Direct deployment and ARM metric lookups need an Azure credential; without one only the
     // features that need it fail.
@@ -87,7 +91,11 @@ pub fn build_pipeline(
         .map_err(|e| format!("needs an Azure credential: {e}"))
         .and_then(|credential| {
             Ok((
-                Arc::new(ArmClient::new(&settings.arm, credential.clone())?),
+                Arc::new(ArmClient::new(
+                    &settings.arm,
+                    credential.clone(),
+                    http.clone(),
+                )?),
                 credential,
             ))
         });
@@ -99,12 +107,21 @@ pub fn build_pipeline(
         .map(|(arm, credential)| {
             Arc::new(Deployer {
                 ledger: ledger.clone(),
-                engine: Arc::new(RolloutEngine::new(arm, credential, ledger.clone())),
+                engine: Arc::new(RolloutEngine::new(
+                    arm,
+                    credential,
+                    ledger.clone(),
+                    http.clone(),
+                )),
                 notifier: notifier.clone(),
                 min_step: settings.min_step,
             })
         });
-    let github = Arc::new(GithubClient::new(&settings.github, settings.retry_budget));
+    let github = Arc::new(GithubClient::new(
+        &settings.github,
+        settings.retry_budget,
+        http.clone(),
+    ));
     let config = match config {
         Some(config) if problems.is_empty() => Ok(config),
         _ => Err(problems),

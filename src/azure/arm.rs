@@ -6,19 +6,19 @@
 //! operations follow `Azure-AsyncOperation` (PUT) or `Location` (DELETE, 202), honour `Retry-After`,
 //! and surface the operation's `error` verbatim.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
 use reqwest::{Method, StatusCode, Url};
 use secrecy::SecretString;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use thiserror::Error;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::Cloud;
 use crate::event::WorkspaceId;
+use crate::http::Http;
+use crate::retry::{Backoff, Failure, Stop, retry, retry_after};
 
 /// The pinned `Microsoft.MachineLearningServices` API version (`AUTODEPLOY_ARM_API_VERSION`
 /// overrides it).
@@ -26,8 +26,12 @@ pub const DEFAULT_API_VERSION: &str = "2025-12-01";
 /// Poll interval when the service gives no `Retry-After`.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 const PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Retry delays: 0.5 s doubling up to 8 s, without jitter.
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(500),
+    cap: Duration::from_secs(8),
+    jitter: false,
+};
 
 /// Where ARM is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -123,46 +127,6 @@ pub enum Operation {
     },
 }
 
-/// The parts of a workspace we use.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Workspace {
-    /// ARM id.
-    pub id: String,
-    /// Region.
-    pub location: String,
-    /// `properties.mlFlowTrackingUri`, when present.
-    pub mlflow_tracking_uri: Option<String>,
-}
-
-/// The parts of a model version we use.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelVersion {
-    /// ARM id.
-    pub id: String,
-    /// `properties.tags`.
-    pub tags: Map<String, Value>,
-    /// `properties.properties`.
-    pub properties: Map<String, Value>,
-    /// `properties.jobName`: the training job (MLflow run) that produced it.
-    pub job_name: Option<String>,
-    /// `systemData.createdAt`: when it was registered.
-    pub created_at: Option<String>,
-}
-
-/// An online endpoint's scoring keys. `Debug` is redacted.
-pub struct EndpointKeys {
-    /// `primaryKey`.
-    pub primary: SecretString,
-    /// `secondaryKey`.
-    pub secondary: SecretString,
-}
-
-impl std::fmt::Debug for EndpointKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EndpointKeys(<redacted>)")
-    }
-}
-
 /// The ARM client. One per process.
 pub struct ArmClient {
     endpoint: Url,
@@ -172,7 +136,7 @@ pub struct ArmClient {
     ml_scope: &'static str,
     budget: Duration,
     credential: Arc<dyn TokenCredential>,
-    http: OnceLock<reqwest::Client>,
+    http: Http,
 }
 
 impl std::fmt::Debug for ArmClient {
@@ -191,10 +155,11 @@ struct Reply {
 }
 
 impl ArmClient {
-    /// A client for `settings` using `credential`.
+    /// A client for `settings` using `credential`, sending through `http`.
     pub fn new(
         settings: &ArmSettings,
         credential: Arc<dyn TokenCredential>,
+        http: Http,
     ) -> Result<Self, String> {
         let endpoint = Url::parse(settings.endpoint.trim_end_matches('/')).map_err(|_| {
             format!(
@@ -210,18 +175,7 @@ impl ArmClient {
             ml_scope: settings.cloud.ml_scope(),
             budget: settings.budget,
             credential,
-            http: OnceLock::new(),
-        })
-    }
-
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                // Never follow redirects: a redirect could carry the token elsewhere.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
+            http,
         })
     }
 
@@ -276,87 +230,84 @@ impl ArmClient {
             return Err(ArmError::ForeignUrl(redact_query(&url)));
         }
         let deadline = Instant::now() + self.budget;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let token = self.token(scope, deadline).await?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let mut request = self
-                .http()
-                .request(method.clone(), url.clone())
-                .bearer_auth(token)
-                .header("accept", "application/json")
-                .header(
-                    "user-agent",
-                    concat!("aml-autodeploy/", env!("CARGO_PKG_VERSION")),
-                )
-                .timeout(remaining.clamp(Duration::from_millis(100), PER_REQUEST_TIMEOUT));
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let (wait, why) = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    // ARM answers JSON. A success whose body is cut off or unreadable is not a
-                    // success we can act on (the change may not have been applied, and the
-                    // operation to follow may be lost with it): retry it, as every ARM PUT,
-                    // DELETE and listKeys/token POST is idempotent.
-                    let bytes = response.bytes().await;
-                    let parsed: Option<Value> = match &bytes {
-                        Ok(b) if b.is_empty() => Some(Value::Null),
-                        Ok(b) => serde_json::from_slice(b).ok(),
-                        Err(_) => None,
-                    };
-                    let readable = parsed.is_some();
-                    let body = parsed.unwrap_or_else(|| match &bytes {
-                        Ok(b) => {
-                            Value::String(String::from_utf8_lossy(b).chars().take(500).collect())
-                        }
-                        Err(_) => Value::Null,
-                    });
-                    if status.is_success() && !readable {
-                        (
-                            backoff(attempt),
-                            format!(
-                                "HTTP {} with a truncated or unreadable body",
-                                status.as_u16()
-                            ),
-                        )
-                    } else if status.is_success() || accept.contains(&status.as_u16()) {
-                        return Ok(Reply {
-                            status,
-                            headers,
-                            body,
-                        });
-                    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                        (
-                            retry_after(&headers).unwrap_or_else(|| backoff(attempt)),
-                            format!("HTTP {}", status.as_u16()),
-                        )
-                    } else {
-                        return Err(http_error(&method, &url, status, &body));
-                    }
+        let attempt = |_| {
+            let (method, url) = (method.clone(), url.clone());
+            async move {
+                let token = self.token(scope, deadline).await.map_err(Failure::Final)?;
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let mut request = self
+                    .http
+                    .client()
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(token)
+                    .header("accept", "application/json")
+                    .header(
+                        "user-agent",
+                        concat!("aml-autodeploy/", env!("CARGO_PKG_VERSION")),
+                    )
+                    .timeout(remaining.clamp(Duration::from_millis(100), PER_REQUEST_TIMEOUT));
+                if let Some(body) = body {
+                    request = request.json(body);
                 }
-                Err(e) => (
-                    backoff(attempt),
-                    if e.is_timeout() {
+                let response = request.send().await.map_err(|e| Failure::Transient {
+                    why: if e.is_timeout() {
                         "a timeout".into()
                     } else {
                         "a connection error".into()
                     },
-                ),
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if wait >= remaining {
-                return Err(ArmError::Unavailable(format!(
+                    asked: None,
+                })?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                // ARM answers JSON. A success whose body is cut off or unreadable is not a
+                // success we can act on (the change may not have been applied, and the
+                // operation to follow may be lost with it): retry it, as every ARM PUT,
+                // DELETE and listKeys/token POST is idempotent.
+                let bytes = response.bytes().await;
+                let parsed: Option<Value> = match &bytes {
+                    Ok(b) if b.is_empty() => Some(Value::Null),
+                    Ok(b) => serde_json::from_slice(b).ok(),
+                    Err(_) => None,
+                };
+                let readable = parsed.is_some();
+                let body = parsed.unwrap_or_else(|| match &bytes {
+                    Ok(b) => Value::String(String::from_utf8_lossy(b).chars().take(500).collect()),
+                    Err(_) => Value::Null,
+                });
+                if status.is_success() && !readable {
+                    Err(Failure::Transient {
+                        why: format!(
+                            "HTTP {} with a truncated or unreadable body",
+                            status.as_u16()
+                        ),
+                        asked: None,
+                    })
+                } else if status.is_success() || accept.contains(&status.as_u16()) {
+                    Ok(Reply {
+                        status,
+                        headers,
+                        body,
+                    })
+                } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                    Err(Failure::Transient {
+                        why: format!("HTTP {}", status.as_u16()),
+                        asked: retry_after(&headers),
+                    })
+                } else {
+                    Err(Failure::Final(http_error(&method, &url, status, &body)))
+                }
+            }
+        };
+        retry(BACKOFF, deadline, attempt, |_, _, _| {})
+            .await
+            .map_err(|stop| match stop {
+                Stop::Final(e) => e,
+                Stop::OutOfTime { why, attempt, .. } => ArmError::Unavailable(format!(
                     "{method} {} failed with {why} on attempt {attempt}; no time left in the {:.0}s budget",
                     url.path(),
                     self.budget.as_secs_f32()
-                )));
-            }
-            tokio::time::sleep(wait).await;
-        }
+                )),
+            })
     }
 
     /// GETs a resource.
@@ -587,141 +538,6 @@ impl ArmClient {
             }
         }
     }
-
-    /// The workspace.
-    pub async fn workspace(&self, workspace: &WorkspaceId) -> Result<Workspace, ArmError> {
-        let value = self.get(workspace.as_ref()).await?;
-        Ok(Workspace {
-            id: value["id"]
-                .as_str()
-                .unwrap_or(workspace.as_ref())
-                .to_string(),
-            location: value["location"].as_str().unwrap_or_default().to_string(),
-            mlflow_tracking_uri: value["properties"]["mlFlowTrackingUri"]
-                .as_str()
-                .map(str::to_string),
-        })
-    }
-
-    /// A model version.
-    pub async fn model_version(
-        &self,
-        workspace: &WorkspaceId,
-        name: &str,
-        version: &str,
-    ) -> Result<ModelVersion, ArmError> {
-        let id = format!(
-            "{}/models/{name}/versions/{version}",
-            workspace.as_ref().trim_end_matches('/')
-        );
-        let value = self.get(&id).await?;
-        let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
-        Ok(ModelVersion {
-            id: value["id"].as_str().unwrap_or(&id).to_string(),
-            tags: object(&value["properties"]["tags"]),
-            properties: object(&value["properties"]["properties"]),
-            job_name: value["properties"]["jobName"].as_str().map(str::to_string),
-            created_at: value["systemData"]["createdAt"]
-                .as_str()
-                .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
-                .map(str::to_string),
-        })
-    }
-
-    /// The ARM id of an online endpoint.
-    pub fn online_endpoint_id(workspace: &WorkspaceId, endpoint: &str) -> String {
-        format!(
-            "{}/onlineEndpoints/{endpoint}",
-            workspace.as_ref().trim_end_matches('/')
-        )
-    }
-
-    /// An online endpoint, if it exists.
-    pub async fn online_endpoint(
-        &self,
-        workspace: &WorkspaceId,
-        endpoint: &str,
-    ) -> Result<Option<Value>, ArmError> {
-        self.get_optional(&Self::online_endpoint_id(workspace, endpoint))
-            .await
-    }
-
-    /// Starts creating or updating an online endpoint (traffic changes go through here).
-    pub async fn begin_put_online_endpoint(
-        &self,
-        workspace: &WorkspaceId,
-        endpoint: &str,
-        body: &Value,
-    ) -> Result<Operation, ArmError> {
-        self.begin_put(&Self::online_endpoint_id(workspace, endpoint), body)
-            .await
-    }
-
-    /// An online deployment, if it exists.
-    pub async fn online_deployment(
-        &self,
-        workspace: &WorkspaceId,
-        endpoint: &str,
-        deployment: &str,
-    ) -> Result<Option<Value>, ArmError> {
-        self.get_optional(&format!(
-            "{}/deployments/{deployment}",
-            Self::online_endpoint_id(workspace, endpoint)
-        ))
-        .await
-    }
-
-    /// Starts creating or updating an online deployment.
-    pub async fn begin_put_online_deployment(
-        &self,
-        workspace: &WorkspaceId,
-        endpoint: &str,
-        deployment: &str,
-        body: &Value,
-    ) -> Result<Operation, ArmError> {
-        self.begin_put(
-            &format!(
-                "{}/deployments/{deployment}",
-                Self::online_endpoint_id(workspace, endpoint)
-            ),
-            body,
-        )
-        .await
-    }
-
-    /// Starts deleting an online deployment.
-    pub async fn begin_delete_online_deployment(
-        &self,
-        workspace: &WorkspaceId,
-        endpoint: &str,
-        deployment: &str,
-    ) -> Result<Operation, ArmError> {
-        self.begin_delete(&format!(
-            "{}/deployments/{deployment}",
-            Self::online_endpoint_id(workspace, endpoint)
-        ))
-        .await
-    }
-
-    /// An endpoint's scoring keys (`listKeys`).
-    pub async fn list_keys(
-        &self,
-        workspace: &WorkspaceId,
-        endpoint: &str,
-    ) -> Result<EndpointKeys, ArmError> {
-        let value = self
-            .post(
-                &format!("{}/listKeys", Self::online_endpoint_id(workspace, endpoint)),
-                None,
-            )
-            .await?;
-        let key =
-            |name: &str| SecretString::from(value[name].as_str().unwrap_or_default().to_string());
-        Ok(EndpointKeys {
-            primary: key("primaryKey"),
-            secondary: key("secondaryKey"),
-        })
-    }
 }
 
 fn http_error(method: &Method, url: &Url, status: StatusCode, body: &Value) -> ArmError {
@@ -736,26 +552,6 @@ fn http_error(method: &Method, url: &Url, status: StatusCode, body: &Value) -> A
             .map(str::to_string)
             .unwrap_or_else(|| body.as_str().unwrap_or_default().to_string()),
     }
-}
-
-/// `Retry-After` in seconds or as an HTTP date, capped at an hour (a hostile or broken value must
-/// not overflow a deadline).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get("retry-after")?.to_str().ok()?.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs.min(3600)),
-        Err(_) => httpdate::parse_http_date(value)
-            .ok()?
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    };
-    Some(wait.min(Duration::from_secs(3600)))
-}
-
-fn backoff(attempt: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
-        .min(MAX_BACKOFF)
 }
 
 /// A URL for messages: poll URLs can carry signatures in their query.
@@ -804,6 +600,7 @@ mod tests {
                 budget: Duration::from_secs(1),
             },
             Arc::new(NoCredential),
+            Http::new(),
         )
         .unwrap()
     }
@@ -845,14 +642,5 @@ mod tests {
             url.as_str(),
             "http://127.0.0.1:4000/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws?api-version=2025-12-01"
         );
-    }
-
-    #[test]
-    fn keys_debug_is_redacted() {
-        let keys = EndpointKeys {
-            primary: SecretString::from("k1"),
-            secondary: SecretString::from("k2"),
-        };
-        assert!(!format!("{keys:?}").contains("k1"));
     }
 }

@@ -1,4 +1,5 @@
-//! Azure access: which cloud, which credential, and the Azure Resource Manager client ([`arm`]).
+//! Azure access: which cloud, which credential, the Azure Resource Manager client ([`arm`]) and
+//! the Azure ML resources read and changed through it ([`ml`]).
 //!
 //! Credentials come from the official `azure_identity` crate. It has no `DefaultAzureCredential`
 //! any more, so the selection order below is ours (and documented in the README); each credential
@@ -6,6 +7,7 @@
 //! audience per hour for the whole process.
 
 pub mod arm;
+pub mod ml;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -6,6 +6,7 @@ use std::io::Write;
 use crate::azure::arm::ArmClient;
 use crate::config::Config;
 use crate::event::WorkspaceId;
+use crate::http::Http;
 use crate::ledger::Ledger;
 use crate::ledger::record::rfc3339;
 use crate::logs::InvocationLog;
@@ -37,7 +38,7 @@ pub struct EvaluateArgs {
 }
 
 /// Evaluates the versions `args` name, on stdout.
-pub async fn run(args: EvaluateArgs, settings: Settings) -> Result<bool, CliError> {
+pub async fn run(args: EvaluateArgs, settings: Settings, http: &Http) -> Result<bool, CliError> {
     let config_path = args.config.resolve(&settings);
     let workspace = match args.workspace {
         Some(ws) => ws,
@@ -62,8 +63,8 @@ pub async fn run(args: EvaluateArgs, settings: Settings) -> Result<bool, CliErro
         settings.arm.endpoint,
         settings.arm.api_version
     )?;
-    let arm = ArmClient::new(&settings.arm, credential).map_err(CliError::Setup)?;
-    let pipeline = build_pipeline(&settings, &config_path, ledger_for(args.execute));
+    let arm = ArmClient::new(&settings.arm, credential, http.clone()).map_err(CliError::Setup)?;
+    let pipeline = build_pipeline(&settings, &config_path, ledger_for(args.execute), http);
     // A dry run reads (never writes) the app's ledger to say what --execute would find.
     let ledger = if args.execute {
         None

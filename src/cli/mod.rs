@@ -94,11 +94,14 @@ impl ConfigArg {
 /// Runs `command`. `Ok(false)`: the command ran and its verdict is a failure (exit 1), having said
 /// why on its output.
 pub async fn run(command: Command, settings: Settings) -> Result<bool, CliError> {
+    // The process's one HTTP client (one connection pool), shared by every client a command
+    // builds.
+    let http = crate::http::Http::new();
     match command {
-        Command::Serve(args) => serve::run(args, settings).await,
-        Command::Replay(args) => replay::run(args, settings).await,
-        Command::Evaluate(args) => evaluate::run(args, settings).await,
-        Command::Rollback(args) => rollback::run(args, settings).await,
+        Command::Serve(args) => serve::run(args, settings, &http).await,
+        Command::Replay(args) => replay::run(args, settings, &http).await,
+        Command::Evaluate(args) => evaluate::run(args, settings, &http).await,
+        Command::Rollback(args) => rollback::run(args, settings, &http).await,
         Command::CheckConfig(args) => check_config::run(args, settings),
         Command::Status(args) => status::run(args, settings).await,
     }

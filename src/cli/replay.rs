@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::host;
+use crate::http::Http;
 use crate::ledger::State;
 use crate::logs::InvocationLog;
 use crate::pipeline::{Execution, Handled, Invocation, Label, Pipeline, PipelineError};
@@ -27,13 +28,13 @@ pub struct ReplayArgs {
 }
 
 /// Replays the file `args` names, on stdout.
-pub async fn run(args: ReplayArgs, settings: Settings) -> Result<bool, CliError> {
+pub async fn run(args: ReplayArgs, settings: Settings, http: &Http) -> Result<bool, CliError> {
     let text = std::fs::read_to_string(&args.file).map_err(|source| CliError::ReadFile {
         path: args.file.clone(),
         source,
     })?;
     let config_path = args.config.resolve(&settings);
-    let pipeline = build_pipeline(&settings, &config_path, ledger_for(args.execute));
+    let pipeline = build_pipeline(&settings, &config_path, ledger_for(args.execute), http);
     let ok = replay(
         &pipeline,
         &text,

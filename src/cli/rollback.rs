@@ -7,6 +7,7 @@ use crate::actions::azureml::deploy::Deployer;
 use crate::actions::azureml::rollout::Phase;
 use crate::config::{Config, RuleAction};
 use crate::event::WorkspaceId;
+use crate::http::Http;
 use crate::ledger::State;
 use crate::settings::Settings;
 use crate::startup::{LedgerChoice, build_pipeline};
@@ -26,7 +27,7 @@ pub struct RollbackArgs {
 }
 
 /// Rolls back the endpoint `args` names, on stdout.
-pub async fn run(args: RollbackArgs, settings: Settings) -> Result<bool, CliError> {
+pub async fn run(args: RollbackArgs, settings: Settings, http: &Http) -> Result<bool, CliError> {
     let config_path = args.config.resolve(&settings);
     let endpoint = args.endpoint;
     let workspace = match args.workspace {
@@ -54,7 +55,7 @@ pub async fn run(args: RollbackArgs, settings: Settings) -> Result<bool, CliErro
     };
     let workspace =
         WorkspaceId::parse(&workspace).map_err(|e| CliError::Setup(format!("--workspace {e}")))?;
-    let pipeline = build_pipeline(&settings, &config_path, LedgerChoice::Configured);
+    let pipeline = build_pipeline(&settings, &config_path, LedgerChoice::Configured, http);
     let deployer = pipeline
         .deployer()
         .map_err(|e| CliError::Setup(e.to_string()))?;

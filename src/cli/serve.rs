@@ -1,6 +1,7 @@
 //! `serve`: the Functions custom handler (the default), or with `--webhook` the standalone Event
 //! Grid webhook.
 
+use crate::http::Http;
 use crate::settings::{ProcessEnv, Settings, webhook_auth};
 use crate::startup::{Application, LedgerChoice, WebhookApplication, build_pipeline};
 
@@ -19,16 +20,21 @@ pub struct ServeArgs {
 }
 
 /// Serves until SIGINT or SIGTERM.
-pub async fn run(args: ServeArgs, settings: Settings) -> Result<bool, CliError> {
+pub async fn run(args: ServeArgs, settings: Settings, http: &Http) -> Result<bool, CliError> {
     if args.webhook {
-        serve_webhook(settings, &args.bind).await
+        serve_webhook(settings, &args.bind, http).await
     } else {
-        serve_functions(settings).await
+        serve_functions(settings, http).await
     }
 }
 
-async fn serve_functions(settings: Settings) -> Result<bool, CliError> {
-    let pipeline = build_pipeline(&settings, &settings.config_path, LedgerChoice::Configured);
+async fn serve_functions(settings: Settings, http: &Http) -> Result<bool, CliError> {
+    let pipeline = build_pipeline(
+        &settings,
+        &settings.config_path,
+        LedgerChoice::Configured,
+        http,
+    );
     if !pipeline.ledger().is_durable() {
         eprintln!(
             "aml-autodeploy: warning: the ledger is in memory ({}): duplicates are only detected until a restart; \
@@ -67,10 +73,16 @@ async fn serve_functions(settings: Settings) -> Result<bool, CliError> {
     Ok(true)
 }
 
-async fn serve_webhook(settings: Settings, bind: &str) -> Result<bool, CliError> {
+async fn serve_webhook(settings: Settings, bind: &str, http: &Http) -> Result<bool, CliError> {
     // Authentication cannot be skipped: no credentials configured means no server.
-    let auth = webhook_auth(&ProcessEnv, settings.arm.cloud).map_err(CliError::WebhookAuth)?;
-    let pipeline = build_pipeline(&settings, &settings.config_path, LedgerChoice::Configured);
+    let auth =
+        webhook_auth(&ProcessEnv, settings.arm.cloud, http).map_err(CliError::WebhookAuth)?;
+    let pipeline = build_pipeline(
+        &settings,
+        &settings.config_path,
+        LedgerChoice::Configured,
+        http,
+    );
     if let Some(problems) = pipeline.problems() {
         print_problems(problems);
     }

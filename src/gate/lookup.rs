@@ -7,7 +7,8 @@ use std::sync::Arc;
 use reqwest::Url;
 use serde_json::{Map, Value, json};
 
-use crate::azure::arm::{ArmClient, ArmError, ModelVersion};
+use crate::azure::arm::{ArmClient, ArmError};
+use crate::azure::ml::ModelVersion;
 use crate::config::gate::{GateSpec, MetricRun, MetricSource};
 use crate::event::WorkspaceId;
 use crate::gate::Champion;

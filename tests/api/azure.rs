@@ -52,6 +52,7 @@ fn arm_client(server: &MockServer) -> (ArmClient, Arc<CountingCredential>) {
             budget: Duration::from_secs(5),
         },
         cached,
+        aml_autodeploy::http::Http::new(),
     )
     .unwrap();
     (client, counting)

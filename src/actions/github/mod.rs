@@ -5,10 +5,10 @@
 //! retry budget (Event Grid stops waiting after 30 s), and octocrab's App-auth and retry layers
 //! would each add their own waiting.
 
+mod answers;
 pub mod dispatch;
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -20,17 +20,24 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
 
 use super::{ActionError, ActionOutcome, ActionPlan, GithubPlan, GithubRequest, PreparedRequest};
+use answers::{refusal, retry_wait, transport_error};
+
 use crate::config::RepoSlug;
+use crate::http::Http;
 use crate::logs::InvocationLog;
+use crate::retry::{Backoff, Failure, Stop, retry};
 use crate::settings::{GithubAppCredential, GithubCredential, GithubSettings};
 
 /// The REST API version we speak (supported by github.com and current GitHub Enterprise Server).
 pub const API_VERSION: &str = "2022-11-28";
 /// Longest single request; the total is bounded by the retry budget.
 const PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// First retry delay; doubles per attempt up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Retry delays: 0.5 s doubling up to 8 s, with jitter.
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(500),
+    cap: Duration::from_secs(8),
+    jitter: true,
+};
 /// An installation token is renewed when less than this is left of its hour.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -40,9 +47,7 @@ pub struct GithubClient {
     credential: Result<Option<GithubCredential>, String>,
     budget: Duration,
     user_agent: String,
-    // Built on first use, so process start (and the host's readiness probe) does not wait for the
-    // TLS root store to load.
-    http: OnceLock<reqwest::Client>,
+    http: Http,
     app_tokens: Mutex<AppTokenCache>,
 }
 
@@ -75,26 +80,16 @@ struct Reply {
 }
 
 impl GithubClient {
-    /// A client for `settings`, retrying within `budget` per action.
-    pub fn new(settings: &GithubSettings, budget: Duration) -> Self {
+    /// A client for `settings`, retrying within `budget` per action, sending through `http`.
+    pub fn new(settings: &GithubSettings, budget: Duration, http: Http) -> Self {
         Self {
             api_url: settings.api_url.clone(),
             credential: settings.auth.clone(),
             budget,
             user_agent: format!("aml-autodeploy/{}", env!("CARGO_PKG_VERSION")),
-            http: OnceLock::new(),
+            http,
             app_tokens: Mutex::new(AppTokenCache::default()),
         }
-    }
-
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
     }
 
     fn endpoint(&self, plan: &GithubPlan) -> (String, Value) {
@@ -167,64 +162,78 @@ impl GithubClient {
         deadline: Instant,
         log: &InvocationLog,
     ) -> Result<Reply, ActionError> {
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(ActionError::Unavailable(format!(
-                    "retry budget of {}s used up after {} attempt(s) to {method} {url}",
-                    self.budget.as_secs_f32(),
-                    attempt - 1
-                )));
-            }
-            let mut request = self
-                .http()
-                .request(method.clone(), url)
-                .headers(self.headers())
-                .bearer_auth(bearer.expose_secret())
-                .timeout(remaining.min(PER_REQUEST_TIMEOUT));
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let (wait, why) = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    let body = response
-                        .bytes()
-                        .await
-                        .map(|b| b.to_vec())
-                        .unwrap_or_default();
-                    match retry_wait(status, &headers, &body, attempt) {
-                        None => {
-                            return Ok(Reply {
-                                status,
-                                body,
-                                attempts: attempt,
-                            });
-                        }
-                        Some(wait) => (wait, format!("HTTP {}", status.as_u16())),
-                    }
+        let attempt = |attempt: u32| {
+            let method = method.clone();
+            async move {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(Failure::Final(ActionError::Unavailable(format!(
+                        "retry budget of {}s used up after {} attempt(s) to {method} {url}",
+                        self.budget.as_secs_f32(),
+                        attempt - 1
+                    ))));
                 }
-                Err(e) => (backoff(attempt), transport_error(&e)),
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if wait >= remaining {
-                return Err(ActionError::Unavailable(format!(
+                let mut request = self
+                    .http
+                    .client()
+                    .request(method, url)
+                    .headers(self.headers())
+                    .bearer_auth(bearer.expose_secret())
+                    .timeout(remaining.min(PER_REQUEST_TIMEOUT));
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                let sent = match request.build() {
+                    Ok(request) => self.http.send_following_redirects(request).await,
+                    Err(e) => Err(e.into()),
+                };
+                let response = sent.map_err(|e| Failure::Transient {
+                    why: transport_error(&e),
+                    asked: None,
+                })?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = response
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
+                match retry_wait(status, &headers, &body) {
+                    None => Ok(Reply {
+                        status,
+                        body,
+                        attempts: attempt,
+                    }),
+                    Some(asked) => Err(Failure::Transient {
+                        why: format!("HTTP {}", status.as_u16()),
+                        asked,
+                    }),
+                }
+            }
+        };
+        let on_retry = |why: &str, attempt: u32, wait: Duration| {
+            log.warn(format!(
+                "GitHub: {method} {url} failed with {why} (attempt {attempt}); retrying in {:.1}s",
+                wait.as_secs_f32()
+            ));
+        };
+        retry(BACKOFF, deadline, attempt, on_retry)
+            .await
+            .map_err(|stop| match stop {
+                Stop::Final(e) => e,
+                Stop::OutOfTime {
+                    why,
+                    attempt,
+                    wait,
+                    remaining,
+                } => ActionError::Unavailable(format!(
                     "{method} {url} failed with {why} on attempt {attempt}; the next try would be in {:.1}s, \
                      past the retry budget ({:.1}s left of {}s), so giving up now",
                     wait.as_secs_f32(),
                     remaining.as_secs_f32(),
                     self.budget.as_secs_f32()
-                )));
-            }
-            log.warn(format!(
-                "GitHub: {method} {url} failed with {why} (attempt {attempt}); retrying in {:.1}s",
-                wait.as_secs_f32()
-            ));
-            tokio::time::sleep(wait).await;
-        }
+                )),
+            })
     }
 
     /// The bearer token for `repo`: the PAT, or a (cached) GitHub App installation token.
@@ -558,201 +567,4 @@ fn app_jwt(app: &GithubAppCredential) -> Result<SecretString, ActionError> {
     )
     .map(SecretString::from)
     .map_err(|e| ActionError::Credentials(format!("cannot sign the GitHub App JWT: {e}")))
-}
-
-/// How long to wait before retrying, or `None` when the reply is final.
-fn retry_wait(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-    attempt: u32,
-) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let retry_after = header("retry-after").and_then(parse_retry_after);
-    let rate_limit_reset = match header("x-ratelimit-remaining") {
-        Some("0") => header("x-ratelimit-reset")
-            .and_then(|s| s.parse::<u64>().ok())
-            .map(|reset| {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or_default();
-                Duration::from_secs(reset.saturating_sub(now) + 1)
-            }),
-        _ => None,
-    };
-    let rate_limited = retry_after.is_some() || rate_limit_reset.is_some();
-    let retryable = status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || (status == StatusCode::FORBIDDEN
-            && (rate_limited || String::from_utf8_lossy(body).contains("rate limit")));
-    if !retryable {
-        return None;
-    }
-    Some(match (retry_after, rate_limit_reset) {
-        (Some(wait), _) | (None, Some(wait)) => wait,
-        // GitHub: a secondary rate limit without headers means waiting at least a minute.
-        (None, None)
-            if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS =>
-        {
-            Duration::from_secs(60)
-        }
-        (None, None) => backoff(attempt),
-    })
-}
-
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    httpdate::parse_http_date(value)
-        .ok()
-        .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
-/// Exponential backoff with ±20% jitter, so parallel invocations do not retry in lockstep.
-fn backoff(attempt: u32) -> Duration {
-    let base = FIRST_BACKOFF
-        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
-        .min(MAX_BACKOFF);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let jitter = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
-    base.mul_f64(jitter)
-}
-
-fn transport_error(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "a timeout".to_string()
-    } else if e.is_connect() {
-        "a connection error".to_string()
-    } else {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        format!(
-            "a transport error ({})",
-            text.chars().take(200).collect::<String>()
-        )
-    }
-}
-
-/// A final refusal with GitHub's message and a hint at the usual cause.
-fn refusal(status: StatusCode, body: &[u8], doing: &str) -> ActionError {
-    let mut message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
-    if message.chars().count() > 300 {
-        message = message.chars().take(300).collect::<String>() + "…";
-    }
-    let hint = match status.as_u16() {
-        401 => {
-            "the credential is invalid or expired: check GITHUB_TOKEN or the GitHub App id and key"
-        }
-        403 => {
-            "the credential lacks permission: repository_dispatch needs Contents: write, workflow_dispatch needs Actions: write"
-        }
-        404 => {
-            "the repository or workflow does not exist, or the credential cannot see it (is the GitHub App installed on it?)"
-        }
-        422 => {
-            "GitHub rejected the request: does the workflow have a workflow_dispatch trigger, does the ref exist, are all inputs declared?"
-        }
-        _ => "unexpected answer",
-    };
-    ActionError::Rejected {
-        status: status.as_u16(),
-        message: format!("{doing}: {message} ({hint})"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn retry_after_is_honoured() {
-        let wait = retry_wait(
-            StatusCode::TOO_MANY_REQUESTS,
-            &headers(&[("retry-after", "3")]),
-            b"",
-            1,
-        );
-        assert_eq!(wait, Some(Duration::from_secs(3)));
-    }
-
-    #[test]
-    fn forbidden_without_rate_limit_is_final() {
-        assert_eq!(
-            retry_wait(
-                StatusCode::FORBIDDEN,
-                &HeaderMap::new(),
-                b"{\"message\":\"Resource not accessible\"}",
-                1
-            ),
-            None
-        );
-        assert!(
-            retry_wait(
-                StatusCode::FORBIDDEN,
-                &headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "0")]),
-                b"",
-                1
-            )
-            .is_some()
-        );
-    }
-
-    #[test]
-    fn client_errors_are_final_and_server_errors_retry() {
-        for status in [400, 401, 404, 422] {
-            assert_eq!(
-                retry_wait(
-                    StatusCode::from_u16(status).unwrap(),
-                    &HeaderMap::new(),
-                    b"",
-                    1
-                ),
-                None
-            );
-        }
-        for status in [500, 502, 503] {
-            assert!(
-                retry_wait(
-                    StatusCode::from_u16(status).unwrap(),
-                    &HeaderMap::new(),
-                    b"",
-                    1
-                )
-                .is_some()
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) < Duration::from_millis(700));
-        assert!(backoff(3) > Duration::from_millis(1500));
-        assert!(backoff(30) <= MAX_BACKOFF.mul_f64(1.2));
-    }
 }

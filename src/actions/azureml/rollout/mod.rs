@@ -221,22 +221,23 @@ pub struct RolloutEngine {
     arm: Arc<ArmClient>,
     credential: Arc<dyn TokenCredential>,
     ledger: Arc<Ledger>,
-    // Built on first use: process start must not wait for the TLS root store.
-    http: std::sync::OnceLock<reqwest::Client>,
+    http: crate::http::Http,
 }
 
 impl RolloutEngine {
-    /// An engine over `arm`, using `credential` for Entra-authenticated scoring.
+    /// An engine over `arm`, using `credential` for Entra-authenticated scoring and `http` for
+    /// the smoke test.
     pub fn new(
         arm: Arc<ArmClient>,
         credential: Arc<dyn TokenCredential>,
         ledger: Arc<Ledger>,
+        http: crate::http::Http,
     ) -> Self {
         Self {
             arm,
             credential,
             ledger,
-            http: std::sync::OnceLock::new(),
+            http,
         }
     }
 

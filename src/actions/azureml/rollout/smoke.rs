@@ -13,16 +13,6 @@ use crate::logs::InvocationLog;
 pub(super) const SCORING_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl RolloutEngine {
-    pub(super) fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
-    }
-
     pub(super) async fn smoke_phase(
         &self,
         plan: &AzureMlPlan,
@@ -87,7 +77,8 @@ impl RolloutEngine {
             }
         };
         let response = self
-            .http()
+            .http
+            .client()
             .post(url)
             .bearer_auth(bearer)
             .header("azureml-model-deployment", &plan.deployment)

@@ -1,0 +1,255 @@
+//! The process's one HTTP client: one connection pool for GitHub, ARM (and the gate's metric
+//! lookups through it), notifications, the webhook's signing-key fetcher and the rollout's smoke
+//! test.
+//!
+//! Settings that used to differ per client and how each is kept:
+//! - Timeouts are per request ([`reqwest::RequestBuilder::timeout`]), with each caller's value.
+//! - Redirects: never followed by the client (ARM and the scoring endpoint must not carry a token
+//!   elsewhere; notifications and the key fetcher never followed them either). GitHub did follow
+//!   them with reqwest's default policy, so it sends through [`Http::send_following_redirects`],
+//!   which does the same by hand.
+//! - Connect timeout 5 s for all (the key fetcher had none, only its 10 s total).
+//! - No default headers and no client user agent: each caller sets its own per request.
+//! - Idle connections are closed after 60 s (GitHub's setting; the others had reqwest's 90 s).
+//!
+//! The Storage ledger (through `azure_core`'s pipeline, with its own timeout) and the
+//! `azure_identity` credentials keep their own transports.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION,
+    REFERER, TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Request, Response, StatusCode, Url};
+
+/// Redirects followed for GitHub, as reqwest's default policy (`Policy::limited(10)`).
+const MAX_REDIRECTS: usize = 10;
+
+/// A handle on the process's one HTTP client; clones share it. Made once at start and passed to
+/// every client type.
+#[derive(Clone, Default)]
+pub struct Http {
+    // Built on first use, so process start (and the host's readiness probe) does not wait for the
+    // TLS root store to load.
+    client: Arc<OnceLock<reqwest::Client>>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("built", &self.client.get().is_some())
+            .finish()
+    }
+}
+
+/// Why [`Http::send_following_redirects`] got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The request failed.
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+    /// More than ten redirects, or one to a scheme other than http(s).
+    #[error("error following redirect to {0}: {1}")]
+    Redirect(Url, &'static str),
+}
+
+impl Http {
+    /// A handle; the client itself is built on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shared client.
+    pub fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_secs(60))
+                // Never follow redirects: a redirect could carry a token elsewhere.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
+    }
+
+    /// Sends `request` following redirects as reqwest's default policy does: at most ten; 301 and
+    /// 302 turn a POST into a GET, 303 turns anything but HEAD into a GET (both without the body),
+    /// 307 and 308 resend method and body; credentials are dropped when scheme, host or port change; `Referer` is
+    /// set. The request's timeout bounds all hops together.
+    pub async fn send_following_redirects(
+        &self,
+        mut request: Request,
+    ) -> Result<Response, SendError> {
+        let deadline = request.timeout().map(|t| Instant::now() + *t);
+        let mut hops = 0;
+        loop {
+            if let Some(deadline) = deadline {
+                *request.timeout_mut() = Some(deadline.saturating_duration_since(Instant::now()));
+            }
+            // A streamed body cannot be sent twice: then the redirect is the answer.
+            let again = request.try_clone();
+            let previous = request.url().clone();
+            let response = self.client().execute(request).await?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| previous.join(l).ok());
+            let (Some(mut next), Some(target)) = (again, location) else {
+                return Ok(response);
+            };
+            let method = match status {
+                StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND
+                    if next.method() == Method::POST =>
+                {
+                    Method::GET
+                }
+                StatusCode::SEE_OTHER if next.method() != Method::HEAD => Method::GET,
+                StatusCode::MOVED_PERMANENTLY
+                | StatusCode::FOUND
+                | StatusCode::SEE_OTHER
+                | StatusCode::TEMPORARY_REDIRECT
+                | StatusCode::PERMANENT_REDIRECT => next.method().clone(),
+                _ => return Ok(response),
+            };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(SendError::Redirect(previous, "too many redirects"));
+            }
+            if !matches!(target.scheme(), "http" | "https") {
+                return Err(SendError::Redirect(target, "URL scheme is not allowed"));
+            }
+            if method != *next.method() || status == StatusCode::SEE_OTHER {
+                *next.method_mut() = method;
+                *next.body_mut() = None;
+                for name in [
+                    CONTENT_TYPE,
+                    CONTENT_LENGTH,
+                    CONTENT_ENCODING,
+                    TRANSFER_ENCODING,
+                ] {
+                    next.headers_mut().remove(name);
+                }
+            }
+            let headers = next.headers_mut();
+            if target.scheme() != previous.scheme()
+                || target.host_str() != previous.host_str()
+                || target.port_or_known_default() != previous.port_or_known_default()
+            {
+                for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE] {
+                    headers.remove(name);
+                }
+            }
+            // As reqwest: not from https to http, and never with credentials or a fragment.
+            if !(previous.scheme() == "https" && target.scheme() == "http") {
+                let mut referer = previous.clone();
+                let _ = referer.set_username("");
+                let _ = referer.set_password(None);
+                referer.set_fragment(None);
+                if let Ok(value) = referer.as_str().parse() {
+                    headers.insert(REFERER, value);
+                }
+            }
+            *next.url_mut() = target;
+            request = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{body_string, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn redirect(status: u16, to: &str) -> ResponseTemplate {
+        ResponseTemplate::new(status).insert_header("location", to)
+    }
+
+    fn post(http: &Http, url: String) -> Request {
+        http.client()
+            .post(url)
+            .bearer_auth("secret")
+            .body("{}")
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_307_resends_method_body_and_token_on_the_same_host() {
+        let server = MockServer::start().await;
+        Mock::given(path("/old"))
+            .respond_with(redirect(307, "/new"))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/new"))
+            .and(header("authorization", "Bearer secret"))
+            .and(body_string("{}"))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let http = Http::new();
+        let response = http
+            .send_following_redirects(post(&http, format!("{}/old", server.uri())))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn a_302_to_another_host_becomes_a_get_without_the_token() {
+        let (first, second) = (MockServer::start().await, MockServer::start().await);
+        Mock::given(path("/a"))
+            .respond_with(redirect(302, &format!("{}/b", second.uri())))
+            .mount(&first)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/b"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&second)
+            .await;
+        let http = Http::new();
+        let response = http
+            .send_following_redirects(post(&http, format!("{}/a", first.uri())))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let seen = second.received_requests().await.unwrap();
+        assert!(seen[0].headers.get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_client_itself_does_not_follow_and_loops_end_after_ten() {
+        let server = MockServer::start().await;
+        Mock::given(path("/loop"))
+            .respond_with(redirect(301, "/loop"))
+            .mount(&server)
+            .await;
+        let http = Http::new();
+        let url = format!("{}/loop", server.uri());
+        let plain = http.client().get(&url).send().await.unwrap();
+        assert_eq!(plain.status(), StatusCode::MOVED_PERMANENTLY);
+        let followed = http
+            .send_following_redirects(http.client().get(&url).build().unwrap())
+            .await;
+        assert!(
+            matches!(followed, Err(SendError::Redirect(_, "too many redirects"))),
+            "{followed:?}"
+        );
+        assert_eq!(server.received_requests().await.unwrap().len(), 1 + 11);
+    }
+
+    #[test]
+    fn clones_share_one_client() {
+        let http = Http::new();
+        let other = http.clone();
+        assert!(std::ptr::eq(http.client(), other.client()));
+    }
+}
