@@ -114,7 +114,7 @@ pub(super) fn refusal(status: StatusCode, body: &[u8], doing: &str) -> ActionErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::github::BACKOFF;
+    use crate::actions::github::client::BACKOFF;
     use crate::retry::Backoff;
     use reqwest::header::HeaderValue;
 

@@ -5,10 +5,83 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use std::time::Instant;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
 use super::GithubClient;
+use super::answers::refusal;
+use crate::actions::GithubPlan;
 use crate::actions::{ActionError, ActionOutcome};
 use crate::ledger::{ETag, Edit, Ledger, Marker, Record, State, StoreError, Written, after};
 use crate::logs::InvocationLog;
+use crate::settings::GithubCredential;
+
+impl GithubClient {
+    /// Sends `repository_dispatch` or `workflow_dispatch` (with run details where GitHub
+    /// supports them).
+    pub(super) async fn dispatch(
+        &self,
+        plan: &GithubPlan,
+        log: &InvocationLog,
+    ) -> Result<ActionOutcome, ActionError> {
+        let deadline = Instant::now() + self.budget;
+        let (url, mut body) = self.endpoint(plan);
+        let mut attempts = 0;
+        let mut renewed_token = false;
+        let mut dropped_run_details = false;
+        loop {
+            let bearer = self.bearer(&plan.repository, deadline, log).await?;
+            let reply = self
+                .call(Method::POST, &url, &bearer, Some(&body), deadline, log)
+                .await?;
+            attempts += reply.attempts;
+            let status = reply.status;
+            if status.is_success() {
+                let mut outcome = ActionOutcome {
+                    status: status.as_u16(),
+                    attempts,
+                    ..ActionOutcome::default()
+                };
+                // workflow_dispatch with return_run_details answers 200 with the run; GitHub Enterprise
+                // Server (and older API behaviour) answers a plain 204.
+                if let Ok(details) = serde_json::from_slice::<Value>(&reply.body) {
+                    outcome.run_id = details.get("workflow_run_id").and_then(Value::as_u64);
+                    outcome.run_url = details
+                        .get("html_url")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                }
+                return Ok(outcome);
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && !renewed_token
+                && matches!(self.credential, Ok(Some(GithubCredential::App(_))))
+            {
+                // A revoked or expired installation token: mint a new one once.
+                renewed_token = true;
+                self.forget_app_token().await;
+                log.warn("GitHub answered 401 to the installation token; minting a new one");
+                continue;
+            }
+            if status == StatusCode::UNPROCESSABLE_ENTITY
+                && !dropped_run_details
+                && body.get("return_run_details").is_some()
+                && String::from_utf8_lossy(&reply.body).contains("return_run_details")
+            {
+                // Older GitHub Enterprise Server versions reject the parameter they do not know.
+                dropped_run_details = true;
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("return_run_details");
+                }
+                log.warn("GitHub does not accept return_run_details here; dispatching without run details");
+                continue;
+            }
+            return Err(refusal(status, &reply.body, "dispatching"));
+        }
+    }
+}
 
 /// What became of a claimed attempt.
 #[derive(Debug)]

@@ -1,0 +1,146 @@
+//! One GitHub REST call with retries inside the time budget: headers, the credential, and which
+//! answers are retried (5xx, 429, rate limits; an expired App token once).
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::answers::{retry_wait, transport_error};
+use super::*;
+use crate::actions::ActionError;
+use crate::logs::InvocationLog;
+use crate::retry::{Backoff, Failure, Stop, retry};
+use crate::settings::GithubCredential;
+
+/// Longest single request; the total is bounded by the retry budget.
+pub(super) const PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry delays: 0.5 s doubling up to 8 s, with jitter.
+pub(super) const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(500),
+    cap: Duration::from_secs(8),
+    jitter: true,
+};
+
+/// A response we did not retry: success or a final refusal.
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) body: Vec<u8>,
+    pub(super) attempts: u32,
+}
+
+impl GithubClient {
+    pub(super) fn credential_label(&self) -> &'static str {
+        match &self.credential {
+            Ok(Some(GithubCredential::Token(_))) => "Bearer <redacted: GITHUB_TOKEN>",
+            Ok(Some(GithubCredential::App(_))) => {
+                "Bearer <redacted: GitHub App installation token>"
+            }
+            _ => "<no GitHub credential configured>",
+        }
+    }
+
+    pub(super) fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/vnd.github+json"),
+        );
+        headers.insert(
+            "X-GitHub-Api-Version",
+            HeaderValue::from_static(API_VERSION),
+        );
+        if let Ok(ua) = HeaderValue::from_str(&self.user_agent) {
+            headers.insert(reqwest::header::USER_AGENT, ua);
+        }
+        headers
+    }
+
+    /// Sends one request, retrying transient failures until `deadline`. Returns the first reply that
+    /// is not retryable (success or a refusal); transport failures and retryable statuses that
+    /// outlast the budget become [`ActionError::Unavailable`].
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: &SecretString,
+        body: Option<&Value>,
+        deadline: Instant,
+        log: &InvocationLog,
+    ) -> Result<Reply, ActionError> {
+        let attempt = |attempt: u32| {
+            let method = method.clone();
+            async move {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(Failure::Final(ActionError::Unavailable(format!(
+                        "retry budget of {}s used up after {} attempt(s) to {method} {url}",
+                        self.budget.as_secs_f32(),
+                        attempt - 1
+                    ))));
+                }
+                let mut request = self
+                    .http
+                    .client()
+                    .request(method, url)
+                    .headers(self.headers())
+                    .bearer_auth(bearer.expose_secret())
+                    .timeout(remaining.min(PER_REQUEST_TIMEOUT));
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                let sent = match request.build() {
+                    Ok(request) => self.http.send_following_redirects(request).await,
+                    Err(e) => Err(e.into()),
+                };
+                let response = sent.map_err(|e| Failure::Transient {
+                    why: transport_error(&e),
+                    asked: None,
+                })?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = response
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
+                match retry_wait(status, &headers, &body) {
+                    None => Ok(Reply {
+                        status,
+                        body,
+                        attempts: attempt,
+                    }),
+                    Some(asked) => Err(Failure::Transient {
+                        why: format!("HTTP {}", status.as_u16()),
+                        asked,
+                    }),
+                }
+            }
+        };
+        let on_retry = |why: &str, attempt: u32, wait: Duration| {
+            log.warn(format!(
+                "GitHub: {method} {url} failed with {why} (attempt {attempt}); retrying in {:.1}s",
+                wait.as_secs_f32()
+            ));
+        };
+        retry(BACKOFF, deadline, attempt, on_retry)
+            .await
+            .map_err(|stop| match stop {
+                Stop::Final(e) => e,
+                Stop::OutOfTime {
+                    why,
+                    attempt,
+                    wait,
+                    remaining,
+                } => ActionError::Unavailable(format!(
+                    "{method} {url} failed with {why} on attempt {attempt}; the next try would be in {:.1}s, \
+                     past the retry budget ({:.1}s left of {}s), so giving up now",
+                    wait.as_secs_f32(),
+                    remaining.as_secs_f32(),
+                    self.budget.as_secs_f32()
+                )),
+            })
+    }
+}
