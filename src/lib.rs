@@ -2,25 +2,32 @@
 //! "model registered" events into safe, audited deployments.
 //!
 //! # Layout
-//! The modules follow the data, one step each:
+//! The modules follow the data, one step each (folders in brackets):
 //!
-//! 1. [`routes`] / [`startup`]: the HTTP server the Functions host talks to (`GET /`, `POST /ModelRegistered`).
+//! 1. [`startup`] / [`routes`]: the HTTP server the Functions host talks to (`GET /`,
+//!    `POST /ModelRegistered`, `POST /Reconcile`), and the one place errors become responses.
 //! 2. [`host`]: the custom-handler envelope in, `{Outputs, Logs, ReturnValue}` out.
-//! 3. [`event`]: Event Grid or CloudEvents envelope → typed [`event::Event`].
-//! 4. [`config`]: `autodeploy.yml` → validated rules (and `check-config`).
-//! 5. [`policy`]: `decide(event, config, facts) -> Decision`, pure.
-//! 6. [`ledger`]: one durable record per model version: the claim before acting, the outcome after.
-//! 7. [`actions`]: the action behind a trait ([`actions::github`]: repository/workflow dispatch),
-//!    sent and recorded by [`dispatch`].
-//! 8. [`pipeline`]: steps 3–7 for one event, shared by the handler and `replay`.
-//! 9. [`reconcile`]: the timer's pass over the ledger's outbox (retries, takeovers, giving up).
+//! 3. [`event`] (`event/`): Event Grid or CloudEvents envelope → typed [`event::Event`].
+//! 4. [`config`] (`config/`, one file per section): `autodeploy.yml` → validated rules.
+//! 5. [`policy`]: `decide(event, config, facts) -> Decision`, pure; [`gate`] (`gate/`): the
+//!    quality gate's verdict (pure) and its metric [`gate::lookup`] in Azure ML.
+//! 6. [`actions`] (`actions/`): one home per action: [`actions::github`] (client, App auth,
+//!    dispatch) and [`actions::azureml`] (translation, the rollout's lock, smoke test, traffic and
+//!    phase machine, and [`actions::azureml::deploy`], which runs rollouts from the ledger).
+//! 7. [`ledger`] (`ledger/`): one durable record per model version, written only through its
+//!    compare-and-swap ([`ledger::write`]); the outbox of due work.
+//! 8. [`pipeline`] (`pipeline/`): steps 3–7 for one event (decide and answer with a typed
+//!    [`pipeline::Outcome`], run the gate, act), shared by the handler, the webhook and the CLI.
+//! 9. [`reconcile`]: the timer's pass over the ledger's outbox (retries, takeovers, rollout steps,
+//!    giving up); [`notify`] announces outcomes.
 //!
 //! [`webhook`] replaces steps 1–2 when there is no Functions host (`serve --webhook`): Event Grid's
 //! handshakes, batches and mandatory authentication, with an internal `Reconcile` timer.
 //!
-//! Around them: [`azure`] (clouds, credentials, the ARM client), [`http`] (the process's one HTTP
-//! client), [`retry`] (backoff inside a time budget), [`settings`] (environment read once), [`logs`] (per-invocation lines),
-//! [`telemetry`] (tracing output) and [`cli`] (the subcommands, one file each).
+//! Around them: [`cli`] (`cli/`, one file per subcommand), [`settings`] (environment read once,
+//! through the [`settings::Env`] seam), [`azure`] (`azure/`: clouds, credentials, the ARM client and
+//! Azure ML resources), [`http`] (the process's one HTTP client), [`retry`] (backoff inside a time
+//! budget), [`logs`] (per-invocation lines) and [`telemetry`] (tracing output).
 
 pub mod actions;
 pub mod azure;

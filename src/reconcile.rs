@@ -12,7 +12,7 @@ use crate::actions::ActionPlan;
 use crate::actions::github::dispatch::Sent;
 use crate::config::{Mode, RuleAction};
 use crate::ledger::record::rfc3339;
-use crate::ledger::{Marker, Record, State, StoreError, after, claim_expired};
+use crate::ledger::{ETag, Ledger, Marker, Record, State, StoreError, after, claim_expired};
 use crate::logs::InvocationLog;
 use crate::pipeline::{Execution, Invocation, Label, Pipeline, claim};
 
@@ -110,9 +110,17 @@ async fn visit(
         if record.state == State::Queued
             && let Some(why) = rule_no_longer_acts(pipeline, &record)
         {
-            record.transition(State::Skipped, why.clone(), now);
-            if save_or_skip(ledger.save(&record, &etag).await)? {
-                ledger.unschedule(marker).await?;
+            if settle(
+                ledger,
+                &mut record,
+                &etag,
+                marker,
+                State::Skipped,
+                &why,
+                now,
+            )
+            .await?
+            {
                 log.info(format!("{} {}: {why}", record.model, record.version));
                 tally.skipped += 1;
             }
@@ -177,11 +185,17 @@ async fn visit(
 
     // The config may have changed since the record was made: only send what a rule still wants.
     if let Some(why) = rule_no_longer_acts(pipeline, &record) {
-        record.claim = None;
-        record.next_attempt_at = None;
-        record.transition(State::Skipped, why.clone(), now);
-        if save_or_skip(ledger.save(&record, &etag).await)? {
-            ledger.unschedule(marker).await?;
+        if settle(
+            ledger,
+            &mut record,
+            &etag,
+            marker,
+            State::Skipped,
+            &why,
+            now,
+        )
+        .await?
+        {
             log.info(format!("{} {}: {why}", record.model, record.version));
             tally.skipped += 1;
         }
@@ -199,11 +213,7 @@ async fn visit(
         let why = format!(
             "stale: version {newer} (event time {newer_time}) was acted on meanwhile; this older version is not sent"
         );
-        record.claim = None;
-        record.next_attempt_at = None;
-        record.transition(State::Stale, why.clone(), now);
-        if save_or_skip(ledger.save(&record, &etag).await)? {
-            ledger.unschedule(marker).await?;
+        if settle(ledger, &mut record, &etag, marker, State::Stale, &why, now).await? {
             log.warn(format!("{} {}: {why}", record.model, record.version));
             pipeline
                 .notifier()
@@ -289,11 +299,17 @@ async fn visit(
             attempt.finished_at = Some(now);
             attempt.outcome = "gave_up".into();
         }
-        record.claim = None;
-        record.next_attempt_at = None;
-        record.transition(State::Failed, why.clone(), now);
-        if save_or_skip(ledger.save(&record, &etag).await)? {
-            ledger.unschedule(&claim_marker).await?;
+        let settled = settle(
+            ledger,
+            &mut record,
+            &etag,
+            &claim_marker,
+            State::Failed,
+            &why,
+            now,
+        )
+        .await?;
+        if settled {
             log.warn(format!("{} {}: {why}", record.model, record.version));
             pipeline
                 .notifier()
@@ -443,6 +459,27 @@ async fn recheck_gate(
         // The marker stays: the next pass tries again.
         Err(e) => Err(StoreError::Unavailable(e.to_string())),
     }
+}
+
+/// Ends a visit with the record `state` for `why`: no claim, nothing due, the visit's marker gone.
+/// False when someone else changed the record meanwhile (it is theirs this pass).
+async fn settle(
+    ledger: &Ledger,
+    record: &mut Record,
+    etag: &ETag,
+    marker: &Marker,
+    state: State,
+    why: &str,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    record.claim = None;
+    record.next_attempt_at = None;
+    record.transition(state, why, now);
+    if !save_or_skip(ledger.save(record, etag).await)? {
+        return Ok(false);
+    }
+    ledger.unschedule(marker).await?;
+    Ok(true)
 }
 
 /// A conflict means someone else changed the record meanwhile: skip it this pass.

@@ -289,15 +289,8 @@ impl TokenCredential for CachedCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::test_env as env;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k: &str| map.get(k).cloned()
-    }
 
     #[test]
     fn clouds_table() {

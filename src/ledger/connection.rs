@@ -240,15 +240,7 @@ pub fn parse_connection_string(text: &str, source: &str) -> Result<StorageTarget
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k: &str| map.get(k).cloned()
-    }
+    use crate::settings::test_env as env;
 
     #[test]
     fn development_storage_points_at_azurite() {

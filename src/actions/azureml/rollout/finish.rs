@@ -47,18 +47,7 @@ impl RolloutEngine {
         }
         let dep = plan.deployment.clone();
         if state.phase == Phase::Mirroring {
-            state.phase = Phase::Canary;
-            state.next_step = format!(
-                "{}% canary on {dep}, then bake",
-                plan.rollout.canary_percent
-            );
-            let traffic = canary_split(
-                &state.previous_traffic,
-                &dep,
-                u32::from(plan.rollout.canary_percent),
-            );
-            // Leaving mirror for canary zeroes mirrorTraffic in the same PUT.
-            want(state, traffic, BTreeMap::new());
+            enter_canary(plan, state);
         } else {
             state.phase = Phase::Promoting;
             state.next_step = format!("wait for 100% of traffic on {dep}");

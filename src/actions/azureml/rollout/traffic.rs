@@ -44,17 +44,7 @@ impl RolloutEngine {
                 BTreeMap::from([(dep, u32::from(plan.rollout.mirror_percent))]),
             );
         } else {
-            state.phase = Phase::Canary;
-            state.next_step = format!(
-                "{}% canary on {dep}, then bake",
-                plan.rollout.canary_percent
-            );
-            let traffic = canary_split(
-                &state.previous_traffic,
-                &dep,
-                u32::from(plan.rollout.canary_percent),
-            );
-            want(state, traffic, BTreeMap::new());
+            enter_canary(plan, state);
         }
         self.apply_pending(plan, state, log).await
     }
@@ -219,6 +209,23 @@ pub(super) fn percent_map(value: &Value) -> BTreeMap<String, u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Moves to the canary phase: the plan's share for the new deployment, taken from the live ones
+/// in proportion (leaving a mirror zeroes it in the same PUT).
+pub(super) fn enter_canary(plan: &AzureMlPlan, state: &mut RolloutState) {
+    let dep = plan.deployment.clone();
+    state.phase = Phase::Canary;
+    state.next_step = format!(
+        "{}% canary on {dep}, then bake",
+        plan.rollout.canary_percent
+    );
+    let traffic = canary_split(
+        &state.previous_traffic,
+        &dep,
+        u32::from(plan.rollout.canary_percent),
+    );
+    want(state, traffic, BTreeMap::new());
 }
 
 /// Takes `canary` percent for `new` from the live deployments in proportion to their shares; the
