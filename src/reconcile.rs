@@ -110,21 +110,7 @@ async fn visit(
         if record.state == State::Queued
             && let Some(why) = rule_no_longer_acts(pipeline, &record)
         {
-            if settle(
-                ledger,
-                &mut record,
-                &etag,
-                marker,
-                State::Skipped,
-                &why,
-                now,
-            )
-            .await?
-            {
-                log.info(format!("{} {}: {why}", record.model, record.version));
-                tally.skipped += 1;
-            }
-            return Ok(());
+            return skip_unwanted(ledger, marker, record, &etag, &why, tally, log).await;
         }
         let deployer = pipeline
             .deployer()
@@ -185,21 +171,7 @@ async fn visit(
 
     // The config may have changed since the record was made: only send what a rule still wants.
     if let Some(why) = rule_no_longer_acts(pipeline, &record) {
-        if settle(
-            ledger,
-            &mut record,
-            &etag,
-            marker,
-            State::Skipped,
-            &why,
-            now,
-        )
-        .await?
-        {
-            log.info(format!("{} {}: {why}", record.model, record.version));
-            tally.skipped += 1;
-        }
-        return Ok(());
+        return skip_unwanted(ledger, marker, record, &etag, &why, tally, log).await;
     }
 
     // A newer version acted on meanwhile: sending this one now would roll the model back.
@@ -459,6 +431,24 @@ async fn recheck_gate(
         // The marker stays: the next pass tries again.
         Err(e) => Err(StoreError::Unavailable(e.to_string())),
     }
+}
+
+/// The config changed since the record was made and no rule sends it now: `skipped`.
+async fn skip_unwanted(
+    ledger: &Ledger,
+    marker: &Marker,
+    mut record: Record,
+    etag: &ETag,
+    why: &str,
+    tally: &mut Tally,
+    log: &InvocationLog,
+) -> Result<(), StoreError> {
+    let now = OffsetDateTime::now_utc();
+    if settle(ledger, &mut record, etag, marker, State::Skipped, why, now).await? {
+        log.info(format!("{} {}: {why}", record.model, record.version));
+        tally.skipped += 1;
+    }
+    Ok(())
 }
 
 /// Ends a visit with the record `state` for `why`: no claim, nothing due, the visit's marker gone.

@@ -261,24 +261,33 @@ fn etag_of(etag: Option<&azure_core::http::Etag>) -> ETag {
 
 impl BlobStore {
     async fn create_unbounded(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
+        let options = BlockBlobClientUploadOptions::default().if_not_exists();
+        match self.upload_json(name, body, options).await? {
+            Err(e) if e.http_status() == Some(StatusCode::Conflict) => {
+                Err(StoreError::AlreadyExists)
+            }
+            written => written.map_err(|e| unavailable(&e)),
+        }
+    }
+
+    /// A conditional JSON upload (create-only or If-Match); the caller reads the refusal.
+    async fn upload_json(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        options: BlockBlobClientUploadOptions<'_>,
+    ) -> Result<Result<ETag, azure_core::Error>, StoreError> {
         self.ready().await?;
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some("application/json".into()),
-            ..BlockBlobClientUploadOptions::default()
-        }
-        .if_not_exists();
-        match self
+            ..options
+        };
+        Ok(self
             .container
             .blob_client(name)
             .upload(RequestContent::from(body), Some(options))
             .await
-        {
-            Ok(result) => Ok(etag_of(result.etag.as_ref())),
-            Err(e) if e.http_status() == Some(StatusCode::Conflict) => {
-                Err(StoreError::AlreadyExists)
-            }
-            Err(e) => Err(unavailable(&e)),
-        }
+            .map(|result| etag_of(result.etag.as_ref())))
     }
 
     // Reads never create the container: `status` must work with read-only access, and a
@@ -310,19 +319,12 @@ impl BlobStore {
         body: Vec<u8>,
         etag: &ETag,
     ) -> Result<ETag, StoreError> {
-        self.ready().await?;
         let options = BlockBlobClientUploadOptions {
-            blob_content_type: Some("application/json".into()),
             if_match: Some(etag.0.clone().into()),
             ..BlockBlobClientUploadOptions::default()
         };
-        match self
-            .container
-            .blob_client(name)
-            .upload(RequestContent::from(body), Some(options))
-            .await
-        {
-            Ok(result) => Ok(etag_of(result.etag.as_ref())),
+        match self.upload_json(name, body, options).await? {
+            Ok(etag) => Ok(etag),
             Err(e)
                 if matches!(
                     e.http_status(),

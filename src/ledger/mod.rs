@@ -517,48 +517,6 @@ mod tests {
         assert_eq!(ledger.retry_delay(30), MAX_RETRY_DELAY);
     }
 
-    /// A [`MemoryStore`] that counts create calls.
-    #[derive(Default)]
-    struct CountingStore {
-        inner: MemoryStore,
-        creates: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl Store for CountingStore {
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-        fn is_durable(&self) -> bool {
-            false
-        }
-        async fn create(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
-            self.creates
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.inner.create(name, body).await
-        }
-        async fn read(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
-            self.inner.read(name).await
-        }
-        async fn replace(
-            &self,
-            name: &str,
-            body: Vec<u8>,
-            etag: &ETag,
-        ) -> Result<ETag, StoreError> {
-            self.inner.replace(name, body, etag).await
-        }
-        async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
-            self.inner.put(name, body).await
-        }
-        async fn delete(&self, name: &str) -> Result<(), StoreError> {
-            self.inner.delete(name).await
-        }
-        async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-            self.inner.list(prefix, limit).await
-        }
-    }
-
     fn skipped_record(version: &str) -> Record {
         Record::from_bytes(
             json!({
@@ -580,7 +538,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_version_seen_before_is_read_not_created_again_unless_it_vanished() {
-        let store = Arc::new(CountingStore::default());
+        let store = Arc::new(store::testing::RacingStore::default());
         let ledger = Ledger::new(store.clone(), LedgerOptions::default());
         let record = skipped_record("1");
         let created = ledger.create_or_merge(&record, keep).await.unwrap();

@@ -268,3 +268,72 @@ mod tests {
         assert!(kept * chunk.len() <= MEMORY_STORE_LIMIT, "{kept}");
     }
 }
+
+/// Stores for tests that inject races and count requests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{ETag, MemoryStore, Store, StoreError};
+    use crate::ledger::Record;
+
+    /// A [`MemoryStore`] that counts creates and replaces and in which, before each of our first `races` replaces, another writer adds an event
+    /// id to the record; and whose replaces can lose their answer after being applied.
+    #[derive(Default)]
+    pub(crate) struct RacingStore {
+        inner: MemoryStore,
+        pub(crate) creates: AtomicUsize,
+        pub(crate) races: AtomicUsize,
+        pub(crate) lose_answers: AtomicUsize,
+        pub(crate) replaces: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for RacingStore {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn is_durable(&self) -> bool {
+            false
+        }
+        async fn create(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            self.inner.create(name, body).await
+        }
+        async fn read(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
+            self.inner.read(name).await
+        }
+        async fn replace(
+            &self,
+            name: &str,
+            body: Vec<u8>,
+            etag: &ETag,
+        ) -> Result<ETag, StoreError> {
+            self.replaces.fetch_add(1, Ordering::SeqCst);
+            if self.races.load(Ordering::SeqCst) > 0 {
+                let n = self.races.fetch_sub(1, Ordering::SeqCst);
+                let (bytes, current) = self.inner.read(name).await?.unwrap();
+                let mut theirs = Record::from_bytes(&bytes).unwrap();
+                theirs.event_ids.push(format!("theirs-{n}"));
+                self.inner
+                    .replace(name, theirs.to_bytes(), &current)
+                    .await?;
+            }
+            let written = self.inner.replace(name, body, etag).await?;
+            if self.lose_answers.load(Ordering::SeqCst) > 0 {
+                self.lose_answers.fetch_sub(1, Ordering::SeqCst);
+                return Err(StoreError::Conflict);
+            }
+            Ok(written)
+        }
+        async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
+            self.inner.put(name, body).await
+        }
+        async fn delete(&self, name: &str) -> Result<(), StoreError> {
+            self.inner.delete(name).await
+        }
+        async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.list(prefix, limit).await
+        }
+    }
+}

@@ -272,18 +272,7 @@ impl Ledger {
                 }
                 Written::Created(etag)
             }
-            Swapped::Edited {
-                value,
-                object,
-                etag,
-                saved,
-            } => Written::Merged {
-                value,
-                record: Box::new(object),
-                etag,
-                saved,
-            },
-            Swapped::Missing => Written::Missing,
+            swapped => swapped.into(),
         })
     }
 
@@ -300,20 +289,8 @@ impl Ledger {
             Some((record, etag)) => Start::Known(record, etag),
             None => Start::Read,
         };
-        Ok(match self.swap(key, start, Absent::Missing, edit).await? {
-            Swapped::Edited {
-                value,
-                object,
-                etag,
-                saved,
-            } => Written::Merged {
-                value,
-                record: Box::new(object),
-                etag,
-                saved,
-            },
-            Swapped::Created(..) | Swapped::Missing => Written::Missing,
-        })
+        // Never created: with `Absent::Missing` an absent record stays absent.
+        Ok(self.swap(key, start, Absent::Missing, edit).await?.into())
     }
 
     /// Read-modify-write of a JSON object that is not a record (created from `T::default()` when
@@ -342,6 +319,26 @@ impl Ledger {
     }
 }
 
+impl<R> From<Swapped<Record, R>> for Written<R> {
+    fn from(swapped: Swapped<Record, R>) -> Self {
+        match swapped {
+            Swapped::Created(_, etag) => Written::Created(etag),
+            Swapped::Edited {
+                value,
+                object,
+                etag,
+                saved,
+            } => Written::Merged {
+                value,
+                record: Box::new(object),
+                etag,
+                saved,
+            },
+            Swapped::Missing => Written::Missing,
+        }
+    }
+}
+
 impl<R> Written<R> {
     /// The stored record after the write, when there was one before it.
     pub fn merged(self) -> Option<(R, Record, ETag, bool)> {
@@ -360,70 +357,13 @@ impl<R> Written<R> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     use serde_json::json;
 
     use super::*;
-    use crate::ledger::{LedgerOptions, MemoryStore, Store, record_key};
-
-    /// A store in which, before each of our first `races` replaces, another writer adds an event
-    /// id to the record; and whose replaces can lose their answer after being applied.
-    #[derive(Default)]
-    struct RacingStore {
-        inner: MemoryStore,
-        races: AtomicUsize,
-        lose_answers: AtomicUsize,
-        replaces: AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl Store for RacingStore {
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-        fn is_durable(&self) -> bool {
-            false
-        }
-        async fn create(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
-            self.inner.create(name, body).await
-        }
-        async fn read(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
-            self.inner.read(name).await
-        }
-        async fn replace(
-            &self,
-            name: &str,
-            body: Vec<u8>,
-            etag: &ETag,
-        ) -> Result<ETag, StoreError> {
-            self.replaces.fetch_add(1, Ordering::SeqCst);
-            if self.races.load(Ordering::SeqCst) > 0 {
-                let n = self.races.fetch_sub(1, Ordering::SeqCst);
-                let (bytes, current) = self.inner.read(name).await?.unwrap();
-                let mut theirs = Record::from_bytes(&bytes).unwrap();
-                theirs.event_ids.push(format!("theirs-{n}"));
-                self.inner
-                    .replace(name, theirs.to_bytes(), &current)
-                    .await?;
-            }
-            let written = self.inner.replace(name, body, etag).await?;
-            if self.lose_answers.load(Ordering::SeqCst) > 0 {
-                self.lose_answers.fetch_sub(1, Ordering::SeqCst);
-                return Err(StoreError::Conflict);
-            }
-            Ok(written)
-        }
-        async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
-            self.inner.put(name, body).await
-        }
-        async fn delete(&self, name: &str) -> Result<(), StoreError> {
-            self.inner.delete(name).await
-        }
-        async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-            self.inner.list(prefix, limit).await
-        }
-    }
+    use crate::ledger::store::testing::RacingStore;
+    use crate::ledger::{LedgerOptions, record_key};
 
     fn record() -> Record {
         Record::from_bytes(
@@ -442,8 +382,8 @@ mod tests {
         Ledger::new(store.clone(), LedgerOptions::default())
     }
 
-    #[tokio::test]
-    async fn a_lost_race_re_reads_and_re_applies_the_edit_keeping_the_other_write() {
+    /// A ledger over a racing store that holds one record.
+    async fn recorded() -> (Arc<RacingStore>, Ledger, Record) {
         let store = Arc::new(RacingStore::default());
         let ledger = ledger(&store);
         let fresh = record();
@@ -451,6 +391,12 @@ mod tests {
             .create_or_merge(&fresh, |_| Edit::Keep(()))
             .await
             .unwrap();
+        (store, ledger, fresh)
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_re_reads_and_re_applies_the_edit_keeping_the_other_write() {
+        let (store, ledger, fresh) = recorded().await;
         store.races.store(2, Ordering::SeqCst);
         let mut tries = 0;
         let (value, stored, _, saved) = ledger
@@ -472,13 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_whose_answer_was_lost_is_recognised_as_ours() {
-        let store = Arc::new(RacingStore::default());
-        let ledger = ledger(&store);
-        let fresh = record();
-        ledger
-            .create_or_merge(&fresh, |_| Edit::Keep(()))
-            .await
-            .unwrap();
+        let (store, ledger, fresh) = recorded().await;
         store.lose_answers.store(1, Ordering::SeqCst);
         let mut tries = 0;
         let written = ledger
@@ -498,13 +438,7 @@ mod tests {
 
     #[tokio::test]
     async fn endless_races_end_in_a_conflict_after_the_bounded_tries() {
-        let store = Arc::new(RacingStore::default());
-        let ledger = ledger(&store);
-        let fresh = record();
-        ledger
-            .create_or_merge(&fresh, |_| Edit::Keep(()))
-            .await
-            .unwrap();
+        let (store, ledger, fresh) = recorded().await;
         store.races.store(usize::MAX / 2, Ordering::SeqCst);
         let result = ledger.update(&fresh.key, None, |_| Edit::Save(())).await;
         assert_eq!(result, Err(StoreError::Conflict));
