@@ -12,7 +12,7 @@ use crate::actions::ActionPlan;
 use crate::actions::github::dispatch::Sent;
 use crate::config::{Mode, RuleAction};
 use crate::ledger::record::rfc3339;
-use crate::ledger::{ETag, Ledger, Marker, Record, State, StoreError, after, claim_expired};
+use crate::ledger::{ETag, Marker, Record, State, StoreError, after, claim_expired};
 use crate::logs::InvocationLog;
 use crate::pipeline::{Execution, Invocation, Label, Pipeline, claim};
 
@@ -110,7 +110,7 @@ async fn visit(
         if record.state == State::Queued
             && let Some(why) = rule_no_longer_acts(pipeline, &record)
         {
-            return skip_unwanted(ledger, marker, record, &etag, &why, tally, log).await;
+            return skip_unwanted(pipeline, marker, record, &etag, &why, tally, log).await;
         }
         let deployer = pipeline
             .deployer()
@@ -171,7 +171,7 @@ async fn visit(
 
     // The config may have changed since the record was made: only send what a rule still wants.
     if let Some(why) = rule_no_longer_acts(pipeline, &record) {
-        return skip_unwanted(ledger, marker, record, &etag, &why, tally, log).await;
+        return skip_unwanted(pipeline, marker, record, &etag, &why, tally, log).await;
     }
 
     // A newer version acted on meanwhile: sending this one now would roll the model back.
@@ -185,12 +185,17 @@ async fn visit(
         let why = format!(
             "stale: version {newer} (event time {newer_time}) was acted on meanwhile; this older version is not sent"
         );
-        if settle(ledger, &mut record, &etag, marker, State::Stale, &why, now).await? {
-            log.warn(format!("{} {}: {why}", record.model, record.version));
-            pipeline
-                .notifier()
-                .announce(ledger, &record.key, "stale", log)
-                .await;
+        if settle(
+            pipeline,
+            &mut record,
+            &etag,
+            marker,
+            State::Stale,
+            &why,
+            log,
+        )
+        .await?
+        {
             tally.stale += 1;
         }
         return Ok(());
@@ -272,21 +277,16 @@ async fn visit(
             attempt.outcome = "gave_up".into();
         }
         let settled = settle(
-            ledger,
+            pipeline,
             &mut record,
             &etag,
             &claim_marker,
             State::Failed,
             &why,
-            now,
+            log,
         )
         .await?;
         if settled {
-            log.warn(format!("{} {}: {why}", record.model, record.version));
-            pipeline
-                .notifier()
-                .announce(ledger, &record.key, "failed", log)
-                .await;
             tally.failed += 1;
         }
         return Ok(());
@@ -435,7 +435,7 @@ async fn recheck_gate(
 
 /// The config changed since the record was made and no rule sends it now: `skipped`.
 async fn skip_unwanted(
-    ledger: &Ledger,
+    pipeline: &Pipeline,
     marker: &Marker,
     mut record: Record,
     etag: &ETag,
@@ -443,32 +443,52 @@ async fn skip_unwanted(
     tally: &mut Tally,
     log: &InvocationLog,
 ) -> Result<(), StoreError> {
-    let now = OffsetDateTime::now_utc();
-    if settle(ledger, &mut record, etag, marker, State::Skipped, why, now).await? {
-        log.info(format!("{} {}: {why}", record.model, record.version));
+    if settle(
+        pipeline,
+        &mut record,
+        etag,
+        marker,
+        State::Skipped,
+        why,
+        log,
+    )
+    .await?
+    {
         tally.skipped += 1;
     }
     Ok(())
 }
 
-/// Ends a visit with the record `state` for `why`: no claim, nothing due, the visit's marker gone.
-/// False when someone else changed the record meanwhile (it is theirs this pass).
+/// Ends a visit with the record `state` for `why`: no claim, nothing due, the visit's marker gone;
+/// logged, and announced when stale or failed. False when someone else changed the record
+/// meanwhile (it is theirs this pass).
 async fn settle(
-    ledger: &Ledger,
+    pipeline: &Pipeline,
     record: &mut Record,
     etag: &ETag,
     marker: &Marker,
     state: State,
     why: &str,
-    now: OffsetDateTime,
+    log: &InvocationLog,
 ) -> Result<bool, StoreError> {
+    let ledger = pipeline.ledger();
     record.claim = None;
     record.next_attempt_at = None;
-    record.transition(state, why, now);
+    record.transition(state, why, OffsetDateTime::now_utc());
     if !save_or_skip(ledger.save(record, etag).await)? {
         return Ok(false);
     }
     ledger.unschedule(marker).await?;
+    let line = format!("{} {}: {why}", record.model, record.version);
+    if matches!(state, State::Stale | State::Failed) {
+        log.warn(line);
+        pipeline
+            .notifier()
+            .announce(ledger, &record.key, state.as_str(), log)
+            .await;
+    } else {
+        log.info(line);
+    }
     Ok(true)
 }
 

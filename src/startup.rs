@@ -126,9 +126,9 @@ pub fn build_pipeline(
         Some(config) if problems.is_empty() => Ok(config),
         _ => Err(problems),
     };
-    Pipeline::new(
+    Pipeline {
         config,
-        Facts {
+        facts: Facts {
             paused: settings.paused,
         },
         github,
@@ -136,7 +136,7 @@ pub fn build_pipeline(
         deployer,
         metrics,
         notifier,
-    )
+    }
 }
 
 /// A bound, not yet running server.

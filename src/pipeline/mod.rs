@@ -92,39 +92,25 @@ impl From<Outcome> for Handled {
     }
 }
 
-/// Everything needed to handle events; built once at start.
+/// Everything needed to handle events; built once at start ([`crate::startup::build_pipeline`]).
 pub struct Pipeline {
-    config: Result<Arc<Config>, Vec<String>>,
-    facts: Facts,
-    github: Arc<GithubClient>,
-    ledger: Arc<Ledger>,
-    deployer: Result<Arc<Deployer>, String>,
-    metrics: Arc<MetricLookup>,
-    notifier: Arc<Notifier>,
+    /// The loaded config, or the problems (config or settings) that fail every invocation.
+    pub(crate) config: Result<Arc<Config>, Vec<String>>,
+    /// Facts from the settings (`AUTODEPLOY_PAUSED`).
+    pub(crate) facts: Facts,
+    /// The GitHub client.
+    pub(crate) github: Arc<GithubClient>,
+    /// The ledger.
+    pub(crate) ledger: Arc<Ledger>,
+    /// The direct-deployment runner, or why there is none (no Azure credential).
+    pub(crate) deployer: Result<Arc<Deployer>, String>,
+    /// The gate's metric lookup.
+    pub(crate) metrics: Arc<MetricLookup>,
+    /// Announces outcomes.
+    pub(crate) notifier: Arc<Notifier>,
 }
 
 impl Pipeline {
-    /// A pipeline over a loaded config (or the problems that prevented loading it).
-    pub fn new(
-        config: Result<Arc<Config>, Vec<String>>,
-        facts: Facts,
-        github: Arc<GithubClient>,
-        ledger: Arc<Ledger>,
-        deployer: Result<Arc<Deployer>, String>,
-        metrics: Arc<MetricLookup>,
-        notifier: Arc<Notifier>,
-    ) -> Self {
-        Self {
-            config,
-            facts,
-            github,
-            ledger,
-            deployer,
-            metrics,
-            notifier,
-        }
-    }
-
     /// The notifier.
     pub fn notifier(&self) -> &Arc<Notifier> {
         &self.notifier
