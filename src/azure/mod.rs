@@ -2,7 +2,7 @@
 //! the Azure ML resources read and changed through it ([`ml`]).
 //!
 //! Credentials come from the official `azure_identity` crate. It has no `DefaultAzureCredential`
-//! any more, so the selection order below is ours (and documented in the README); each credential
+//! any more, so the selection order below is ours (and documented in docs/azure-access.md); each credential
 //! is wrapped in a [`CachedCredential`] so every kind, the Azure CLI included, costs one token per
 //! audience per hour for the whole process.
 
