@@ -38,7 +38,7 @@ impl Fakes {
 
     /// The settings every test starts from; `extra` pairs win.
     fn env(&self, config_path: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut env: HashMap<String, String> = [
+        [
             ("AUTODEPLOY_CONFIG", config_path),
             ("GITHUB_API_URL", &self.gh.uri()),
             ("GITHUB_TOKEN", "ghp_inproc"),
@@ -49,9 +49,7 @@ impl Fakes {
         .into_iter()
         .chain(extra.iter().copied())
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.retain(|_, v| !v.is_empty());
-        env
+        .collect()
     }
 }
 
