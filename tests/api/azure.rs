@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use serde_json::{Value, json};
+use serde_json::json;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -440,9 +440,7 @@ async fn evaluate_execute_dispatches_and_records_the_attempt_as_manual() {
         "selected from IDENTITY_ENDPOINT: {out}"
     );
     assert!(out.contains("GitHub accepted the dispatch"), "{out}");
-    let dir = tempfile::tempdir().unwrap();
-    let (_, record, _) = run_cli(dir.path(), &["status", "credit-risk:4"], &env);
-    let record: Value = serde_json::from_str(&record).unwrap();
+    let record = ledger_record(&storage, &container, "credit-risk", "4").await;
     assert_eq!(record["state"], "dispatched");
     assert_eq!(record["attempts"][0]["trigger"], "manual");
     assert_eq!(record["event_time"], "2026-11-24T10:00:00Z");

@@ -13,29 +13,15 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::azureml::{Direct, FAST, credit};
-use crate::fake_arm::{Hook, Injection, PathMatch};
+use crate::fake_arm::{Fault, Hook, Injection, PathMatch};
 use crate::helpers::*;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Fault {
-    /// 503 Service Unavailable.
-    ServerError,
-    /// 429 with `Retry-After: 1`.
-    TooManyRequests,
-    /// Accepts the request and never answers (past our per-request timeout).
-    Hang,
-    /// Reads the request, then closes the connection without a byte.
-    ClosedConnection,
-    /// Answers 2xx with a JSON body cut short of its declared Content-Length.
-    TruncatedJson,
-}
 
 const FAULTS: [Fault; 5] = [
     Fault::ServerError,
@@ -425,7 +411,8 @@ async fn rollout_cell(target: RolloutTarget, fault: Fault) -> Result<String, Str
     let first = app.post_event(&credit(version)).await;
     check(first.status == 200, "the event is answered 200", &first.raw)?;
     let mut record = serde_json::Value::Null;
-    for _ in 0..40 {
+    let deadline = Instant::now() + 2 * PATIENCE;
+    while Instant::now() < deadline {
         let pass = app.post_reconcile().await;
         check(pass.status == 200, "reconcile answered 200", &pass.raw)?;
         let violations = t.arm.violations();
@@ -434,12 +421,12 @@ async fn rollout_cell(target: RolloutTarget, fault: Fault) -> Result<String, Str
             "no request ARM refuses (traffic on a failed or deleted deployment, …)",
             &format!("{violations:?}"),
         )?;
-        record = tokio::task::block_in_place(|| t.record(version));
+        record = t.record(version).await;
         if ["succeeded", "rolled_back", "failed"].contains(&record["state"].as_str().unwrap_or(""))
         {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(POLL).await;
     }
     let state = record["state"].as_str().unwrap_or("").to_string();
     let fired = match (target, &front) {
@@ -785,7 +772,8 @@ async fn storage_stopping_between_a_traffic_change_and_its_record_never_strands_
     app.post_event(&credit("2")).await;
 
     let mut stopped_at_traffic = false;
-    for _ in 0..20 {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
         let pass = app.post_reconcile().await;
         if t.arm.with(|s| s.hook.as_ref().is_some_and(|h| h.fired)) {
             assert!(
@@ -796,7 +784,7 @@ async fn storage_stopping_between_a_traffic_change_and_its_record_never_strands_
             stopped_at_traffic = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(POLL).await;
     }
     assert!(
         stopped_at_traffic,
@@ -1025,12 +1013,13 @@ async fn storage_cell(step: StorageStep, fault: Fault, version: &str) -> Result<
     )?;
     // Whatever was left over goes to Reconcile (claims time out after 2 s).
     let mut record = serde_json::Value::Null;
-    for _ in 0..6 {
+    let deadline = Instant::now() + Duration::from_millis(6600);
+    while Instant::now() < deadline {
         record = ledger_record(&azurite(), &container, "credit-risk", version).await;
         if record["state"] == "dispatched" {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(POLL).await;
         let pass = app.post_reconcile().await;
         check(pass.status == 200, "reconcile answered 200", &pass.raw)?;
     }

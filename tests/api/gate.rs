@@ -86,22 +86,18 @@ notify:
     }
 
     async fn spawn(&self, gate: &str) -> TestApp {
+        self.spawn_with(gate, &[]).await
+    }
+
+    async fn spawn_with(&self, gate: &str, extra: &[(&str, &str)]) -> TestApp {
         let env = self.env();
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pairs.extend_from_slice(extra);
         TestApp::spawn(&self.config(gate), &pairs).await
     }
 
-    fn record(&self, version: &str) -> Value {
-        let env = self.env();
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let dir = tempfile::tempdir().unwrap();
-        let (code, out, err) = run_cli(
-            dir.path(),
-            &["status", &format!("credit-risk:{version}")],
-            &pairs,
-        );
-        assert_eq!(code, 0, "{out}{err}");
-        serde_json::from_str(&out).unwrap()
+    async fn record(&self, version: &str) -> Value {
+        ledger_record(&self.storage, &self.container, "credit-risk", version).await
     }
 
     async fn github_accepts(&self, times: u64) {
@@ -162,7 +158,7 @@ async fn a_better_model_ships_and_a_worse_one_is_rejected_with_the_numbers() {
         worse.body["ReturnValue"]["reason"],
         "rejected: accuracy 0.8 < champion credit-risk:1 0.85 + 0"
     );
-    let record = tokio::task::block_in_place(|| t.record("3"));
+    let record = t.record("3").await;
     assert_eq!(record["state"], "rejected");
     assert_eq!(record["gate"]["value"], 0.8);
     assert_eq!(record["gate"]["source"], "event tags");
@@ -251,15 +247,19 @@ async fn a_transient_mlflow_failure_is_retried_by_reconcile() {
     t.arm.add_run("job-5", "train", None, &[("accuracy", 0.9)]);
     t.arm.with(|s| s.mlflow_failures = 100);
     t.github_accepts(1).await;
+    // A short retry budget: the failing lookup is retried until it is used up (20 s by default).
     let app = t
-        .spawn("{ metric: accuracy, source: mlflow, min: 0.8, champion_endpoint: credit-ep }")
+        .spawn_with(
+            "{ metric: accuracy, source: mlflow, min: 0.8, champion_endpoint: credit-ep }",
+            &[("AUTODEPLOY_RETRY_BUDGET_SECS", "2")],
+        )
         .await;
 
     let first = app.post_event(&credit("5", json!({}))).await;
 
     assert_eq!(first.status, 200, "{}", first.raw);
     assert_eq!(first.decision(), "retrying", "{}", first.raw);
-    let record = tokio::task::block_in_place(|| t.record("5"));
+    let record = t.record("5").await;
     assert_eq!(
         (record["state"].as_str(), record["gate_pending"].as_bool()),
         (Some("retrying"), Some(true))
@@ -271,7 +271,7 @@ async fn a_transient_mlflow_failure_is_retried_by_reconcile() {
 
     assert_eq!(pass.status, 200, "{}", pass.raw);
     assert_eq!(pass.body["ReturnValue"]["dispatched"], 1, "{}", pass.raw);
-    let record = tokio::task::block_in_place(|| t.record("5"));
+    let record = t.record("5").await;
     assert_eq!(record["state"], "dispatched");
     assert_eq!(record["gate"]["value"], 0.9);
 }
@@ -299,10 +299,7 @@ async fn overrides_by_tag_force_or_skip_a_version() {
 
     assert_eq!(forced.decision(), "dispatched", "{}", forced.raw);
     assert_eq!(forced.body["ReturnValue"]["gate"]["verdict"], "forced");
-    assert_eq!(
-        tokio::task::block_in_place(|| t.record("6"))["forced"],
-        true
-    );
+    assert_eq!(t.record("6").await["forced"], true);
     assert_eq!(skipped.decision(), "skipped", "{}", skipped.raw);
     assert!(
         skipped.body["ReturnValue"]["reason"]
@@ -341,7 +338,7 @@ async fn evaluate_force_ships_a_rejected_version_by_hand() {
 
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("GitHub accepted the dispatch"), "{out}");
-    let record = tokio::task::block_in_place(|| t.record("8"));
+    let record = t.record("8").await;
     assert_eq!(record["state"], "dispatched");
     assert_eq!(record["forced"], true);
     assert_eq!(record["attempts"][0]["trigger"], "manual");
@@ -399,7 +396,7 @@ async fn each_notification_target_gets_one_post_per_outcome_in_its_format() {
         "{}",
         raw[0]
     );
-    let record = tokio::task::block_in_place(|| t.record("9"));
+    let record = t.record("9").await;
     assert_eq!(record["notifications"].as_array().unwrap().len(), 3);
     // The URLs are secrets: never in logs or the record.
     for text in [app.stdout(), app.stderr(), record.to_string()] {

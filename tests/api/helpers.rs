@@ -6,10 +6,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aml_autodeploy::ledger::{Ledger, record_key};
+use aml_autodeploy::settings::Settings;
+use aml_autodeploy::startup::open_ledger;
 use serde_json::{Value, json};
 
-/// The workspace the test configs accept.
-pub const WS: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml-rg/providers/Microsoft.MachineLearningServices/workspaces/ml-ws";
+pub use crate::events::*;
+
+/// How often a test that waits for the handler to get somewhere asks again.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// How long a test waits for a rollout to reach a state (its steps are due at once; a step the
+/// service asks to wait for, e.g. `Retry-After: 1`, is due a second later).
+pub const PATIENCE: Duration = Duration::from_secs(22);
 
 /// The binary under test.
 pub fn binary() -> &'static str {
@@ -68,6 +77,9 @@ fn command_for(program: &str, dir: &std::path::Path) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AUTODEPLOY_LOG_FORMAT", "json")
+        // No floor between rollout steps: a test's Reconcile passes find the next step due at
+        // once instead of a second later (a test may still set its own value).
+        .env("AUTODEPLOY_MIN_STEP_SECS", "0")
         .current_dir(dir);
     cmd
 }
@@ -311,76 +323,6 @@ impl Drop for TestApp {
     }
 }
 
-/// The host envelope around an event, with `Metadata` as the host builds it.
-pub fn envelope(event: &Value) -> Value {
-    let data = if event.is_string() {
-        Value::Null
-    } else {
-        event.get("data").cloned().unwrap_or(Value::Null)
-    };
-    json!({
-        "Data": { "eventGridEvent": event },
-        "Metadata": {
-            "data": data,
-            "sys": { "MethodName": "ModelRegistered", "UtcNow": "2026-11-26T10:00:01Z", "RandGuid": "0f8fad5b-d9cb-469f-a165-70867728950e" }
-        }
-    })
-}
-
-/// A ModelRegistered event in the Event Grid schema.
-pub fn model_event(name: &str, version: &str, tags: Value) -> Value {
-    json!({
-        "id": format!("evt-{name}-{version}"),
-        "topic": WS,
-        "subject": format!("models/{name}:{version}"),
-        "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
-        "eventTime": "2026-11-26T10:00:00Z",
-        "data": { "modelName": name, "modelVersion": version, "modelTags": tags, "modelProperties": {} },
-        "dataVersion": "2",
-        "metadataVersion": "1"
-    })
-}
-
-/// A ModelRegistered event in the CloudEvents 1.0 schema.
-pub fn cloud_event(name: &str, version: &str) -> Value {
-    json!({
-        "specversion": "1.0",
-        "type": "Microsoft.MachineLearningServices.ModelRegistered",
-        "source": WS,
-        "id": format!("ce-{name}-{version}"),
-        "time": "2026-11-26T10:00:00Z",
-        "subject": format!("models/{name}:{version}"),
-        "datacontenttype": "application/json",
-        "data": { "modelName": name, "modelVersion": version }
-    })
-}
-
-/// A rules file: `credit-*` with stage=production → repository_dispatch; `fraud` → workflow_dispatch;
-/// `shadow-*` observed.
-pub fn standard_config() -> String {
-    format!(
-        r#"
-workspace: {WS}
-rules:
-  - name: credit-to-github
-    models: ["credit-*"]
-    tags: {{ stage: production }}
-    github: {{ repository: contoso/ml-deploy, event_type: deploy-model }}
-  - name: fraud-workflow
-    models: ["fraud"]
-    github:
-      repository: contoso/ml-deploy
-      workflow: deploy.yml
-      ref: main
-      inputs: {{ model: "{{modelName}}", version: "{{modelVersion}}" }}
-  - name: shadow
-    models: ["shadow-*"]
-    mode: observe
-    github: {{ repository: contoso/ml-deploy, event_type: deploy-model }}
-"#
-    )
-}
-
 /// Runs the binary as a CLI command in `dir` with a clean environment.
 pub fn run_cli(
     dir: &std::path::Path,
@@ -424,8 +366,32 @@ fn uuid_like() -> String {
     format!("{:x}{:x}{n}", nanos, std::process::id())
 }
 
-/// The ledger record of `model:version`, read with `status --json` as an operator would.
+/// The ledger in `container` of the storage account `storage` (a connection string), opened
+/// through the library as the handler opens it.
+pub fn test_ledger(storage: &str, container: &str) -> Ledger {
+    let env = |name: &str| match name {
+        "AUTODEPLOY_STORAGE" => Some(storage.to_string()),
+        "AUTODEPLOY_CONTAINER" => Some(container.to_string()),
+        _ => None,
+    };
+    open_ledger(&Settings::from_env(&env)).unwrap_or_else(|e| panic!("open the ledger: {e}"))
+}
+
+/// The ledger record of `model:version` in [`WS`], as JSON (what `status MODEL:VERSION --json`
+/// prints), read through the library: starting a `status` process per read cost a test more than
+/// the read.
 pub async fn ledger_record(storage: &str, container: &str, model: &str, version: &str) -> Value {
+    let key = record_key(WS, model, version);
+    match test_ledger(storage, container).load(&key).await {
+        Ok(Some((record, _))) => serde_json::to_value(&record).expect("a record serializes"),
+        Ok(None) => panic!("no record for {model}:{version} in {container}"),
+        Err(e) => panic!("read {key}: {e}"),
+    }
+}
+
+/// The ledger record of `model:version` as the operator's `status MODEL:VERSION --json` prints it
+/// (for tests of the command itself).
+pub async fn status_record(storage: &str, container: &str, model: &str, version: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let target = format!("{model}:{version}");
     let (code, stdout, stderr) = tokio::task::block_in_place(|| {

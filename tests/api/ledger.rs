@@ -587,7 +587,7 @@ async fn status_shows_recent_records_a_models_history_and_a_whole_record() {
         "{history}"
     );
 
-    let record = t.record("credit-risk", "21").await;
+    let record = status_record(&t.storage, &t.container, "credit-risk", "21").await;
     assert_eq!(record["schema"], 1);
     assert_eq!(record["rule"], "credit-to-github");
     assert_eq!(record["attempts"][0]["status"], 204);

@@ -4,6 +4,10 @@
 mod azure;
 mod azureml;
 mod cli;
+#[path = "../common/events.rs"]
+mod events;
+#[path = "../common/fake_arm.rs"]
+#[allow(dead_code)] // shared with the in-process suite, which uses parts this one does not
 mod fake_arm;
 mod faults;
 mod gate;

@@ -1,138 +1,13 @@
-//! Shipping: the zip package, the Bicep files and the GitHub workflows.
+//! Shipping: the Bicep files and the GitHub workflows. The zip package itself is built and checked
+//! by `scripts/check-package.sh` (a musl release build takes minutes), which `.ci/run` runs after
+//! the tests.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_norway::Value;
 
-use crate::helpers::*;
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Reads a zip with Python's zipfile (the machine's python3; no extra crate for a test).
-fn zip_entries(zip: &Path) -> Vec<(String, u32)> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile\nfor i in zipfile.ZipFile(sys.argv[1]).infolist(): print(oct((i.external_attr >> 16) & 0o777), i.filename)",
-            zip.to_str().unwrap(),
-        ])
-        .output()
-        .expect("python3 reads the zip");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let (mode, name) = l.split_once(' ').unwrap();
-            (
-                name.to_string(),
-                u32::from_str_radix(mode.trim_start_matches("0o"), 8).unwrap(),
-            )
-        })
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_package_has_the_layout_the_host_needs_and_its_binary_answers_readiness() {
-    let out = tempfile::tempdir().unwrap();
-    let status = tokio::task::block_in_place(|| {
-        Command::new("bash")
-            .arg(root().join("scripts/package.sh"))
-            .args([
-                "--config",
-                "examples/autodeploy.yml",
-                "--out",
-                out.path().to_str().unwrap(),
-            ])
-            .current_dir(root())
-            // Its own target folder: the cargo running this test holds the lock on the usual one.
-            .env("CARGO_TARGET_DIR", root().join("target/package"))
-            .status()
-            .expect("run scripts/package.sh")
-    });
-    assert!(
-        status.success(),
-        "scripts/package.sh failed (its output is above); note that on a machine where the x86_64-unknown-linux-musl target or musl-tools \
-         cannot be installed the package cannot be built, and this test fails on purpose"
-    );
-    let zip = out.path().join("aml-autodeploy.zip");
-    let entries = zip_entries(&zip);
-    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-    for required in [
-        "host.json",
-        "ModelRegistered/function.json",
-        "Reconcile/function.json",
-        "aml-autodeploy",
-        "autodeploy.yml",
-        "deployments/churn.yml",
-        "requests/churn.json",
-    ] {
-        assert!(
-            names.contains(&required),
-            "{required} missing from {names:?}"
-        );
-    }
-    assert_eq!(
-        entries
-            .iter()
-            .find(|(n, _)| n == "aml-autodeploy")
-            .unwrap()
-            .1,
-        0o755
-    );
-    assert_eq!(
-        entries.iter().find(|(n, _)| n == "host.json").unwrap().1,
-        0o644
-    );
-    assert!(
-        !names
-            .iter()
-            .any(|n| n.contains("local.settings") || n.starts_with("src/")),
-        "{names:?}"
-    );
-
-    // The packaged binary is static and starts like the host starts it.
-    let extracted = tempfile::tempdir().unwrap();
-    let unzip = Command::new("python3")
-        .args([
-            "-m",
-            "zipfile",
-            "-e",
-            zip.to_str().unwrap(),
-            extracted.path().to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(unzip.success());
-    let binary = extracted.path().join("aml-autodeploy");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ldd = Command::new("ldd").arg(&binary).output().unwrap();
-    assert!(
-        !String::from_utf8_lossy(&ldd.stdout).contains("=>"),
-        "not static: {}",
-        String::from_utf8_lossy(&ldd.stdout)
-    );
-    // Run from the package as the host runs it from the app root: the config and its files there.
-    let config_path = extracted.path().join("autodeploy.yml");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    let app = TestApp::spawn_program(
-        binary.to_str().unwrap(),
-        &config,
-        &[("AUTODEPLOY_CONFIG", config_path.to_str().unwrap())],
-    )
-    .await;
-    assert!(app.ready_after < std::time::Duration::from_secs(5));
-    let reply = app
-        .post_event(&model_event("nobody", "1", serde_json::json!({})))
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.raw);
 }
 
 fn read(path: &str) -> String {
@@ -225,6 +100,12 @@ fn the_workflows_are_well_formed_and_deploy_in_the_right_order() {
         "ci.yml runs the test command and the audit"
     );
     assert!(root().join("deny.toml").exists());
+    // The package build left `cargo test`: CI checks it after the tests.
+    assert!(
+        ci.contains("run: scripts/check-package.sh")
+            && read(".ci/run").contains("scripts/check-package.sh"),
+        "ci.yml and .ci/run check the package"
+    );
 
     let deploy = workflow(".github/workflows/deploy.yml");
     assert_eq!(

@@ -16,8 +16,22 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::faults::Fault;
-use crate::helpers::WS;
+use crate::events::WS;
+
+/// A network fault the fake can inject (the fault matrix's columns).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// 503 Service Unavailable.
+    ServerError,
+    /// 429 with `Retry-After: 1`.
+    TooManyRequests,
+    /// Accepts the request and never answers (past our per-request timeout).
+    Hang,
+    /// Reads the request, then closes the connection without a byte.
+    ClosedConnection,
+    /// Answers 2xx with a JSON body cut short of its declared Content-Length.
+    TruncatedJson,
+}
 
 #[derive(Debug, Clone)]
 pub struct Deployment {

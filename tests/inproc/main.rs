@@ -1,0 +1,15 @@
+//! In-process tests: the router the Functions host talks to, over a pipeline built from settings
+//! as `serve` builds it, with an in-memory ledger, GitHub on `wiremock` and the stateful fake ARM.
+//! No process, port or storage: the branches of deciding, `Reconcile` and rollouts, in
+//! milliseconds. The black-box suite (`tests/api`) keeps the host contract, storage and faults.
+
+mod decisions;
+#[path = "../common/events.rs"]
+#[allow(dead_code)] // shared with the black-box suite, which uses all of it
+mod events;
+#[path = "../common/fake_arm.rs"]
+#[allow(dead_code)] // shared with the black-box suite (the fault matrix uses its injections)
+mod fake_arm;
+mod harness;
+mod reconcile;
+mod rollout;
