@@ -15,7 +15,7 @@ use crate::azure::arm::ArmClient;
 use crate::config::Config;
 use crate::gate::lookup::MetricLookup;
 use crate::http::Http;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, MemoryStore};
 use crate::ledger::connection::managed_identity;
 use crate::notify::Notifier;
 use crate::pipeline::Pipeline;
@@ -59,7 +59,8 @@ pub fn build_pipeline(
 ) -> Pipeline {
     let mut problems = settings.problems.clone();
     let ledger = match choice {
-        LedgerChoice::Scratch => Ledger::in_memory(),
+        // In memory, but with the settings' timings (claim timeout, retry delays, give-up).
+        LedgerChoice::Scratch => Ledger::new(Arc::new(MemoryStore::new()), settings.ledger),
         LedgerChoice::Configured => match open_ledger(settings) {
             Ok(ledger) => ledger,
             Err(problem) => {

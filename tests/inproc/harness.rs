@@ -120,7 +120,12 @@ impl App {
         // No storage setting: the configured ledger is in memory, with the settings' timings
         // (a scratch ledger would keep the defaults: retries a minute apart).
         assert!(settings.storage.is_ok(), "{:?}", settings.storage);
-        let pipeline = build_pipeline(&settings, &settings.config_path, LedgerChoice::Configured);
+        let pipeline = build_pipeline(
+            &settings,
+            &settings.config_path,
+            LedgerChoice::Configured,
+            &aml_autodeploy::http::Http::new(),
+        );
         assert!(!pipeline.ledger().is_durable());
         App {
             pipeline: Arc::new(pipeline),
