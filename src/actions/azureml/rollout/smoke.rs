@@ -10,6 +10,7 @@ use super::*;
 use crate::actions::azureml::AzureMlPlan;
 use crate::logs::InvocationLog;
 
+/// The longest a scoring request may take, unless the outbound budget is shorter.
 pub(super) const SCORING_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl RolloutEngine {
@@ -82,7 +83,8 @@ impl RolloutEngine {
             .post(url)
             .bearer_auth(bearer)
             .header("azureml-model-deployment", &plan.deployment)
-            .timeout(SCORING_TIMEOUT)
+            // Never past the outbound budget: the first steps run inside the event's invocation.
+            .timeout(SCORING_TIMEOUT.min(self.arm.budget()))
             .json(&test.request)
             .send()
             .await;
