@@ -1,6 +1,6 @@
 //! The process's one HTTP client: one connection pool for GitHub, ARM (and the gate's metric
-//! lookups through it), notifications, the webhook's signing-key fetcher and the rollout's smoke
-//! test.
+//! lookups through it), the ledger's blob storage, notifications, the webhook's signing-key
+//! fetcher and the rollout's smoke test.
 //!
 //! Settings that used to differ per client and how each is kept:
 //! - Timeouts are per request ([`reqwest::RequestBuilder::timeout`]), with each caller's value.
@@ -12,8 +12,8 @@
 //! - No default headers and no client user agent: each caller sets its own per request.
 //! - Idle connections are closed after 60 s (GitHub's setting; the others had reqwest's 90 s).
 //!
-//! The Storage ledger (through `azure_core`'s pipeline, with its own timeout) and the
-//! `azure_identity` credentials keep their own transports.
+//! The Storage ledger sends through it too (as `azure_core`'s transport, with the storage timeout
+//! on each request). Only the `azure_identity` credentials build their own client inside the SDK.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

@@ -34,11 +34,11 @@ pub enum LedgerChoice {
 }
 
 /// The ledger the settings name, or why it cannot be opened.
-pub fn open_ledger(settings: &Settings) -> Result<Ledger, String> {
+pub fn open_ledger(settings: &Settings, http: &Http) -> Result<Ledger, String> {
     let target = settings.storage.clone()?;
     // The Functions convention: `__clientId` names a user-assigned managed identity; otherwise
     // the process credential (managed identity on Azure, the CLI on a laptop).
-    let store = target.open(&settings.container, |client_id| match client_id {
+    let store = target.open(&settings.container, http, |client_id| match client_id {
         Some(id) => managed_identity(Some(id)),
         None => settings
             .credential
@@ -61,7 +61,7 @@ pub fn build_pipeline(
     let ledger = match choice {
         // In memory, but with the settings' timings (claim timeout, retry delays, give-up).
         LedgerChoice::Scratch => Ledger::new(Arc::new(MemoryStore::new()), settings.ledger),
-        LedgerChoice::Configured => match open_ledger(settings) {
+        LedgerChoice::Configured => match open_ledger(settings, http) {
             Ok(ledger) => ledger,
             Err(problem) => {
                 problems.push(problem);

@@ -69,7 +69,7 @@ pub async fn run(args: EvaluateArgs, settings: Settings, http: &Http) -> Result<
     let ledger = if args.execute {
         None
     } else {
-        open_ledger(&settings).ok()
+        open_ledger(&settings, http).ok()
     };
     let ok = evaluate(
         &pipeline,

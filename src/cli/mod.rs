@@ -103,7 +103,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<bool, CliError>
         Command::Evaluate(args) => evaluate::run(args, settings, &http).await,
         Command::Rollback(args) => rollback::run(args, settings, &http).await,
         Command::CheckConfig(args) => check_config::run(args, settings),
-        Command::Status(args) => status::run(args, settings).await,
+        Command::Status(args) => status::run(args, settings, &http).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use crate::http::Http;
 use crate::ledger::connection::{StorageTarget, parse_connection_string};
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Ledger, Record};
@@ -28,7 +29,7 @@ pub struct StatusArgs {
 }
 
 /// Shows the ledger `args` (or the settings) name, on stdout.
-pub async fn run(args: StatusArgs, mut settings: Settings) -> Result<bool, CliError> {
+pub async fn run(args: StatusArgs, mut settings: Settings, http: &Http) -> Result<bool, CliError> {
     if let Some(connection) = args.storage {
         settings.storage = if connection.trim().eq_ignore_ascii_case("memory") {
             Ok(StorageTarget::Memory { defaulted: false })
@@ -36,7 +37,7 @@ pub async fn run(args: StatusArgs, mut settings: Settings) -> Result<bool, CliEr
             parse_connection_string(&connection, "--storage")
         };
     }
-    let ledger = open_ledger(&settings).map_err(CliError::Setup)?;
+    let ledger = open_ledger(&settings, http).map_err(CliError::Setup)?;
     status(
         &ledger,
         args.target.as_deref(),

@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{AsyncRawResponse, HttpClient, Transport};
 use azure_core::http::{ClientOptions, Context, Request, RequestContent, StatusCode, Url};
-use azure_core::http::{ExponentialRetryOptions, RetryOptions, Transport};
+use azure_core::http::{ExponentialRetryOptions, RetryOptions};
 use azure_storage_blob::BlobContainerClient;
 use azure_storage_blob::BlobContainerClientOptions;
 use azure_storage_blob::models::{
@@ -25,6 +26,7 @@ use sha2::Sha256;
 use tokio::sync::OnceCell;
 
 use super::store::{ETag, Store, StoreError};
+use crate::http::Http;
 
 /// Longest single storage request: the ledger sits on the invocation's critical path.
 const STORAGE_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +46,36 @@ async fn bounded<T>(
                 STORAGE_OPERATION_TIMEOUT.as_secs()
             )))
         })
+}
+
+/// The storage SDK's transport: the process's one HTTP client, with the storage request timeout on
+/// every request (the shared client has no client-wide timeout; each caller sets its own). The
+/// timeout covers the answer's head; a body that stalls is bounded by [`bounded`].
+#[derive(Debug)]
+struct StorageTransport {
+    http: Http,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for StorageTransport {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        match tokio::time::timeout(
+            STORAGE_REQUEST_TIMEOUT,
+            self.http.client().execute_request(request),
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            // `Io`, as reqwest's own timeout was: the SDK's retry policy tries again.
+            Err(_) => Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Io,
+                format!(
+                    "no answer from storage within {}s",
+                    STORAGE_REQUEST_TIMEOUT.as_secs()
+                ),
+            )),
+        }
+    }
 }
 
 /// Signs requests with an account key (Shared Key authorization, service version 2015-02-21+).
@@ -185,17 +217,18 @@ pub struct BlobStore {
 impl BlobStore {
     /// A store on `container` at the blob service `endpoint` (e.g.
     /// `https://acct.blob.core.windows.net` or `http://127.0.0.1:10000/devstoreaccount1`).
-    pub fn new(endpoint: &Url, container: &str, auth: BlobAuth) -> Result<Self, String> {
+    /// Requests go through `http`, the process's one HTTP client.
+    pub fn new(
+        endpoint: &Url,
+        container: &str,
+        auth: BlobAuth,
+        http: &Http,
+    ) -> Result<Self, String> {
         let mut container_url = endpoint.clone();
         {
             let path = format!("{}/{container}", endpoint.path().trim_end_matches('/'));
             container_url.set_path(&path);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(STORAGE_REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot build the storage HTTP client: {e}"))?;
         let mut client_options = ClientOptions {
             // A short retry inside the call: the invocation's budget is shared with GitHub.
             retry: RetryOptions::exponential(ExponentialRetryOptions {
@@ -204,7 +237,9 @@ impl BlobStore {
                 max_total_elapsed: azure_core::time::Duration::seconds(8),
                 max_delay: azure_core::time::Duration::seconds(2),
             }),
-            transport: Some(Transport::new(Arc::new(http))),
+            transport: Some(Transport::new(Arc::new(StorageTransport {
+                http: http.clone(),
+            }))),
             ..ClientOptions::default()
         };
         let credential = match auth {

@@ -97,6 +97,7 @@ impl StorageTarget {
     pub fn open(
         &self,
         container: &str,
+        http: &crate::http::Http,
         credential: impl FnOnce(
             Option<&str>,
         )
@@ -113,6 +114,7 @@ impl StorageTarget {
                 endpoint,
                 container,
                 BlobAuth::SharedKey(SharedKeyPolicy::new(account, key.expose_secret())?),
+                http,
             )?),
             StorageTarget::Identity {
                 endpoint,
@@ -122,6 +124,7 @@ impl StorageTarget {
                 endpoint,
                 container,
                 BlobAuth::Token(credential(client_id.as_deref())?),
+                http,
             )?),
         })
     }
@@ -346,7 +349,7 @@ mod tests {
         }
         // The injected credential is what the store is built with.
         let mut asked_for = None;
-        let store = t.open("autodeploy", |client_id| {
+        let store = t.open("autodeploy", &crate::http::Http::new(), |client_id| {
             asked_for = Some(client_id.map(str::to_string));
             Ok(Arc::new(FakeCredential))
         });

@@ -374,7 +374,11 @@ pub fn test_ledger(storage: &str, container: &str) -> Ledger {
         "AUTODEPLOY_CONTAINER" => Some(container.to_string()),
         _ => None,
     };
-    open_ledger(&Settings::from_env(&env)).unwrap_or_else(|e| panic!("open the ledger: {e}"))
+    open_ledger(
+        &Settings::from_env(&env),
+        &aml_autodeploy::http::Http::new(),
+    )
+    .unwrap_or_else(|e| panic!("open the ledger: {e}"))
 }
 
 /// The ledger record of `model:version` in [`WS`], as JSON (what `status MODEL:VERSION --json`

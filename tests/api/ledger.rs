@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use aml_autodeploy::http::Http;
 use aml_autodeploy::ledger::connection::parse_connection_string;
 use aml_autodeploy::ledger::{ETag, Store, StoreError};
 
@@ -357,13 +358,17 @@ async fn storage_down_answers_non_2xx_and_acts_on_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn azurite_accepts_our_shared_key_and_refuses_a_wrong_one() {
     let good = parse_connection_string(&azurite(), "test").unwrap();
-    let store = good.open(&unique_container(), |_| unreachable!()).unwrap();
+    let store = good
+        .open(&unique_container(), &Http::new(), |_| unreachable!())
+        .unwrap();
     store.create("probe.json", b"{}".to_vec()).await.unwrap();
     assert!(store.read("probe.json").await.unwrap().is_some());
 
     let wrong_key = azurite().replace("Eby8vdM02", "AAAAvdM02");
     let bad = parse_connection_string(&wrong_key, "test").unwrap();
-    let store = bad.open(&unique_container(), |_| unreachable!()).unwrap();
+    let store = bad
+        .open(&unique_container(), &Http::new(), |_| unreachable!())
+        .unwrap();
     match store.create("probe.json", b"{}".to_vec()).await {
         Err(StoreError::Unavailable(message)) => assert!(message.contains("403"), "{message}"),
         other => panic!("a wrong key must be refused: {other:?}"),
@@ -374,7 +379,7 @@ async fn azurite_accepts_our_shared_key_and_refuses_a_wrong_one() {
 async fn etag_conflicts_are_detected_by_the_blob_store() {
     let target = parse_connection_string(&azurite(), "test").unwrap();
     let store: Arc<dyn Store> = target
-        .open(&unique_container(), |_| unreachable!())
+        .open(&unique_container(), &Http::new(), |_| unreachable!())
         .unwrap();
 
     let first = store
@@ -683,7 +688,7 @@ async fn an_unreadable_record_does_not_stop_the_pass() {
     // A record written by some future version, due first in the outbox.
     let store = parse_connection_string(&t.storage, "test")
         .unwrap()
-        .open(&t.container, |_| unreachable!())
+        .open(&t.container, &Http::new(), |_| unreachable!())
         .unwrap();
     store
         .put(
@@ -758,7 +763,7 @@ async fn status_on_an_empty_ledger_says_so_without_creating_anything() {
     assert!(out.contains("no records"), "{out}");
     let store = parse_connection_string(&t.storage, "test")
         .unwrap()
-        .open(&t.container, |_| unreachable!())
+        .open(&t.container, &Http::new(), |_| unreachable!())
         .unwrap();
     assert!(store.read("records/x/y/1.json").await.unwrap().is_none());
 }
