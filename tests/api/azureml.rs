@@ -20,19 +20,6 @@ pub(crate) struct Direct {
     files: tempfile::TempDir,
 }
 
-const DEPLOYMENT_YAML: &str = r#"
-$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json
-name: ignored-by-the-rule
-endpoint_name: ignored-too
-model: azureml:replaced-by-the-event:1
-environment: azureml:sklearn-env:3
-code_configuration: { code: azureml:score-code:2, scoring_script: score.py }
-instance_type: Standard_DS3_v2
-instance_count: 1
-request_settings: { request_timeout_ms: 5000, max_queue_wait_ms: 500, max_concurrent_requests_per_instance: 2 }
-liveness_probe: { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
-"#;
-
 impl Direct {
     pub(crate) async fn new() -> Self {
         Self::with_storage(azurite()).await

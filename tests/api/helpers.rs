@@ -416,13 +416,3 @@ pub fn azurite_at(port: u16) -> String {
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
     )
 }
-
-/// The repository or workflow dispatches a fake GitHub received.
-pub async fn dispatches_received(gh: &wiremock::MockServer) -> usize {
-    gh.received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/dispatches"))
-        .count()
-}

@@ -74,3 +74,27 @@ rules:
 "#
     )
 }
+
+/// The repository or workflow dispatches a fake GitHub received.
+pub async fn dispatches_received(gh: &wiremock::MockServer) -> usize {
+    gh.received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/dispatches"))
+        .count()
+}
+
+/// The deployment YAML the direct-deployment tests' rules refer to (an `az ml` file).
+pub const DEPLOYMENT_YAML: &str = r#"
+$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json
+name: ignored-by-the-rule
+endpoint_name: ignored-too
+model: azureml:replaced-by-the-event:1
+environment: azureml:sklearn-env:3
+code_configuration: { code: azureml:score-code:2, scoring_script: score.py }
+instance_type: Standard_DS3_v2
+instance_count: 1
+request_settings: { request_timeout_ms: 5000, max_queue_wait_ms: 500, max_concurrent_requests_per_instance: 2 }
+liveness_probe: { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
+"#;

@@ -264,6 +264,24 @@ impl FakeArm {
             .auth_mode = mode.to_string();
     }
 
+    /// The model version of every deployment PUT, in order.
+    pub fn created_versions(&self) -> Vec<String> {
+        self.with(|s| {
+            s.deployment_puts
+                .iter()
+                .map(|b| {
+                    b["properties"]["model"]
+                        .as_str()
+                        .unwrap()
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        })
+    }
+
     pub fn traffic(&self, endpoint: &str) -> BTreeMap<String, u32> {
         self.state.lock().unwrap().endpoints[endpoint]
             .traffic

@@ -8,19 +8,6 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-const DEPLOYMENT_YAML: &str = r#"
-$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json
-name: ignored-by-the-rule
-endpoint_name: ignored-too
-model: azureml:replaced-by-the-event:1
-environment: azureml:sklearn-env:3
-code_configuration: { code: azureml:score-code:2, scoring_script: score.py }
-instance_type: Standard_DS3_v2
-instance_count: 1
-request_settings: { request_timeout_ms: 5000, max_queue_wait_ms: 500, max_concurrent_requests_per_instance: 2 }
-liveness_probe: { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
-"#;
-
 /// The fakes plus the files an `azureml` rule refers to.
 struct Direct {
     fakes: Fakes,
@@ -347,20 +334,7 @@ async fn three_versions_in_quick_succession_are_serialized_and_the_middle_one_su
         t.arm.traffic("credit-ep"),
         [("credit-risk-10".to_string(), 100)].into()
     );
-    let created: Vec<String> = t.arm.with(|s| {
-        s.deployment_puts
-            .iter()
-            .map(|b| {
-                b["properties"]["model"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit('/')
-                    .next()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    });
+    let created = t.arm.created_versions();
     assert_eq!(created, ["8", "10"], "version 9 was never deployed");
     assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
 }
@@ -460,20 +434,7 @@ async fn a_newer_version_arriving_while_an_older_one_waits_supersedes_it() {
     assert_eq!(reply.decision(), "deploying", "{}", reply.raw);
     assert_eq!(app.record("credit-risk", "21").await["state"], "superseded");
     t.reconcile_until(&app, "22", "succeeded").await;
-    let created: Vec<String> = t.arm.with(|s| {
-        s.deployment_puts
-            .iter()
-            .map(|b| {
-                b["properties"]["model"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit('/')
-                    .next()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    });
+    let created = t.arm.created_versions();
     assert_eq!(created, ["20", "22"]);
     assert_eq!(
         t.arm.traffic("credit-ep"),
