@@ -3,20 +3,14 @@
 //! moved from the black-box suite (host_contract.rs), assertions unchanged.
 
 use serde_json::{Value, json};
-use wiremock::matchers::{any, method, path};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_that_need_no_action_are_acknowledged_with_the_reason_and_send_nothing() {
-    let f = Fakes::start().await;
-    let gh = &f.gh;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(204))
-        .expect(0)
-        .mount(gh)
-        .await;
+    let f = Fakes::expecting_no_github_call().await;
     let app = App::start(&f, &standard_config(), &[]).await;
     let other_ws = model_event("credit-risk", "1", json!({"stage": "production"}));
     let mut other_ws = other_ws;
@@ -68,13 +62,7 @@ async fn events_that_need_no_action_are_acknowledged_with_the_reason_and_send_no
 
 #[tokio::test(flavor = "multi_thread")]
 async fn observe_mode_returns_the_request_it_would_have_sent() {
-    let f = Fakes::start().await;
-    let gh = &f.gh;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(204))
-        .expect(0)
-        .mount(gh)
-        .await;
+    let f = Fakes::expecting_no_github_call().await;
     let app = App::start(&f, &standard_config(), &[]).await;
 
     let reply = app
@@ -94,13 +82,7 @@ async fn observe_mode_returns_the_request_it_would_have_sent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_decides_and_logs_but_sends_nothing() {
-    let f = Fakes::start().await;
-    let gh = &f.gh;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(204))
-        .expect(0)
-        .mount(gh)
-        .await;
+    let f = Fakes::expecting_no_github_call().await;
     let app = App::start(&f, &standard_config(), &[("AUTODEPLOY_PAUSED", "true")]).await;
 
     let reply = app
@@ -128,13 +110,7 @@ async fn pause_decides_and_logs_but_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_delivery_sends_nothing_more_and_is_recorded() {
-    let f = Fakes::start().await;
-    Mock::given(method("POST"))
-        .and(path("/repos/contoso/ml-deploy/dispatches"))
-        .respond_with(ResponseTemplate::new(204))
-        .expect(1)
-        .mount(&f.gh)
-        .await;
+    let f = Fakes::expecting_dispatches(1).await;
     let app = App::start(&f, &standard_config(), &[]).await;
     let event = model_event("credit-risk", "7", json!({"stage": "production"}));
     let mut second_id = event.clone();

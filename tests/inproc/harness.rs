@@ -36,6 +36,31 @@ impl Fakes {
         }
     }
 
+    /// Fakes whose GitHub answers 204 to any request and must receive none (checked on drop).
+    pub async fn expecting_no_github_call() -> Self {
+        let fakes = Self::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(204))
+            .expect(0)
+            .mount(&fakes.gh)
+            .await;
+        fakes
+    }
+
+    /// Fakes whose GitHub accepts exactly `n` dispatches to the example repository.
+    pub async fn expecting_dispatches(n: u64) -> Self {
+        let fakes = Self::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path(
+                "/repos/contoso/ml-deploy/dispatches",
+            ))
+            .respond_with(wiremock::ResponseTemplate::new(204))
+            .expect(n)
+            .mount(&fakes.gh)
+            .await;
+        fakes
+    }
+
     /// The settings every test starts from; `extra` pairs win.
     fn env(&self, config_path: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
         [
