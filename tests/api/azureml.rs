@@ -17,7 +17,7 @@ pub(crate) struct Direct {
     pub(crate) mi: MockServer,
     container: String,
     storage: String,
-    files: tempfile::TempDir,
+    files: DirectFiles,
 }
 
 impl Direct {
@@ -35,13 +35,7 @@ impl Direct {
             })))
             .mount(&mi)
             .await;
-        let files = tempfile::tempdir().unwrap();
-        std::fs::write(files.path().join("deployment.yml"), DEPLOYMENT_YAML).unwrap();
-        std::fs::write(
-            files.path().join("request.json"),
-            r#"{"input_data": [[1, 2, 3]]}"#,
-        )
-        .unwrap();
+        let files = DirectFiles::new();
         Self {
             arm: FakeArm::start().await,
             mi,
@@ -52,20 +46,7 @@ impl Direct {
     }
 
     pub(crate) fn config(&self, endpoint: &str, rollout: &str) -> String {
-        let dir = self.files.path().display();
-        format!(
-            r#"
-workspace: {WS}
-rules:
-  - name: credit-direct
-    models: ["credit-risk"]
-    azureml:
-      endpoint: {endpoint}
-      deployment: {dir}/deployment.yml
-      smoke_test: {{ request: {dir}/request.json, expect_status: 200 }}
-      rollout: {rollout}
-"#
-        )
+        self.files.config(endpoint, rollout)
     }
 
     pub(crate) fn env(&self) -> Vec<(&'static str, String)> {

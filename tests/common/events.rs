@@ -98,3 +98,38 @@ instance_count: 1
 request_settings: { request_timeout_ms: 5000, max_queue_wait_ms: 500, max_concurrent_requests_per_instance: 2 }
 liveness_probe: { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
 "#;
+
+/// The files a direct-deployment rule refers to (the deployment YAML and a smoke-test request) in a
+/// temporary folder, and the rules file that uses them.
+pub struct DirectFiles(tempfile::TempDir);
+
+impl DirectFiles {
+    pub fn new() -> Self {
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(files.path().join("deployment.yml"), DEPLOYMENT_YAML).unwrap();
+        std::fs::write(
+            files.path().join("request.json"),
+            r#"{"input_data": [[1, 2, 3]]}"#,
+        )
+        .unwrap();
+        Self(files)
+    }
+
+    /// A config with one `azureml` rule for `credit-risk` on `endpoint` with `rollout`.
+    pub fn config(&self, endpoint: &str, rollout: &str) -> String {
+        let dir = self.0.path().display();
+        format!(
+            r#"
+workspace: {WS}
+rules:
+  - name: credit-direct
+    models: ["credit-risk"]
+    azureml:
+      endpoint: {endpoint}
+      deployment: {dir}/deployment.yml
+      smoke_test: {{ request: {dir}/request.json, expect_status: 200 }}
+      rollout: {rollout}
+"#
+        )
+    }
+}

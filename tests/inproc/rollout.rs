@@ -11,7 +11,7 @@ use crate::harness::*;
 /// The fakes plus the files an `azureml` rule refers to.
 struct Direct {
     fakes: Fakes,
-    files: tempfile::TempDir,
+    files: DirectFiles,
 }
 
 impl Deref for Direct {
@@ -24,13 +24,7 @@ impl Deref for Direct {
 
 impl Direct {
     async fn new() -> Self {
-        let files = tempfile::tempdir().unwrap();
-        std::fs::write(files.path().join("deployment.yml"), DEPLOYMENT_YAML).unwrap();
-        std::fs::write(
-            files.path().join("request.json"),
-            r#"{"input_data": [[1, 2, 3]]}"#,
-        )
-        .unwrap();
+        let files = DirectFiles::new();
         Self {
             fakes: Fakes::start().await,
             files,
@@ -38,20 +32,7 @@ impl Direct {
     }
 
     fn config(&self, endpoint: &str, rollout: &str) -> String {
-        let dir = self.files.path().display();
-        format!(
-            r#"
-workspace: {WS}
-rules:
-  - name: credit-direct
-    models: ["credit-risk"]
-    azureml:
-      endpoint: {endpoint}
-      deployment: {dir}/deployment.yml
-      smoke_test: {{ request: {dir}/request.json, expect_status: 200 }}
-      rollout: {rollout}
-"#
-        )
+        self.files.config(endpoint, rollout)
     }
 
     async fn spawn(&self, config: &str) -> App {
