@@ -311,25 +311,19 @@ impl Ledger {
             .unwrap_or_default();
         let pointer = Json(json!({"version": version, "eventTime": time_text}));
         let swapped = self
-            .swap(
-                &name,
-                Start::Read,
-                Absent::Create(pointer.clone()),
-                |current| {
-                    let current_time = current.0["eventTime"].as_str().and_then(|t| {
-                        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                            .ok()
-                    });
-                    match current_time {
-                        Some(t) if t > event_time => Edit::Keep(false),
-                        Some(t) if t == event_time => Edit::Keep(true),
-                        _ => {
-                            *current = pointer.clone();
-                            Edit::Save(true)
-                        }
+            .swap(&name, Start::Read, Absent::Create(&pointer), |current| {
+                let current_time = current.0["eventTime"].as_str().and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                });
+                match current_time {
+                    Some(t) if t > event_time => Edit::Keep(false),
+                    Some(t) if t == event_time => Edit::Keep(true),
+                    _ => {
+                        *current = pointer.clone();
+                        Edit::Save(true)
                     }
-                },
-            )
+                }
+            })
             .await?;
         Ok(match swapped {
             Swapped::Edited { value, .. } => value,

@@ -29,9 +29,9 @@ pub enum Edit<R> {
 
 /// What to do when the object does not exist.
 #[derive(Debug, Clone)]
-pub enum Absent<T> {
-    /// Create it as given; the edit is for existing objects only.
-    Create(T),
+pub enum Absent<'a, T> {
+    /// Create it as given (encoded, never copied); the edit is for existing objects only.
+    Create(&'a T),
     /// Apply the edit to this starting value, then create it.
     Edit(T),
     /// Nothing: report [`Swapped::Missing`].
@@ -52,8 +52,8 @@ pub enum Start<T> {
 /// What [`Ledger::swap`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Swapped<T, R> {
-    /// The object was absent and [`Absent::Create`] created it.
-    Created(T, ETag),
+    /// The object was absent and [`Absent::Create`] created it; its ETag.
+    Created(ETag),
     /// The edit ran on the object (stored, or new with [`Absent::Edit`]); `saved` tells whether
     /// it was written.
     Edited {
@@ -128,7 +128,7 @@ impl Ledger {
         &self,
         name: &str,
         start: Start<T>,
-        absent: Absent<T>,
+        absent: Absent<'_, T>,
         mut edit: impl FnMut(&mut T) -> Edit<R>,
     ) -> Result<Swapped<T, R>, StoreError> {
         // What is stored, when already known (from the caller or a refused write's re-read).
@@ -146,18 +146,17 @@ impl Ledger {
                 },
             };
             let Some((mut object, etag)) = current else {
-                let (object, value) = match &absent {
+                let (bytes, edited) = match &absent {
                     Absent::Missing => return Ok(Swapped::Missing),
-                    Absent::Create(initial) => (initial.clone(), None),
+                    Absent::Create(initial) => (initial.encode(), None),
                     Absent::Edit(initial) => {
                         let mut object = initial.clone();
                         match edit(&mut object) {
-                            Edit::Save(value) => (object, Some(value)),
+                            Edit::Save(value) => (object.encode(), Some((object, value))),
                             Edit::Keep(_) => return Ok(Swapped::Missing),
                         }
                     }
                 };
-                let bytes = object.encode();
                 let etag = match self.store.create(name, bytes.clone()).await {
                     Ok(etag) => etag,
                     Err(StoreError::AlreadyExists) => match self.ours(name, &bytes).await? {
@@ -169,9 +168,9 @@ impl Ledger {
                     },
                     Err(e) => return Err(e),
                 };
-                return Ok(match value {
-                    None => Swapped::Created(object, etag),
-                    Some(value) => Swapped::Edited {
+                return Ok(match edited {
+                    None => Swapped::Created(etag),
+                    Some((object, value)) => Swapped::Edited {
                         value,
                         object,
                         etag,
@@ -256,11 +255,11 @@ impl Ledger {
             Start::Absent
         };
         let swapped = self
-            .swap(&fresh.key, start, Absent::Create(fresh.clone()), merge)
+            .swap(&fresh.key, start, Absent::Create(fresh), merge)
             .await?;
         self.note_existing(&fresh.key);
         Ok(match swapped {
-            Swapped::Created(_, etag) => {
+            Swapped::Created(etag) => {
                 // The index is a listing aid; a missing entry only hides the record from
                 // `status`'s recent view, never from the pipeline.
                 if let Err(e) = self
@@ -322,7 +321,7 @@ impl Ledger {
 impl<R> From<Swapped<Record, R>> for Written<R> {
     fn from(swapped: Swapped<Record, R>) -> Self {
         match swapped {
-            Swapped::Created(_, etag) => Written::Created(etag),
+            Swapped::Created(etag) => Written::Created(etag),
             Swapped::Edited {
                 value,
                 object,

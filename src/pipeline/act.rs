@@ -108,6 +108,7 @@ impl Pipeline {
             .schedule(&record.key, after(now, self.ledger.options.claim_timeout))
             .await?;
         let (mut record, etag) = match self.claim_version(d, &record, &attempt_id, now).await? {
+            Claimed::Created(etag) => (record, etag),
             Claimed::Ours(record, etag) => (*record, etag),
             Claimed::Duplicate { state, what } => {
                 let _ = self.ledger.unschedule(&claim_marker).await;

@@ -100,9 +100,11 @@ impl<'a> Delivery<'a> {
     }
 }
 
-/// What a delivery that found its version already recorded got.
+/// What claiming a version got.
 pub(super) enum Claimed {
-    /// The claim: the record is ours to send.
+    /// The version had no record: the fresh one, claimed, was created as given.
+    Created(ETag),
+    /// The claim: the existing record is ours to send.
     Ours(Box<Record>, ETag),
     /// Already handled (or being handled); nothing to send.
     Duplicate {
@@ -191,7 +193,7 @@ impl Pipeline {
             })
             .await;
         let (existing, etag) = match written {
-            Ok(Written::Created(etag)) => return Ok(Claimed::Ours(Box::new(fresh.clone()), etag)),
+            Ok(Written::Created(etag)) => return Ok(Claimed::Created(etag)),
             Ok(Written::Merged {
                 value: true,
                 record,
