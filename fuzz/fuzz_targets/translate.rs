@@ -9,6 +9,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = aml_autodeploy::actions::azureml::translate::translate(
             &yaml,
             Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"),
+            // Relative paths in the input resolve against the seed layout's folder.
+            std::path::Path::new("tests/fixtures/azml/seed/aml_yamls"),
         );
     }
 });

@@ -328,6 +328,25 @@ impl ArmClient {
         }
     }
 
+    /// GETs a resource (usually a list) with extra query parameters besides `api-version`.
+    pub async fn get_with(&self, id: &str, query: &[(&str, &str)]) -> Result<Value, ArmError> {
+        let mut url = self.resource_url(id)?;
+        url.query_pairs_mut().extend_pairs(query);
+        Ok(self
+            .request(Method::GET, url, None, &self.scope, &[])
+            .await?
+            .body)
+    }
+
+    /// PUTs a resource that is created synchronously (asset versions) and returns it.
+    pub async fn put(&self, id: &str, body: &Value) -> Result<Value, ArmError> {
+        let url = self.resource_url(id)?;
+        Ok(self
+            .request(Method::PUT, url, Some(body), &self.scope, &[])
+            .await?
+            .body)
+    }
+
     /// POSTs an action (e.g. `…/listKeys`).
     pub async fn post(&self, id_and_action: &str, body: Option<&Value>) -> Result<Value, ArmError> {
         let url = self.resource_url(id_and_action)?;

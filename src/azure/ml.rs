@@ -186,6 +186,156 @@ impl ArmClient {
     }
 }
 
+/// Where a pending upload goes: the container (`blobUri`) and its SAS URL. `Debug` is redacted.
+pub struct PendingUpload {
+    /// `blobReferenceForConsumption.blobUri`: the container, without authorization.
+    pub blob_uri: String,
+    /// `blobReferenceForConsumption.credential.sasUri`: the container with its SAS.
+    pub sas_uri: SecretString,
+}
+
+impl std::fmt::Debug for PendingUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingUpload({}, <SAS redacted>)", self.blob_uri)
+    }
+}
+
+/// The asset versions `az ml` registers before a deployment (code, environments, data), with the
+/// calls it makes.
+impl ArmClient {
+    fn asset_id(workspace: &WorkspaceId, kind: &str, name: &str, version: Option<&str>) -> String {
+        let base = format!("{}/{kind}/{name}", workspace.as_ref().trim_end_matches('/'));
+        match version {
+            Some(v) => format!("{base}/versions/{v}"),
+            None => base,
+        }
+    }
+
+    /// A code version with this content hash, anywhere in the workspace (`GET
+    /// codes/{probe}/versions?hash=…&hashVersion=202208`; the service matches the hash across
+    /// names, so `probe` is the fresh name az ml would use). Its id, read back as az ml does.
+    pub async fn code_with_hash(
+        &self,
+        workspace: &WorkspaceId,
+        probe: &str,
+        hash: &str,
+    ) -> Result<Option<String>, ArmError> {
+        let list = self
+            .get_with(
+                &format!(
+                    "{}/versions",
+                    Self::asset_id(workspace, "codes", probe, None)
+                ),
+                &[("hash", hash), ("hashVersion", "202208")],
+            )
+            .await?;
+        let Some(found) = list["value"].as_array().and_then(|v| v.first()) else {
+            return Ok(None);
+        };
+        let Some(id) = found["id"].as_str() else {
+            return Ok(None);
+        };
+        let version = self.get(id).await?;
+        Ok(Some(version["id"].as_str().unwrap_or(id).to_string()))
+    }
+
+    /// `POST codes/{name}/versions/{version}/startPendingUpload`: a container to upload to.
+    pub async fn start_pending_upload(
+        &self,
+        workspace: &WorkspaceId,
+        name: &str,
+        version: &str,
+    ) -> Result<PendingUpload, ArmError> {
+        let answer = self
+            .post(
+                &format!(
+                    "{}/startPendingUpload",
+                    Self::asset_id(workspace, "codes", name, Some(version))
+                ),
+                Some(&serde_json::json!({"pendingUploadType": "TemporaryBlobReference"})),
+            )
+            .await?;
+        let reference = &answer["blobReferenceForConsumption"];
+        let (Some(blob_uri), Some(sas_uri)) = (
+            reference["blobUri"].as_str(),
+            reference["credential"]["sasUri"].as_str(),
+        ) else {
+            return Err(ArmError::Unavailable(
+                "startPendingUpload answered without blobUri and credential.sasUri".into(),
+            ));
+        };
+        Ok(PendingUpload {
+            blob_uri: blob_uri.to_string(),
+            sas_uri: SecretString::from(sas_uri.to_string()),
+        })
+    }
+
+    /// PUTs an asset version (`codes`, `environments`, `data`) and returns its id.
+    pub async fn put_asset_version(
+        &self,
+        workspace: &WorkspaceId,
+        kind: &str,
+        name: &str,
+        version: &str,
+        body: &Value,
+    ) -> Result<String, ArmError> {
+        let id = Self::asset_id(workspace, kind, name, Some(version));
+        let answer = self.put(&id, body).await?;
+        Ok(answer["id"].as_str().unwrap_or(&id).to_string())
+    }
+
+    /// GETs an asset version; `None` when it does not exist.
+    pub async fn asset_version(
+        &self,
+        workspace: &WorkspaceId,
+        kind: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Value>, ArmError> {
+        self.get_optional(&Self::asset_id(workspace, kind, name, Some(version)))
+            .await
+    }
+
+    /// An environment's container (`latestVersion`, `nextVersion`); `None` when it does not exist.
+    pub async fn environment_container(
+        &self,
+        workspace: &WorkspaceId,
+        name: &str,
+    ) -> Result<Option<Value>, ArmError> {
+        self.get_optional(&Self::asset_id(workspace, "environments", name, None))
+            .await
+    }
+
+    /// The most recently created version of an environment (az ml's `@latest`: by creation time,
+    /// not by number); `None` when it has none.
+    pub async fn latest_environment_version(
+        &self,
+        workspace: &WorkspaceId,
+        name: &str,
+    ) -> Result<Option<String>, ArmError> {
+        let list = self
+            .get_with(
+                &format!(
+                    "{}/versions",
+                    Self::asset_id(workspace, "environments", name, None)
+                ),
+                &[("$orderBy", "createdtime desc"), ("$top", "1")],
+            )
+            .await?;
+        Ok(list["value"]
+            .as_array()
+            .and_then(|v| v.first())
+            .and_then(|item| {
+                item["name"].as_str().map(str::to_string).or_else(|| {
+                    item["id"]
+                        .as_str()
+                        .and_then(|id| id.rsplit('/').next())
+                        .map(str::to_string)
+                })
+            }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

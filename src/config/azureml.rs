@@ -111,7 +111,8 @@ impl Walker<'_> {
                     }
                 };
                 let ws = target_workspace.as_ref().map(|w| w.as_ref());
-                match translate(&yaml, ws) {
+                let base = path.parent().unwrap_or(std::path::Path::new(""));
+                match translate(&yaml, ws, base) {
                     Ok(template) => Some((path, template)),
                     Err(problems) => {
                         for p in problems {

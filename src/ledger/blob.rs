@@ -52,27 +52,22 @@ async fn bounded<T>(
 /// every request (the shared client has no client-wide timeout; each caller sets its own). The
 /// timeout covers the answer's head; a body that stalls is bounded by [`bounded`].
 #[derive(Debug)]
-struct StorageTransport {
-    http: Http,
+pub(crate) struct StorageTransport {
+    pub(crate) http: Http,
+    /// Longest single request ([`STORAGE_REQUEST_TIMEOUT`] for the ledger; longer for uploads).
+    pub(crate) timeout: Duration,
 }
 
 #[async_trait::async_trait]
 impl HttpClient for StorageTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
-        match tokio::time::timeout(
-            STORAGE_REQUEST_TIMEOUT,
-            self.http.client().execute_request(request),
-        )
-        .await
+        match tokio::time::timeout(self.timeout, self.http.client().execute_request(request)).await
         {
             Ok(answer) => answer,
             // `Io`, as reqwest's own timeout was: the SDK's retry policy tries again.
             Err(_) => Err(azure_core::Error::with_message(
                 azure_core::error::ErrorKind::Io,
-                format!(
-                    "no answer from storage within {}s",
-                    STORAGE_REQUEST_TIMEOUT.as_secs()
-                ),
+                format!("no answer from storage within {}s", self.timeout.as_secs()),
             )),
         }
     }
@@ -239,6 +234,7 @@ impl BlobStore {
             }),
             transport: Some(Transport::new(Arc::new(StorageTransport {
                 http: http.clone(),
+                timeout: STORAGE_REQUEST_TIMEOUT,
             }))),
             ..ClientOptions::default()
         };

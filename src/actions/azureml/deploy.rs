@@ -268,6 +268,7 @@ impl Deployer {
         let mut announced = None;
         for _ in 0..MAX_STEPS_PER_VISIT {
             let before = rollout.phase;
+            let assets_before = rollout.assets.clone();
             next = self
                 .engine
                 .step(plan, &mut rollout, record.forced, log)
@@ -311,7 +312,8 @@ impl Deployer {
             // again, so a storage outage leaves the record at most one (idempotent) step behind
             // ARM. Resuming several steps back could, e.g., send traffic to a deployment that an
             // unrecorded cleanup already deleted.
-            if rollout.phase != before {
+            // Asset progress too: a fresh code name or a finished upload is not repeated.
+            if rollout.phase != before || rollout.assets != assets_before {
                 record.rollout = Some(rollout.clone());
                 etag = self.ledger.save(&record, &etag).await?;
             }

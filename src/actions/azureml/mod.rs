@@ -2,6 +2,7 @@
 //! ([`AzureMlPlan`]), the `az ml` YAML translation ([`translate`]) and the rollout state machine
 //! ([`rollout`]) that the event handler starts and `Reconcile` advances.
 
+pub mod assets;
 pub mod deploy;
 pub mod rollout;
 pub mod translate;
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::{AzureMlAction, RolloutSpec};
+use assets::AssetPlan;
 
 /// A fully rendered direct deployment. Stored in the ledger record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +31,9 @@ pub struct AzureMlPlan {
     pub smoke_test: Option<SmokeTestPlan>,
     /// How traffic moves.
     pub rollout: RolloutSpec,
+    /// What to register before the deployment PUT (local code, inline environment, data assets).
+    #[serde(default, skip_serializing_if = "no_assets")]
+    pub assets: Box<AssetPlan>,
 }
 
 /// A smoke test, ready to send.
@@ -38,6 +43,31 @@ pub struct SmokeTestPlan {
     pub request: Value,
     /// Expected HTTP status.
     pub expect_status: u16,
+}
+
+impl AzureMlPlan {
+    /// The deployment PUT body once its assets are registered: `code_id` and `environment_id`
+    /// are the registered (or resolved) ids, `location` the workspace's region.
+    pub fn deployment_body(
+        &self,
+        code_id: Option<&str>,
+        environment_id: Option<&str>,
+        location: &str,
+    ) -> Value {
+        let mut body = self.body.clone();
+        body["location"] = json!(location);
+        if let Some(id) = code_id {
+            body["properties"]["codeConfiguration"]["codeId"] = json!(id);
+        }
+        if let Some(id) = environment_id {
+            body["properties"]["environmentId"] = json!(id);
+        }
+        body
+    }
+}
+
+fn no_assets(assets: &AssetPlan) -> bool {
+    assets.is_empty()
 }
 
 /// Renders the plan for one model version.
@@ -65,10 +95,25 @@ pub fn plan(
     )
     .unwrap_or_else(|_| action.template.body.clone());
     body["properties"]["model"] = json!(model_id);
+    let deployment = deployment_name(rendered_name, model_version);
+    let template = &action.template.assets;
+    let data = match &template.collector {
+        Some(collector) => {
+            let data = collector.data_assets(&action.endpoint, &deployment);
+            body["properties"]["dataCollector"] = collector.body(&data, &workspace);
+            data
+        }
+        None => Vec::new(),
+    };
     AzureMlPlan {
+        assets: Box::new(AssetPlan {
+            data,
+            code: template.code.clone(),
+            environment: template.environment.clone(),
+        }),
         workspace,
         endpoint: action.endpoint.clone(),
-        deployment: deployment_name(rendered_name, model_version),
+        deployment,
         model_id,
         body,
         smoke_test: action.smoke_test.as_ref().map(|s| SmokeTestPlan {

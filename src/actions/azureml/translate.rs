@@ -1,12 +1,19 @@
 //! `az ml` managed online deployment YAML → the ARM `OnlineDeployments_CreateOrUpdate` body, field
-//! by field as the Azure ML CLI/SDK translates it (`azure-ai-ml` `OnlineDeployment._to_rest_object`).
+//! by field as the Azure ML CLI/SDK translates it (azure-ai-ml 1.35.2,
+//! `OnlineDeployment._to_rest_object`), plus the assets it registers first ([`assets`]): a local
+//! code folder, an inline environment, an `@latest` label, data collector assets.
 //!
-//! Only registered assets are accepted: uploading local code or building an inline environment is
-//! what the CLI does before the REST call, and it has no place in an event handler.
+//! [`assets`]: super::assets
+
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-/// Keys of a managed online deployment YAML we translate (or knowingly ignore).
+use super::assets::{self, AssetTemplate, CodeRef, CollectorSpec, EnvironmentRef};
+
+/// Keys of a managed online deployment YAML we translate (or knowingly ignore: `name`,
+/// `endpoint_name` and `model` come from the rule and the event, as `--name`, `--endpoint-name`
+/// and `--set model=…` would replace them).
 const KNOWN_KEYS: &[&str] = &[
     "$schema",
     "name",
@@ -29,27 +36,41 @@ const KNOWN_KEYS: &[&str] = &[
     "properties",
     "description",
     "model_mount_path",
+    "data_collector",
 ];
 
 /// The translated deployment: the ARM body without `location` and `properties.model` (both filled
-/// at deploy time from the target workspace and the event's model).
+/// at deploy time from the target workspace and the event's model), and the assets to register
+/// first (their ids are filled in when they are registered).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentTemplate {
     /// The body.
     pub body: Value,
+    /// The assets.
+    pub assets: Box<AssetTemplate>,
 }
 
-/// Translates a deployment YAML (already parsed) for `workspace` (where `azureml:` references
-/// resolve). Returns every problem found.
+impl DeploymentTemplate {
+    /// Every local file the deployment needs (code files after the ignore file, conda files).
+    pub fn files(&self) -> &[PathBuf] {
+        &self.assets.files
+    }
+}
+
+/// Translates a deployment YAML (already parsed) whose folder is `base`, for `workspace` (where
+/// `azureml:` references resolve; `None`: the event's, filled per event). Returns every problem
+/// found, each naming its YAML key.
 pub fn translate(
     yaml: &serde_norway::Value,
     workspace: Option<&str>,
+    base: &Path,
 ) -> Result<DeploymentTemplate, Vec<String>> {
     let mut problems = Vec::new();
     let Some(map) = yaml.as_mapping() else {
         return Err(vec!["the deployment file is not a YAML mapping".into()]);
     };
-    let get = |key: &str| map.get(key);
+    let workspace = workspace.unwrap_or("{workspace}");
+    let get = |key: &str| map.get(key).filter(|v| !v.is_null());
     for key in map.keys() {
         match key.as_str() {
             Some(k) if KNOWN_KEYS.contains(&k) => {}
@@ -66,7 +87,7 @@ pub fn translate(
             "type: {kind} is not supported: only managed online endpoints (type: managed) are deployed directly"
         ));
     }
-
+    let mut assets = AssetTemplate::default();
     let mut properties = Map::new();
     properties.insert("endpointComputeType".into(), json!("Managed"));
 
@@ -76,45 +97,56 @@ pub fn translate(
         }
         _ => problems.push("instance_type is required (e.g. Standard_DS3_v2)".into()),
     }
-    let capacity = match get("instance_count") {
-        None => 1,
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 => n,
-            _ => {
-                problems.push("instance_count must be a whole number ≥ 1".into());
-                1
+    // As az ml: no instance_count, no capacity (the service applies its default).
+    let mut sku = Map::new();
+    sku.insert("name".into(), json!("Default"));
+    if let Some(v) = get("instance_count") {
+        match v.as_u64() {
+            Some(n) if n >= 1 => {
+                sku.insert("capacity".into(), json!(n));
             }
-        },
-    };
+            _ => problems.push("instance_count must be a whole number ≥ 1".into()),
+        }
+    }
 
-    match get("environment") {
-        None | Some(serde_norway::Value::Null) => {} // MLflow models need none
-        Some(serde_norway::Value::String(reference)) => match asset_id(reference, "environments", workspace) {
-            Ok(id) => {
+    if let Some(env) = get("environment") {
+        match assets::environment::parse(env, base, workspace, &mut assets.files) {
+            Ok(EnvironmentRef::Id(id)) => {
                 properties.insert("environmentId".into(), json!(id));
             }
-            Err(e) => problems.push(format!("environment: {e}")),
-        },
-        Some(_) => problems.push(
-            "environment: an inline environment would have to be built first; register it and reference it as azureml:NAME:VERSION"
-                .into(),
-        ),
+            Ok(EnvironmentRef::Inline(inline)) => assets.environment = Some(inline),
+            Err(e) => problems.extend(e),
+        }
     }
 
     if let Some(code) = get("code_configuration") {
         let code_ref = code.get("code").and_then(|v| v.as_str());
         let script = code.get("scoring_script").and_then(|v| v.as_str());
         match (code_ref, script) {
-            (Some(code_ref), Some(script)) => match asset_id(code_ref, "codes", workspace) {
-                Ok(id) => {
-                    properties.insert(
-                        "codeConfiguration".into(),
-                        json!({"codeId": id, "scoringScript": script}),
-                    );
+            (Some(code_ref), Some(script)) => {
+                match assets::code_ref(code_ref, script, base, workspace, &mut assets.files) {
+                    Ok(reference) => {
+                        let mut out = Map::new();
+                        if let CodeRef::Id(id) = &reference {
+                            out.insert("codeId".into(), json!(id));
+                        }
+                        out.insert("scoringScript".into(), json!(script));
+                        properties.insert("codeConfiguration".into(), Value::Object(out));
+                        if let CodeRef::Local(local) = reference {
+                            assets.code = Some(local);
+                        }
+                    }
+                    Err((key, e)) => problems.push(format!("code_configuration.{key}: {e}")),
                 }
-                Err(e) => problems.push(format!("code_configuration.code: {e}")),
-            },
+            }
             _ => problems.push("code_configuration needs code and scoring_script".into()),
+        }
+    }
+
+    if let Some(collector) = get("data_collector") {
+        match CollectorSpec::parse(collector) {
+            Ok(spec) => assets.collector = Some(spec),
+            Err(e) => problems.extend(e),
         }
     }
 
@@ -124,8 +156,10 @@ pub fn translate(
             ("request_timeout_ms", "requestTimeout"),
             ("max_queue_wait_ms", "maxQueueWait"),
         ] {
-            if let Some(v) = settings.get(key) {
+            if let Some(v) = settings.get(key).filter(|v| !v.is_null()) {
                 match v.as_u64() {
+                    // As az ml: a zero duration is not sent.
+                    Some(0) => {}
                     Some(ms) => {
                         out.insert(rest.into(), json!(iso8601_from_millis(ms)));
                     }
@@ -135,7 +169,10 @@ pub fn translate(
                 }
             }
         }
-        if let Some(v) = settings.get("max_concurrent_requests_per_instance") {
+        if let Some(v) = settings
+            .get("max_concurrent_requests_per_instance")
+            .filter(|v| !v.is_null())
+        {
             match v.as_u64() {
                 Some(n) => {
                     out.insert("maxConcurrentRequestsPerInstance".into(), json!(n));
@@ -152,6 +189,8 @@ pub fn translate(
     for (key, rest) in [
         ("liveness_probe", "livenessProbe"),
         ("readiness_probe", "readinessProbe"),
+        // Not in az ml's managed schema (it refuses the key), but in the REST API: kept as an
+        // extension, translated like the other probes.
         ("startup_probe", "startupProbe"),
     ] {
         if let Some(probe) = get(key) {
@@ -161,8 +200,9 @@ pub fn translate(
                 ("period", "period"),
                 ("timeout", "timeout"),
             ] {
-                if let Some(v) = probe.get(field) {
+                if let Some(v) = probe.get(field).filter(|v| !v.is_null()) {
                     match v.as_u64() {
+                        Some(0) => {}
                         Some(secs) => {
                             out.insert(rest_field.into(), json!(iso8601_from_millis(secs * 1000)));
                         }
@@ -174,7 +214,7 @@ pub fn translate(
                 ("success_threshold", "successThreshold"),
                 ("failure_threshold", "failureThreshold"),
             ] {
-                if let Some(v) = probe.get(field) {
+                if let Some(v) = probe.get(field).filter(|v| !v.is_null()) {
                     match v.as_u64() {
                         Some(n) => {
                             out.insert(rest_field.into(), json!(n));
@@ -198,41 +238,40 @@ pub fn translate(
         }
     }
 
-    if let Some(vars) = get("environment_variables") {
-        match string_map(vars) {
-            Some(map) => {
-                properties.insert("environmentVariables".into(), Value::Object(map));
-            }
-            None => {
-                problems.push("environment_variables must be a mapping of names to values".into())
-            }
+    // Always present, as az ml sends them, even when empty; values keep their YAML type.
+    let json_map = |key: &str, problems: &mut Vec<String>| match get(key) {
+        None => Map::new(),
+        Some(v) => assets::json_map(v).unwrap_or_else(|| {
+            problems.push(format!("{key} must be a mapping of names to values"));
+            Map::new()
+        }),
+    };
+    let environment_variables = json_map("environment_variables", &mut problems);
+    let extra_properties = json_map("properties", &mut problems);
+    let tags = json_map("tags", &mut problems);
+    properties.insert(
+        "environmentVariables".into(),
+        Value::Object(environment_variables),
+    );
+    properties.insert("properties".into(), Value::Object(extra_properties));
+    match get("app_insights_enabled") {
+        None => {
+            properties.insert("appInsightsEnabled".into(), json!(false));
         }
-    }
-    if let Some(v) = get("app_insights_enabled") {
-        match v.as_bool() {
+        Some(v) => match v.as_bool() {
             Some(b) => {
                 properties.insert("appInsightsEnabled".into(), json!(b));
             }
             None => problems.push("app_insights_enabled must be true or false".into()),
-        }
+        },
     }
     if let Some(v) = get("egress_public_network_access") {
+        // The SDK's schema lower-cases it.
         match v.as_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("enabled") => {
-                properties.insert("egressPublicNetworkAccess".into(), json!("Enabled"));
-            }
-            Some("disabled") => {
-                properties.insert("egressPublicNetworkAccess".into(), json!("Disabled"));
+            Some(value @ ("enabled" | "disabled")) => {
+                properties.insert("egressPublicNetworkAccess".into(), json!(value));
             }
             _ => problems.push("egress_public_network_access must be enabled or disabled".into()),
-        }
-    }
-    if let Some(v) = get("properties") {
-        match string_map(v) {
-            Some(map) => {
-                properties.insert("properties".into(), Value::Object(map));
-            }
-            None => problems.push("properties must be a mapping of names to values".into()),
         }
     }
     if let Some(v) = get("description") {
@@ -251,84 +290,40 @@ pub fn translate(
             None => problems.push("model_mount_path must be text".into()),
         }
     }
-    let tags = match get("tags") {
-        None => Map::new(),
-        Some(v) => string_map(v).unwrap_or_else(|| {
-            problems.push("tags must be a mapping of names to values".into());
-            Map::new()
-        }),
-    };
 
     if problems.is_empty() {
         Ok(DeploymentTemplate {
             body: json!({
-                "sku": {"name": "Default", "capacity": capacity},
+                "sku": sku,
                 "tags": tags,
                 "properties": properties,
             }),
+            assets: Box::new(assets),
         })
     } else {
         Err(problems)
     }
 }
 
-/// A registered asset reference → its id: `azureml:NAME:VERSION` resolves in `workspace`; curated
-/// `azureml:AzureML-…` environments resolve in the `azureml` registry; ARM ids and
-/// `azureml://registries/…` pass through.
-pub fn asset_id(reference: &str, kind: &str, workspace: Option<&str>) -> Result<String, String> {
-    let reference = reference.trim();
-    // The CLI schema strips `azureml:` and passes ids through.
-    let bare = if reference.starts_with("azureml://") {
-        reference
-    } else {
-        reference.strip_prefix("azureml:").unwrap_or(reference)
-    };
-    if bare.starts_with("/subscriptions/") || bare.starts_with("azureml://") {
-        return Ok(bare.to_string());
-    }
-    if !reference.starts_with("azureml:") {
-        return Err(format!(
-            "{reference:?} looks like a local path; only registered assets (azureml:NAME:VERSION, an ARM id or azureml://registries/…) can be deployed directly"
-        ));
-    }
-    if bare.contains('@') {
-        return Err(format!(
-            "{reference:?}: labels such as @latest need a lookup; pin a version (azureml:NAME:VERSION)"
-        ));
-    }
-    let Some((name, version)) = bare.split_once(':') else {
-        return Err(format!(
-            "{reference:?}: Version must be provided (azureml:NAME:VERSION)"
-        ));
-    };
-    if name.is_empty() || version.is_empty() || name.contains('/') || version.contains(['/', ':']) {
-        return Err(format!("{reference:?}: expected azureml:NAME:VERSION"));
-    }
-    // Curated environments live in the shared `azureml` registry; the SDK passes the reference
-    // through unchanged and the service resolves it.
-    if kind == "environments" && name.starts_with("AzureML-") {
-        return Ok(reference.to_string());
-    }
-    match workspace {
-        Some(ws) => Ok(format!(
-            "{}/{kind}/{name}/versions/{version}",
-            ws.trim_end_matches('/')
-        )),
-        // Resolved per event when no target workspace is configured.
-        None => Ok(format!("{{workspace}}/{kind}/{name}/versions/{version}")),
-    }
-}
-
 /// Milliseconds → ISO-8601 duration as Python's `isodate` writes it (5000 → `PT5S`, 500 → `PT0.5S`,
-/// 90000 → `PT1M30S`).
+/// 90000 → `PT1M30S`, 86 400 000 → `P1D`).
 pub fn iso8601_from_millis(ms: u64) -> String {
     if ms == 0 {
         return "PT0S".into();
     }
+    let days = ms / 86_400_000;
+    let ms = ms % 86_400_000;
+    let mut out = String::from("P");
+    if days > 0 {
+        out.push_str(&format!("{days}D"));
+        if ms == 0 {
+            return out;
+        }
+    }
+    out.push('T');
     let hours = ms / 3_600_000;
     let minutes = (ms % 3_600_000) / 60_000;
     let rest_ms = ms % 60_000;
-    let mut out = String::from("PT");
     if hours > 0 {
         out.push_str(&format!("{hours}H"));
     }
@@ -348,22 +343,6 @@ pub fn iso8601_from_millis(ms: u64) -> String {
     out
 }
 
-fn string_map(value: &serde_norway::Value) -> Option<Map<String, Value>> {
-    let map = value.as_mapping()?;
-    let mut out = Map::new();
-    for (k, v) in map {
-        let key = k.as_str()?.to_string();
-        let text = match v {
-            serde_norway::Value::String(s) => s.clone(),
-            serde_norway::Value::Number(n) => n.to_string(),
-            serde_norway::Value::Bool(b) => b.to_string(),
-            _ => return None,
-        };
-        out.insert(key, json!(text));
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,11 +353,16 @@ mod tests {
         serde_norway::from_str(text).unwrap()
     }
 
+    fn translated(text: &str) -> Result<DeploymentTemplate, Vec<String>> {
+        translate(&yaml(text), Some(WS), Path::new("."))
+    }
+
+    // The goldens from the official SDK (assets/goldens.rs) cover real YAMLs; this covers every
+    // key at once with registered assets.
     #[test]
     fn every_cli_field_is_translated() {
-        let t = translate(
-            &yaml(
-                r#"
+        let t = translated(
+            r#"
 $schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json
 name: ignored
 endpoint_name: ignored
@@ -391,16 +375,14 @@ request_settings: { request_timeout_ms: 5000, max_queue_wait_ms: 500, max_concur
 liveness_probe: { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
 readiness_probe: { initial_delay: 90, period: 5, timeout: 2, success_threshold: 1, failure_threshold: 3 }
 scale_settings: { type: default }
-environment_variables: { WORKERS: 2, MODE: fast }
+environment_variables: { WORKERS: 2, MODE: fast, DEBUG: false }
 app_insights_enabled: true
-egress_public_network_access: disabled
+egress_public_network_access: Disabled
 tags: { team: risk }
 properties: { owner: ml }
 description: credit model
 model_mount_path: /var/model
 "#,
-            ),
-            Some(WS),
         )
         .unwrap();
         assert_eq!(
@@ -417,76 +399,52 @@ model_mount_path: /var/model
                     "livenessProbe": {"initialDelay": "PT10S", "period": "PT10S", "timeout": "PT2S", "successThreshold": 1, "failureThreshold": 30},
                     "readinessProbe": {"initialDelay": "PT1M30S", "period": "PT5S", "timeout": "PT2S", "successThreshold": 1, "failureThreshold": 3},
                     "scaleSettings": {"scaleType": "Default"},
-                    "environmentVariables": {"WORKERS": "2", "MODE": "fast"},
+                    "environmentVariables": {"WORKERS": 2, "MODE": "fast", "DEBUG": false},
                     "appInsightsEnabled": true,
-                    "egressPublicNetworkAccess": "Disabled",
+                    "egressPublicNetworkAccess": "disabled",
                     "properties": {"owner": "ml"},
                     "description": "credit model",
                     "modelMountPath": "/var/model"
                 }
             })
         );
+        assert_eq!(*t.assets, AssetTemplate::default());
     }
 
     #[test]
     fn mlflow_models_need_no_environment_or_code() {
-        let t = translate(&yaml("instance_type: Standard_DS2_v2"), Some(WS)).unwrap();
-        assert_eq!(t.body["sku"]["capacity"], 1);
+        let t = translated("instance_type: Standard_DS2_v2").unwrap();
+        assert!(
+            t.body["sku"].get("capacity").is_none(),
+            "no instance_count, no capacity"
+        );
         assert!(t.body["properties"].get("environmentId").is_none());
+        assert_eq!(t.body["properties"]["appInsightsEnabled"], false);
     }
 
     #[test]
-    fn asset_references_resolve_like_the_cli() {
-        let cases = [
-            (
-                "azureml:env:1",
-                Ok(format!("{WS}/environments/env/versions/1")),
-            ),
-            (
-                "azureml:AzureML-sklearn-1.5:7",
-                Ok("azureml:AzureML-sklearn-1.5:7".into()),
-            ),
-            (
-                &format!("azureml:{WS}/environments/e/versions/3"),
-                Ok(format!("{WS}/environments/e/versions/3")),
-            ),
-            (
-                "azureml:azureml://registries/r/environments/e/versions/1",
-                Ok("azureml://registries/r/environments/e/versions/1".into()),
-            ),
-            ("azureml:a/b:1", Err("expected azureml:NAME:VERSION")),
-            (
-                "azureml://registries/shared/environments/e/versions/2",
-                Ok("azureml://registries/shared/environments/e/versions/2".into()),
-            ),
-            (
-                &format!("{WS}/environments/e/versions/9"),
-                Ok(format!("{WS}/environments/e/versions/9")),
-            ),
-            ("azureml:env@latest", Err("pin a version")),
-            ("azureml:env", Err("Version must be provided")),
-            ("./environment/conda.yml", Err("local path")),
-        ];
-        for (reference, expected) in cases {
-            match (asset_id(reference, "environments", Some(WS)), expected) {
-                (Ok(got), Ok(want)) => assert_eq!(got, want),
-                (Err(got), Err(needle)) => assert!(got.contains(needle), "{got}"),
-                (got, want) => panic!("{reference}: {got:?} vs {want:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn unsupported_deployments_are_clear_errors() {
+    fn unsupported_deployments_are_clear_errors_naming_the_key() {
         let cases = [
             ("type: kubernetes\ninstance_type: x", "only managed"),
             (
-                "instance_type: x\nenvironment: { image: mcr.microsoft.com/x, conda_file: env.yml }",
-                "inline environment",
+                "instance_type: x\nenvironment: { image: mcr.microsoft.com/x, conda_file: missing.yml }",
+                "environment.conda_file: cannot read",
             ),
             (
-                "instance_type: x\ncode_configuration: { code: ./src, scoring_script: score.py }",
-                "local path",
+                "instance_type: x\nenvironment: { build: { path: ./ctx } }",
+                "environment.build",
+            ),
+            (
+                "instance_type: x\nenvironment: { image: x, channels: [conda-forge] }",
+                "environment.channels",
+            ),
+            (
+                "instance_type: x\nenvironment: azureml:e@prod",
+                "version label prod does not exist",
+            ),
+            (
+                "instance_type: x\ncode_configuration: { code: ./no-such-folder, scoring_script: score.py }",
+                "code_configuration.code",
             ),
             ("environment: azureml:e:1", "instance_type is required"),
             (
@@ -494,12 +452,16 @@ model_mount_path: /var/model
                 "only default",
             ),
             (
-                "instance_type: x\ndata_collector: {}",
-                "unknown or unsupported key `data_collector`",
+                "instance_type: x\ndata_collector: { collections: { a: { data: { version: 1 } } } }",
+                "data_collector.collections.a.data.version",
+            ),
+            (
+                "instance_type: x\nblue_green: {}",
+                "unknown or unsupported key `blue_green`",
             ),
         ];
         for (text, needle) in cases {
-            let problems = translate(&yaml(text), Some(WS)).unwrap_err();
+            let problems = translated(text).unwrap_err();
             assert!(
                 problems.iter().any(|p| p.contains(needle)),
                 "{text}: {problems:?}"
@@ -515,6 +477,8 @@ model_mount_path: /var/model
             (90_000, "PT1M30S"),
             (3_600_000, "PT1H"),
             (1_250, "PT1.25S"),
+            (86_400_000, "P1D"),
+            (90_000_000, "P1DT1H"),
             (0, "PT0S"),
         ] {
             assert_eq!(iso8601_from_millis(ms), iso);

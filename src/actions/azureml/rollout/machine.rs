@@ -100,6 +100,7 @@ impl RolloutEngine {
     ) -> Next {
         let result = match state.phase {
             Phase::Queued => self.begin(plan, state, forced, log).await,
+            Phase::PreparingAssets => self.preparing(plan, state, log).await,
             Phase::Creating => self.creating(plan, state, log).await,
             Phase::SmokeTest => self.smoke_phase(plan, state, log).await,
             Phase::Mirroring | Phase::Canary => self.baking(plan, state, log).await,
@@ -147,8 +148,8 @@ impl RolloutEngine {
         state.hold_until = None;
         state.pending = None;
         state.phase = match state.phase {
-            // Nothing was changed yet.
-            Phase::Queued => Phase::Failed,
+            // Nothing was deployed yet (registered assets are harmless and reusable).
+            Phase::Queued | Phase::PreparingAssets => Phase::Failed,
             // Traffic may have changed: restore it, then remove the failed deployment.
             Phase::Mirroring | Phase::Canary | Phase::Promoting => Phase::RollingBack,
             // Promoted already: a failed cleanup must never touch the live deployment.

@@ -4,10 +4,12 @@
 //! advances every unfinished rollout, on any instance, after any restart.
 //!
 //! ```text
-//! queued ─lock─▶ creating ─Succeeded─▶ smoke_test ─▶ mirroring* ─▶ canary ─bake─▶ promoting ─▶ retaining ─▶ cleaning ─▶ done
+//! queued ─lock─▶ preparing_assets† ─▶ creating ─Succeeded─▶ smoke_test ─▶ mirroring* ─▶ canary ─bake─▶ promoting ─▶ retaining ─▶ cleaning ─▶ done
 //!                    │ any failure (provisioning, smoke test or probe, traffic update)   * only with mirror_percent > 0
-//!                    ▼
+//!                    ▼                     † only when the YAML has local code, an inline environment,
 //!               rolling_back (previous traffic restored) ─▶ removing_failed ─▶ rolled_back
+//!                                          an @latest label or a data collector; a failure there
+//!                                          ends `failed` (nothing was deployed)
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,6 +26,7 @@ use crate::azure::arm::ArmClient;
 use crate::config::Strategy;
 use crate::ledger::Ledger;
 
+mod assets;
 mod finish;
 mod lock;
 mod machine;
@@ -31,6 +34,7 @@ mod smoke;
 mod start;
 mod traffic;
 
+pub use assets::{AssetProgress, code_uri};
 pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
 pub use traffic::canary_split;
 
@@ -40,6 +44,8 @@ pub use traffic::canary_split;
 pub enum Phase {
     /// Waiting for the endpoint (another rollout holds it).
     Queued,
+    /// Registering the code, environment and data assets the deployment references.
+    PreparingAssets,
     /// The deployment PUT is provisioning.
     Creating,
     /// Scoring the new deployment directly.
@@ -71,6 +77,7 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Queued => "queued",
+            Phase::PreparingAssets => "preparing_assets",
             Phase::Creating => "creating",
             Phase::SmokeTest => "smoke_test",
             Phase::Mirroring => "mirroring",
@@ -158,6 +165,9 @@ pub struct RolloutState {
     /// What happens next, in words (for `status`).
     #[serde(default)]
     pub next_step: String,
+    /// The assets registered so far (`preparing_assets`), and their ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<AssetProgress>,
 }
 
 impl RolloutState {
@@ -182,6 +192,7 @@ impl RolloutState {
             pending: None,
             restore_failures: 0,
             next_step: "waiting for the endpoint".into(),
+            assets: None,
         }
     }
 

@@ -67,13 +67,32 @@ impl RolloutEngine {
             });
         }
 
+        if !plan.assets.is_empty() {
+            // Registering assets (an upload, perhaps) is Reconcile's work, never the event's.
+            state.phase = Phase::PreparingAssets;
+            state.assets = Some(AssetProgress::default());
+            state.next_step = "register the deployment's assets".into();
+            return Ok(Next::After(std::time::Duration::ZERO));
+        }
+        self.put_deployment(plan, plan.body.clone(), state, log)
+            .await
+    }
+
+    /// Reads the workspace's region and starts the deployment PUT with `body`.
+    pub(super) async fn put_deployment(
+        &self,
+        plan: &AzureMlPlan,
+        mut body: serde_json::Value,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        let workspace = ws(&plan.workspace)?;
         let location = self
             .arm
             .workspace(&workspace)
             .await
             .map_err(StepError::from_arm)?
             .location;
-        let mut body = plan.body.clone();
         body["location"] = json!(location);
         let operation = self
             .arm

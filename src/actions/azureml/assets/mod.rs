@@ -1,0 +1,212 @@
+//! The assets `az ml online-deployment create` registers before the deployment PUT (azure-ai-ml
+//! 1.35.2, see `shared/reference/az-ml-assets.md`): data assets for `data_collector`, the local
+//! code folder (hashed, uploaded through a pending upload, registered as an anonymous code
+//! version), and an inline environment version, or an `@latest` label to resolve.
+//!
+//! Config time ([`AssetTemplate`], from the YAML): what each asset is, with hashes and bodies.
+//! Event time ([`AssetPlan`], stored in the record): the same, with the names that depend on the
+//! endpoint and deployment. Rollout time: the `preparing_assets` phase registers them, one step
+//! at a time (`rollout/assets.rs`).
+
+pub mod code;
+pub mod collector;
+pub mod environment;
+mod pyyaml;
+pub mod upload;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use collector::{CollectorSpec, DataAsset};
+pub use environment::{EnvironmentRef, InlineEnvironment};
+
+/// A local `code_configuration.code` folder, hashed as az ml hashes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalCode {
+    /// The value in the YAML (`./scripts`).
+    pub yaml_path: String,
+    /// The folder on disk (absolute, or relative to the working directory as the config was).
+    pub folder: PathBuf,
+    /// The folder's own name: the blob prefix (`scripts`).
+    pub folder_name: String,
+    /// The content hash (`hash_version` 202208).
+    pub hash: String,
+    /// How many files are uploaded (after the ignore file).
+    pub files: usize,
+}
+
+/// The assets of a deployment YAML, as far as they are known without an event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AssetTemplate {
+    /// A local code folder to upload and register.
+    pub code: Option<LocalCode>,
+    /// An environment to register or resolve.
+    pub environment: Option<InlineEnvironment>,
+    /// `data_collector`: its data assets depend on the endpoint and deployment names.
+    pub collector: Option<CollectorSpec>,
+    /// Every local file the deployment needs (code files, conda files), for packaging.
+    pub files: Vec<PathBuf>,
+}
+
+/// The assets to register before one deployment, in az ml's order: data, code, environment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssetPlan {
+    /// Data assets, one per collection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<DataAsset>,
+    /// The code folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<LocalCode>,
+    /// The environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<InlineEnvironment>,
+}
+
+impl AssetPlan {
+    /// Nothing to register.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.code.is_none() && self.environment.is_none()
+    }
+
+    /// The steps, in words, for dry runs.
+    pub fn steps(&self) -> Vec<String> {
+        let mut steps: Vec<String> = self
+            .data
+            .iter()
+            .map(|d| format!("register data asset {}:{} ({})", d.name, d.version, d.path))
+            .collect();
+        if let Some(code) = &self.code {
+            steps.push(format!(
+                "code folder {} ({} file(s), sha256 {}): reuse a code version with this hash, else upload it to a pending upload and register it as a new anonymous code version",
+                code.yaml_path, code.files, code.hash
+            ));
+        }
+        if let Some(env) = &self.environment {
+            steps.push(env.describe());
+        }
+        steps
+    }
+}
+
+/// `code_configuration.code` as az ml reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodeRef {
+    /// A registered code version (or registry asset): its id.
+    Id(String),
+    /// A local folder to upload.
+    Local(LocalCode),
+}
+
+/// Resolves `code_configuration.code` relative to the YAML's folder `base`: registered references
+/// become ids; anything else is a local folder, scanned and hashed now (and checked to hold the
+/// scoring script). `files` collects the folder's files. Errors name the key under
+/// `code_configuration` they are about (`code` or `scoring_script`).
+pub fn code_ref(
+    reference: &str,
+    scoring_script: &str,
+    base: &Path,
+    workspace: &str,
+    files: &mut Vec<PathBuf>,
+) -> Result<CodeRef, (&'static str, String)> {
+    code_reference(reference, base, workspace, files)
+        .map_err(|e| ("code", e))
+        .and_then(|code| {
+            if let CodeRef::Local(local) = &code {
+                let script = local.folder.join(scoring_script);
+                if !script.is_file() {
+                    return Err((
+                        "scoring_script",
+                        format!(
+                            "{} not found (the scoring script is relative to the code folder {})",
+                            script.display(),
+                            local.yaml_path
+                        ),
+                    ));
+                }
+            }
+            Ok(code)
+        })
+}
+
+fn code_reference(
+    reference: &str,
+    base: &Path,
+    workspace: &str,
+    files: &mut Vec<PathBuf>,
+) -> Result<CodeRef, String> {
+    let trimmed = reference.trim();
+    // A bare `/subscriptions/…` is a local path to az ml's schema; only the prefixed id is an id.
+    if trimmed.starts_with("azureml://") {
+        return Ok(CodeRef::Id(trimmed.to_string()));
+    }
+    if let Some(bare) = trimmed.strip_prefix("azureml:") {
+        if bare.starts_with("/subscriptions/") || bare.starts_with("azureml://") {
+            return Ok(CodeRef::Id(bare.to_string()));
+        }
+        let Some((name, version)) = bare.split_once(':') else {
+            return Err(format!(
+                "{trimmed:?}: Version must be provided (azureml:NAME:VERSION); labels are not resolved for code"
+            ));
+        };
+        if name.is_empty()
+            || version.is_empty()
+            || name.contains(['/', '@'])
+            || version.contains(['/', ':'])
+        {
+            return Err(format!("{trimmed:?}: expected azureml:NAME:VERSION"));
+        }
+        return Ok(CodeRef::Id(format!(
+            "{}/codes/{name}/versions/{version}",
+            workspace.trim_end_matches('/')
+        )));
+    }
+    if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+        return Err(format!(
+            "{trimmed:?}: remote code URLs are not supported; use a local folder or a registered code asset (azureml:NAME:VERSION)"
+        ));
+    }
+    let folder = base.join(trimmed);
+    let scanned = code::CodeFolder::scan(&folder).map_err(|e| e.to_string())?;
+    files.extend(scanned.files().iter().map(|f| folder.join(&f.relative)));
+    Ok(CodeRef::Local(LocalCode {
+        yaml_path: trimmed.to_string(),
+        folder_name: scanned.folder_name().to_string(),
+        hash: scanned.hash().to_string(),
+        files: scanned.files().len(),
+        folder,
+    }))
+}
+
+/// A YAML scalar's text (strings, numbers, booleans).
+pub(crate) fn scalar(value: &serde_norway::Value) -> Option<String> {
+    match value {
+        serde_norway::Value::String(s) => Some(s.clone()),
+        serde_norway::Value::Number(n) => Some(n.to_string()),
+        serde_norway::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A YAML mapping of names to scalars → JSON, keeping each scalar's type as the SDK sends it
+/// (`DEBUG: false` stays `false`, `WORKERS: 4` stays `4`).
+pub(crate) fn json_map(value: &serde_norway::Value) -> Option<Map<String, Value>> {
+    let map = value.as_mapping()?;
+    let mut out = Map::new();
+    for (k, v) in map {
+        let key = scalar(k)?;
+        let v = match v {
+            serde_norway::Value::String(s) => Value::String(s.clone()),
+            serde_norway::Value::Bool(b) => Value::Bool(*b),
+            serde_norway::Value::Number(n) => serde_json::to_value(n).ok()?,
+            serde_norway::Value::Null => Value::Null,
+            _ => return None,
+        };
+        out.insert(key, v);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod goldens;
