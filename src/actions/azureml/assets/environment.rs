@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(python_join("xy", "a"), "a");
         assert_eq!(
             python_join(&"s".repeat(64), &"h".repeat(64)).len(),
-            64 * 64 + 64
+            64 + 63 * 64
         );
     }
 
