@@ -14,8 +14,9 @@ use super::{CliError, ConfigArg};
 pub struct CheckConfigArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Instead, list the files the config refers to (deployment YAMLs, smoke-test requests),
-    /// relative to the config file's folder, one per line (for packaging).
+    /// Instead, list the files the config refers to (deployment YAMLs, the files of their code
+    /// folders after the ignore file, conda files, smoke-test requests), relative to the config
+    /// file's folder, one per line (for packaging).
     #[arg(long)]
     list_files: bool,
 }
@@ -123,6 +124,8 @@ pub fn list_config_files(path: &Path, out: &mut dyn Write) -> std::io::Result<bo
     for rule in &config.rules {
         if let RuleAction::AzureMl(azureml) = &rule.action {
             files.push(azureml.deployment_file.clone());
+            // Code folders (after their ignore file) and conda files, as the rollout reads them.
+            files.extend(azureml.template.files().iter().cloned());
             if let Some(smoke) = &azureml.smoke_test {
                 files.push(smoke.request_file.clone());
             }
@@ -132,7 +135,8 @@ pub fn list_config_files(path: &Path, out: &mut dyn Write) -> std::io::Result<bo
     files.dedup();
     let mut ok = true;
     for file in files {
-        match file.strip_prefix(base) {
+        let file = lexical(&file);
+        match file.strip_prefix(lexical(base)) {
             Ok(relative) if !relative.is_absolute() && !relative.starts_with("..") => {
                 writeln!(out, "{}", relative.display())?;
             }
@@ -147,4 +151,23 @@ pub fn list_config_files(path: &Path, out: &mut dyn Write) -> std::io::Result<bo
         }
     }
     Ok(ok)
+}
+
+/// `path` with `.` and `name/..` removed without touching the disk (`a/../b/./c` → `b/c`), so
+/// that a code folder written as `../../model-1/onlinescoring` is listed by its real place.
+fn lexical(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

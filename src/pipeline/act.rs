@@ -2,7 +2,6 @@
 //! GitHub dispatch (claim, send, record) or the start of a direct deployment (queue or take the
 //! endpoint, start the deployment PUT).
 
-use serde_json::json;
 use time::OffsetDateTime;
 
 use super::delivery::{Claimed, Delivery, claim};
@@ -343,8 +342,18 @@ impl Pipeline {
                 .unwrap_or_default(),
             Err(_) => format!("{{ARM}}{path}"),
         };
-        let mut body = plan.body.clone();
-        body["location"] = json!("<the workspace's region>");
+        // The ids of assets registered at rollout start are not known yet.
+        let body = plan.deployment_body(
+            plan.assets
+                .code
+                .as_ref()
+                .map(|_| "<the code version registered at rollout start>"),
+            plan.assets
+                .environment
+                .as_ref()
+                .map(|_| "<the environment version registered or resolved at rollout start>"),
+            "<the workspace's region>",
+        );
         PreparedRequest {
             method: "PUT",
             url,

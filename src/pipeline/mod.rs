@@ -21,7 +21,7 @@ use tracing::Span;
 use crate::actions::azureml::deploy::Deployer;
 use crate::actions::github::GithubClient;
 use crate::actions::github::dispatch::Dispatcher;
-use crate::actions::{ActionError, PreparedRequest};
+use crate::actions::{ActionError, ActionPlan, PreparedRequest};
 use crate::config::Config;
 use crate::event::{self, Event, EventKind};
 use crate::gate::lookup::MetricLookup;
@@ -258,6 +258,12 @@ impl Pipeline {
         let prepared = self.prepare(&plan.action);
         if !acting || dry_run {
             if acting {
+                // Direct deployments register their assets first: say what would be registered.
+                if let ActionPlan::AzureMl(azureml) = &plan.action {
+                    for (n, step) in azureml.assets.steps().iter().enumerate() {
+                        log.info(format!("dry run: asset step {}: {step}", n + 1));
+                    }
+                }
                 log.info(format!(
                     "dry run: would send {} {}",
                     prepared.method, prepared.url
