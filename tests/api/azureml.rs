@@ -73,18 +73,34 @@ impl Direct {
     }
 
     pub(crate) async fn record(&self, version: &str) -> Value {
-        ledger_record(&self.storage, &self.container, "credit-risk", version).await
+        self.record_of("credit-risk", version).await
+    }
+
+    pub(crate) async fn record_of(&self, model: &str, version: &str) -> Value {
+        ledger_record(&self.storage, &self.container, model, version).await
     }
 
     /// Runs Reconcile passes until the version reaches `state` (each step is due at once:
     /// `AUTODEPLOY_MIN_STEP_SECS` is 0; a step the service asks to wait for is due later).
     pub(crate) async fn reconcile_until(&self, app: &TestApp, version: &str, state: &str) -> Value {
+        self.reconcile_model_until(app, "credit-risk", version, state)
+            .await
+    }
+
+    /// [`Direct::reconcile_until`] for another model.
+    pub(crate) async fn reconcile_model_until(
+        &self,
+        app: &TestApp,
+        model: &str,
+        version: &str,
+        state: &str,
+    ) -> Value {
         let mut last = Value::Null;
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
             let pass = app.post_reconcile().await;
             assert_eq!(pass.status, 200, "{}", pass.raw);
-            last = self.record(version).await;
+            last = self.record_of(model, version).await;
             if last["state"] == state {
                 return last;
             }

@@ -1,6 +1,7 @@
 //! Black-box tests: the real binary, driven through the Functions host contract, with `wiremock`
 //! standing in for GitHub.
 
+mod assets;
 mod azure;
 mod azureml;
 mod cli;
@@ -9,6 +10,9 @@ mod events;
 #[path = "../common/fake_arm.rs"]
 #[allow(dead_code)] // shared with the in-process suite, which uses parts this one does not
 mod fake_arm;
+#[path = "../common/fake_assets.rs"]
+#[allow(dead_code)] // shared with the in-process suite
+mod fake_assets;
 mod faults;
 mod gate;
 mod github;

@@ -10,6 +10,9 @@ mod events;
 #[path = "../common/fake_arm.rs"]
 #[allow(dead_code)] // shared with the black-box suite (the fault matrix uses its injections)
 mod fake_arm;
+#[path = "../common/fake_assets.rs"]
+#[allow(dead_code)] // shared with the black-box suite, which uploads through it
+mod fake_assets;
 mod harness;
 mod reconcile;
 mod rollout;

@@ -93,8 +93,8 @@ impl SasContainer {
         let client_options = ClientOptions {
             retry: RetryOptions::exponential(ExponentialRetryOptions {
                 initial_delay: azure_core::time::Duration::milliseconds(500),
-                max_retries: 3,
-                max_total_elapsed: azure_core::time::Duration::seconds(30),
+                max_retries: 2,
+                max_total_elapsed: azure_core::time::Duration::seconds(10),
                 max_delay: azure_core::time::Duration::seconds(4),
             }),
             transport: Some(Transport::new(Arc::new(StorageTransport {

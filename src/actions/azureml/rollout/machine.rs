@@ -122,7 +122,13 @@ impl RolloutEngine {
                     "retry {} after a transient error: {why}",
                     state.phase.as_str()
                 );
-                Next::After(TRANSIENT_RETRY.min(self.ledger.options.first_retry_delay))
+                // Never zero: a transient failure ends this visit (a zero wait would repeat the
+                // failing step within it, as a service's `Retry-After: 0` does).
+                Next::After(
+                    TRANSIENT_RETRY
+                        .min(self.ledger.options.first_retry_delay)
+                        .max(Duration::from_millis(1)),
+                )
             }
             Err(StepError::Fail { why, configuration }) => {
                 self.fail(state, why, configuration, log);
