@@ -293,6 +293,56 @@ fn provide_referenced_files(config: &str, dir: &Path) {
                 std::fs::copy(examples.join(example), &target).unwrap();
             }
         }
+        if let Some(path) = azureml.get("deployment").and_then(Value::as_str) {
+            provide_deployment_files(&dir.join(path));
+        }
+    }
+}
+
+/// Writes the local files a deployment YAML names that do not exist yet, from `examples/deployments/`:
+/// a local `code_configuration.code` folder (a copy of `scripts/`) and an `environment.conda_file`
+/// (a copy of `environments/churn-env.yml`).
+fn provide_deployment_files(deployment: &Path) {
+    let Ok(text) = std::fs::read_to_string(deployment) else {
+        return;
+    };
+    let Ok(value) = serde_norway::from_str::<Value>(&text) else {
+        return; // the loader reports it
+    };
+    let base = deployment.parent().unwrap();
+    let examples = root().join("examples/deployments");
+    let code = value
+        .get("code_configuration")
+        .and_then(|c| c.get("code"))
+        .and_then(Value::as_str)
+        .filter(|c| !c.starts_with("azureml:") && !c.contains("://"));
+    if let Some(code) = code
+        && !base.join(code).exists()
+    {
+        copy_dir(&examples.join("scripts"), &base.join(code));
+    }
+    let conda = value
+        .get("environment")
+        .and_then(|e| e.get("conda_file"))
+        .and_then(Value::as_str);
+    if let Some(conda) = conda
+        && !base.join(conda).exists()
+    {
+        let target = base.join(conda);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(examples.join("environments/churn-env.yml"), &target).unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+        }
     }
 }
 
@@ -344,6 +394,16 @@ fn load(kind: Kind, text: &str) -> Result<(), Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// Loads the deployment YAML at `path` (whose local files are beside it) as a direct-deployment
+/// rule's deployment file.
+fn deployment_in_place(path: &Path) -> Result<(), Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("autodeploy.yml");
+    let rule = azureml_rule(path.to_str().unwrap());
+    std::fs::write(&config, to_text(&rules(vec![rule]))).unwrap();
+    Config::load(&config).map(drop).map_err(|e| e.lines())
 }
 
 fn to_text(value: &Value) -> String {
@@ -456,10 +516,13 @@ fn every_yaml_file_under_examples_loads() {
                 .and_then(Value::as_str)
                 .is_some_and(|s| s.contains("OnlineDeployment"))
         {
-            load(Kind::Deployment, &text)
+            // Loaded in place too: its code folder and conda file must exist beside it.
+            deployment_in_place(path)
+        } else if value.get("dependencies").is_some_and(Value::is_sequence) {
+            Ok(()) // a conda file; the deployment that names it checks it
         } else {
             Err(vec![
-                "neither a config (rules), a workflow (jobs) nor a deployment ($schema, instance_type)"
+                "neither a config (rules), a workflow (jobs), a deployment ($schema, instance_type) nor a conda file (dependencies)"
                     .into(),
             ])
         };
