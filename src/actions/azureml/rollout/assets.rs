@@ -52,7 +52,7 @@ pub struct AssetProgress {
 }
 
 /// The role to grant when the workspace refuses an asset write.
-const ASSET_ROLE: &str = "grant the deploying identity the AzureML Data Scientist role on the workspace (or a custom role with Microsoft.MachineLearningServices/workspaces/codes/versions/write, …/environments/versions/write, …/data/versions/write and …/codes/versions/startPendingUpload/action)";
+const ASSET_ROLE: &str = "grant the deploying identity the AzureML Data Scientist role on the workspace (or a custom role that reads and writes Microsoft.MachineLearningServices/workspaces/codes/*, …/environments/* and …/data/*, which includes starting a code version's pending upload)";
 
 fn asset_error(e: ArmError, doing: &str) -> StepError {
     if let ArmError::Http {
@@ -257,6 +257,7 @@ impl RolloutEngine {
             .map_err(upload_error)?
         {
             progress.upload_complete = true;
+            state.next_step = "register the code version".into();
             return Ok(Next::Now);
         }
         let files = folder.upload_order();
