@@ -78,10 +78,16 @@ async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
     let (t, azurite, proxy) = with_uploads().await;
     let (_dir, config) = layout(
         "seed",
-        &[("fraud-model", "aml_yamls/managed_endpoint_deployment.yml", "")],
+        &[(
+            "fraud-model",
+            "aml_yamls/managed_endpoint_deployment.yml",
+            "",
+        )],
     );
     let app = t.spawn(&config).await;
-    let reply = app.post_event(&model_event("fraud-model", "7", json!({}))).await;
+    let reply = app
+        .post_event(&model_event("fraud-model", "7", json!({})))
+        .await;
     assert_eq!(reply.decision(), "deploying", "{}", reply.raw);
     // The invocation registered nothing: uploads are Reconcile's work.
     assert!(t.arm.with(|s| s.assets.calls.is_empty()));
@@ -111,10 +117,16 @@ async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
     assert!(uuid::Uuid::parse_str(&name).is_ok(), "a UUID name: {name}");
     assert_eq!(
         lookups[0].query,
-        format!("api-version=2025-12-01&hash={}&hashVersion=202208", code["hash"].as_str().unwrap())
+        format!(
+            "api-version=2025-12-01&hash={}&hashVersion=202208",
+            code["hash"].as_str().unwrap()
+        )
     );
     assert_eq!(starts.len(), 1);
-    assert_eq!(starts[0].path, format!("codes/{name}/versions/1/startPendingUpload"));
+    assert_eq!(
+        starts[0].path,
+        format!("codes/{name}/versions/1/startPendingUpload")
+    );
     assert_eq!(
         starts[0].body,
         json!({"pendingUploadType": "TemporaryBlobReference"})
@@ -122,7 +134,10 @@ async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
 
     // The uploaded blobs: names, bytes, and the completion marker on the indicator.
     let container = container_for(&name);
-    assert_eq!(azurite.list(&container).await, string_list(&code["blob_names"]));
+    assert_eq!(
+        azurite.list(&container).await,
+        string_list(&code["blob_names"])
+    );
     for file in code["files"].as_array().unwrap() {
         let relative = file["path"].as_str().unwrap();
         let (bytes, _) = azurite
@@ -134,13 +149,21 @@ async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
     let (_, marker) = azurite
         .blob(&container, code["indicator_blob"].as_str().unwrap())
         .await;
-    assert_eq!(marker.get("upload_status").map(String::as_str), Some("completed"));
+    assert_eq!(
+        marker.get("upload_status").map(String::as_str),
+        Some("completed")
+    );
     assert_eq!(marker.get("name"), Some(&name));
     assert_eq!(marker.get("version").map(String::as_str), Some("1"));
     // The SAS was the only authorization the storage account saw.
-    proxy.state.lock().unwrap().authorized.is_empty().then_some(()).expect(
-        "no Authorization header may reach the pending upload's storage",
-    );
+    proxy
+        .state
+        .lock()
+        .unwrap()
+        .authorized
+        .is_empty()
+        .then_some(())
+        .expect("no Authorization header may reach the pending upload's storage");
 
     // The code and environment versions, as az ml PUTs them.
     let blob_uri = format!("{}/{container}", proxy.blob_endpoint);
@@ -175,7 +198,10 @@ async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
         )
     );
     assert_eq!(record["rollout"]["assets"]["code_id"], json!(code_id));
-    assert_eq!(record["rollout"]["assets"]["environment_id"], json!(environment_id));
+    assert_eq!(
+        record["rollout"]["assets"]["environment_id"],
+        json!(environment_id)
+    );
     assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
 }
 
@@ -205,18 +231,35 @@ async fn a_code_version_with_the_same_hash_is_reused_and_nothing_is_uploaded() {
     });
     let (_dir, config) = layout(
         "seed",
-        &[("fraud-model", "aml_yamls/managed_endpoint_deployment.yml", "")],
+        &[(
+            "fraud-model",
+            "aml_yamls/managed_endpoint_deployment.yml",
+            "",
+        )],
     );
     let app = t.spawn(&config).await;
-    app.post_event(&model_event("fraud-model", "8", json!({}))).await;
+    app.post_event(&model_event("fraud-model", "8", json!({})))
+        .await;
     t.reconcile_model_until(&app, "fraud-model", "8", "succeeded")
         .await;
 
-    assert!(t.arm.with(|s| s.assets.calls_to("POST", "startPendingUpload").is_empty()));
-    assert!(t.arm.with(|s| s.assets.calls_to("PUT", "codes/").is_empty()));
-    assert!(proxy.state.lock().unwrap().requests.is_empty(), "nothing uploaded");
+    assert!(
+        t.arm
+            .with(|s| s.assets.calls_to("POST", "startPendingUpload").is_empty())
+    );
+    assert!(
+        t.arm
+            .with(|s| s.assets.calls_to("PUT", "codes/").is_empty())
+    );
+    assert!(
+        proxy.state.lock().unwrap().requests.is_empty(),
+        "nothing uploaded"
+    );
     let body = t.arm.with(|s| s.deployment_puts[0].clone());
-    assert_eq!(body["properties"]["codeConfiguration"]["codeId"], json!(existing));
+    assert_eq!(
+        body["properties"]["codeConfiguration"]["codeId"],
+        json!(existing)
+    );
     assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
 }
 
@@ -225,16 +268,25 @@ async fn an_upload_cut_off_midway_is_resumed_never_registered_half_done() {
     let (t, azurite, proxy) = with_uploads().await;
     let (dir, config) = layout(
         "seed",
-        &[("fraud-model", "aml_yamls/managed_endpoint_deployment.yml", "")],
+        &[(
+            "fraud-model",
+            "aml_yamls/managed_endpoint_deployment.yml",
+            "",
+        )],
     );
     // Five files, so the upload can stop in the middle.
     let scripts = dir.path().join("aml_yamls/scripts");
     for n in 1..=4 {
-        std::fs::write(scripts.join(format!("helper_{n}.py")), format!("VALUE = {n}\n")).unwrap();
+        std::fs::write(
+            scripts.join(format!("helper_{n}.py")),
+            format!("VALUE = {n}\n"),
+        )
+        .unwrap();
     }
     proxy.state.lock().unwrap().fail_after_puts = Some(2);
     let app = t.spawn(&config).await;
-    app.post_event(&model_event("fraud-model", "9", json!({}))).await;
+    app.post_event(&model_event("fraud-model", "9", json!({})))
+        .await;
 
     // The storage account goes away after two files: the phase is retried, nothing registered.
     let pass = app.post_reconcile().await;
@@ -242,9 +294,15 @@ async fn an_upload_cut_off_midway_is_resumed_never_registered_half_done() {
     let record = t.record_of("fraud-model", "9").await;
     assert_eq!(record["rollout"]["phase"], "preparing_assets", "{record:#}");
     assert_eq!(record["rollout"]["assets"]["upload_complete"], false);
-    assert!(t.arm.with(|s| s.assets.calls_to("PUT", "codes/").is_empty()));
+    assert!(
+        t.arm
+            .with(|s| s.assets.calls_to("PUT", "codes/").is_empty())
+    );
     assert!(t.arm.with(|s| s.deployment_puts.is_empty()));
-    let name = record["rollout"]["assets"]["code_name"].as_str().unwrap().to_string();
+    let name = record["rollout"]["assets"]["code_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let container = container_for(&name);
     let partial = azurite.list(&container).await;
     assert_eq!(partial.len(), 2, "{partial:?}");
@@ -254,9 +312,17 @@ async fn an_upload_cut_off_midway_is_resumed_never_registered_half_done() {
     t.reconcile_model_until(&app, "fraud-model", "9", "succeeded")
         .await;
     assert_eq!(azurite.list(&container).await.len(), 5);
-    assert_eq!(proxy.state.lock().unwrap().blob_puts, 5, "no file uploaded twice");
+    assert_eq!(
+        proxy.state.lock().unwrap().blob_puts,
+        5,
+        "no file uploaded twice"
+    );
     let record = t.record_of("fraud-model", "9").await;
-    assert_eq!(record["rollout"]["assets"]["code_name"], json!(name), "the same code version");
+    assert_eq!(
+        record["rollout"]["assets"]["code_name"],
+        json!(name),
+        "the same code version"
+    );
     assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
 }
 
@@ -266,19 +332,30 @@ async fn a_refused_asset_write_is_a_configuration_problem_and_nothing_is_deploye
     t.arm.with(|s| s.assets.refuse_writes = true);
     let (_dir, config) = layout(
         "seed",
-        &[("fraud-model", "aml_yamls/managed_endpoint_deployment.yml", "")],
+        &[(
+            "fraud-model",
+            "aml_yamls/managed_endpoint_deployment.yml",
+            "",
+        )],
     );
     let app = t.spawn(&config).await;
-    app.post_event(&model_event("fraud-model", "10", json!({}))).await;
+    app.post_event(&model_event("fraud-model", "10", json!({})))
+        .await;
     let record = t
         .reconcile_model_until(&app, "fraud-model", "10", "failed")
         .await;
     assert_eq!(record["rollout"]["phase"], "failed");
     assert_eq!(record["rollout"]["configuration_problem"], true);
     let why = record["rollout"]["failure"].as_str().unwrap();
-    assert!(why.contains("403") && why.contains("AzureML Data Scientist"), "{why}");
+    assert!(
+        why.contains("403") && why.contains("AzureML Data Scientist"),
+        "{why}"
+    );
     assert!(t.arm.with(|s| s.deployment_puts.is_empty()));
-    assert_eq!(t.arm.traffic("fraud-ep"), [("blue".to_string(), 100)].into());
+    assert_eq!(
+        t.arm.traffic("fraud-ep"),
+        [("blue".to_string(), 100)].into()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -298,7 +375,8 @@ async fn latest_is_the_most_recently_created_version_and_named_environments_incr
         ],
     );
     let app = t.spawn(&config).await;
-    app.post_event(&model_event("fraud-latest", "1", json!({}))).await;
+    app.post_event(&model_event("fraud-latest", "1", json!({})))
+        .await;
     let record = t
         .reconcile_model_until(&app, "fraud-latest", "1", "succeeded")
         .await;
@@ -306,10 +384,14 @@ async fn latest_is_the_most_recently_created_version_and_named_environments_incr
     assert_eq!(record["rollout"]["assets"]["environment_id"], json!(latest));
     let body = t.arm.with(|s| s.deployment_puts[0].clone());
     assert_eq!(body["properties"]["environmentId"], json!(latest));
-    assert!(t.arm.with(|s| s.assets.calls_to("PUT", "environments/").is_empty()));
+    assert!(
+        t.arm
+            .with(|s| s.assets.calls_to("PUT", "environments/").is_empty())
+    );
 
     // A named inline environment without a version: the latest one differs (409), so the next.
-    app.post_event(&model_event("fraud-named", "1", json!({}))).await;
+    app.post_event(&model_event("fraud-named", "1", json!({})))
+        .await;
     let record = t
         .reconcile_model_until(&app, "fraud-named", "1", "succeeded")
         .await;
@@ -321,14 +403,19 @@ async fn latest_is_the_most_recently_created_version_and_named_environments_incr
         .collect();
     assert_eq!(
         puts,
-        ["environments/fraud-env/versions/7", "environments/fraud-env/versions/13"]
+        [
+            "environments/fraud-env/versions/7",
+            "environments/fraud-env/versions/13"
+        ]
     );
     assert_eq!(
         record["rollout"]["assets"]["environment_id"],
         json!(format!("{WS}/environments/fraud-env/versions/13"))
     );
     let golden = golden("edge/env-named-noversion.yml");
-    let sent = t.arm.with(|s| s.assets.calls_to("PUT", "environments/")[1].body.clone());
+    let sent = t
+        .arm
+        .with(|s| s.assets.calls_to("PUT", "environments/")[1].body.clone());
     assert_eq!(sent, golden["environment"]["body"]);
 }
 
@@ -346,8 +433,12 @@ async fn a_data_collector_registers_its_data_assets_first() {
         )],
     );
     let app = t.spawn(&config).await;
-    app.post_event(&model_event("fraud-dc", "3", json!({}))).await;
-    let golden = expected(&golden("edge/data-collector-full.yml"), &[("dc-full", "dc-full-3")]);
+    app.post_event(&model_event("fraud-dc", "3", json!({})))
+        .await;
+    let golden = expected(
+        &golden("edge/data-collector-full.yml"),
+        &[("dc-full", "dc-full-3")],
+    );
     t.reconcile_model_until(&app, "fraud-dc", "3", "succeeded")
         .await;
     let puts = t.arm.with(|s| s.assets.calls_to("PUT", "data/"));

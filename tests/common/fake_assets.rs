@@ -137,8 +137,7 @@ pub fn handle(
         }
         ("POST", ["codes", name, "versions", _, "startPendingUpload"]) => {
             if body != &json!({"pendingUploadType": "TemporaryBlobReference"}) {
-                s.violations
-                    .push(format!("startPendingUpload body {body}"));
+                s.violations.push(format!("startPendingUpload body {body}"));
             }
             let Some((base, sas)) = a.uploads.clone() else {
                 return Some(error(
@@ -168,7 +167,8 @@ pub fn handle(
                     "A code version with this name and version already exists",
                 ));
             }
-            let stored = json!({"id": id, "name": version, "properties": body["properties"].clone()});
+            let stored =
+                json!({"id": id, "name": version, "properties": body["properties"].clone()});
             a.codes.insert(key, stored.clone());
             (StatusCode::CREATED, axum::Json(stored)).into_response()
         }
@@ -198,8 +198,9 @@ pub fn handle(
             if query_value(query, "$orderBy").as_deref() != Some("createdtime desc")
                 || query_value(query, "$top").as_deref() != Some("1")
             {
-                s.violations
-                    .push(format!("@latest listing without $orderBy=createdtime desc&$top=1: {query}"));
+                s.violations.push(format!(
+                    "@latest listing without $orderBy=createdtime desc&$top=1: {query}"
+                ));
             }
             let latest = a
                 .environments
@@ -224,7 +225,8 @@ pub fn handle(
                 });
             }
             a.created += 1;
-            let stored = json!({"id": id, "name": version, "properties": body["properties"].clone()});
+            let stored =
+                json!({"id": id, "name": version, "properties": body["properties"].clone()});
             a.environments.insert(key, (stored.clone(), a.created));
             (StatusCode::CREATED, axum::Json(stored)).into_response()
         }
@@ -237,7 +239,8 @@ pub fn handle(
                     &format!("Data version {name}:{version} already exists."),
                 ));
             }
-            let stored = json!({"id": id, "name": version, "properties": body["properties"].clone()});
+            let stored =
+                json!({"id": id, "name": version, "properties": body["properties"].clone()});
             a.data.insert(key, stored.clone());
             (StatusCode::CREATED, axum::Json(stored)).into_response()
         }
@@ -283,7 +286,9 @@ pub fn check_references(s: &crate::fake_arm::ArmState, body: &Value) -> Vec<Stri
         && id.starts_with(WS)
         && !registered("environments", id)
     {
-        problems.push(format!("deployment references unregistered environment {id}"));
+        problems.push(format!(
+            "deployment references unregistered environment {id}"
+        ));
     }
     if let Some(collections) = p["dataCollector"]["collections"].as_object() {
         for c in collections.values() {
@@ -338,7 +343,13 @@ impl Azurite {
         let expiry = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
-        let expiry = expiry.split('.').next().unwrap().trim_end_matches('Z').to_string() + "Z";
+        let expiry = expiry
+            .split('.')
+            .next()
+            .unwrap()
+            .trim_end_matches('Z')
+            .to_string()
+            + "Z";
         let (permissions, services, types, protocol, version) =
             ("rwdlac", "b", "sco", "https,http", "2021-08-06");
         let to_sign = format!(
@@ -422,7 +433,11 @@ impl Azurite {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "GET {name}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "GET {name}: {}",
+            response.status()
+        );
         let metadata = response
             .headers()
             .iter()
@@ -473,7 +488,12 @@ impl UploadProxy {
             upstream.port().unwrap()
         );
         let state = Arc::new(Mutex::new(ProxyState::default()));
-        let shared = (state.clone(), origin, reqwest::Client::new(), azurite.clone());
+        let shared = (
+            state.clone(),
+            origin,
+            reqwest::Client::new(),
+            azurite.clone(),
+        );
         let app = Router::new().fallback(forward).with_state(Arc::new(shared));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -537,7 +557,10 @@ async fn forward(
         return StatusCode::BAD_GATEWAY.into_response();
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
-    if method == Method::PUT && uri.query().is_none_or(|q| !q.contains("comp=")) && status.is_success() {
+    if method == Method::PUT
+        && uri.query().is_none_or(|q| !q.contains("comp="))
+        && status.is_success()
+    {
         state.lock().unwrap().blob_puts += 1;
     }
     let mut response = Response::builder().status(status);
@@ -547,6 +570,8 @@ async fn forward(
         }
     }
     response
-        .body(axum::body::Body::from(answer.bytes().await.unwrap_or_default()))
+        .body(axum::body::Body::from(
+            answer.bytes().await.unwrap_or_default(),
+        ))
         .unwrap()
 }
