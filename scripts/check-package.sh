@@ -48,7 +48,9 @@ z = zipfile.ZipFile(zip_path)
 modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
 names = sorted(modes)
 for required in ["host.json", "ModelRegistered/function.json", "Reconcile/function.json",
-                 "aml-autodeploy", "autodeploy.yml", "deployments/churn.yml", "requests/churn.json"]:
+                 "aml-autodeploy", "autodeploy.yml", "deployments/churn.yml", "requests/churn.json",
+                 # the code folder and the conda file of the az ml YAML, at their relative paths
+                 "deployments/scripts/score.py", "deployments/environments/churn-env.yml"]:
     check(required in modes, f"{required} missing from {names}")
 check(modes.get("aml-autodeploy") == 0o755, f"aml-autodeploy has mode {oct(modes.get('aml-autodeploy', 0))}, expected 0o755")
 check(modes.get("host.json") == 0o644, f"host.json has mode {oct(modes.get('host.json', 0))}, expected 0o644")

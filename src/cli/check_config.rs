@@ -131,11 +131,11 @@ pub fn list_config_files(path: &Path, out: &mut dyn Write) -> std::io::Result<bo
             }
         }
     }
+    let mut files: Vec<_> = files.iter().map(|f| lexical(f)).collect();
     files.sort();
     files.dedup();
     let mut ok = true;
     for file in files {
-        let file = lexical(&file);
         match file.strip_prefix(lexical(base)) {
             Ok(relative) if !relative.is_absolute() && !relative.starts_with("..") => {
                 writeln!(out, "{}", relative.display())?;

@@ -463,3 +463,145 @@ async fn a_data_collector_registers_its_data_assets_first() {
     );
     assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
 }
+
+/// Writes `files` (path → text) under a new folder with a rules file whose one rule deploys
+/// `deployment.yml`, and runs `check-config` with `args` there.
+fn check_config_with(files: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("autodeploy.yml"),
+        "rules:\n  - name: direct\n    models: [m]\n    azureml:\n      endpoint: fraud-ep\n      deployment: aml_yamls/deployment.yml\n",
+    )
+    .unwrap();
+    let mut all = vec!["check-config"];
+    all.extend_from_slice(args);
+    run_cli(dir.path(), &all, &[])
+}
+
+const SCORE: &str = "def init():\n    pass\n\ndef run(data):\n    return data\n";
+
+#[test]
+fn check_config_names_the_yaml_key_of_each_asset_problem() {
+    // (the YAML after instance_type, other files, what the problem must say)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            "code_configuration:\n  code: ./missing\n  scoring_script: score.py\n",
+            &[],
+            "code_configuration.code: the code folder",
+        ),
+        (
+            "code_configuration:\n  code: ./scripts\n  scoring_script: score.py\n",
+            &[("aml_yamls/scripts/other.py", "x = 1\n")],
+            "code_configuration.scoring_script:",
+        ),
+        (
+            "code_configuration:\n  code: ./scripts\n  scoring_script: score.py\n",
+            &[
+                ("aml_yamls/scripts/score.py", SCORE),
+                ("aml_yamls/scripts/.amlignore", "*\n"),
+            ],
+            "code_configuration.code:",
+        ),
+        (
+            "environment:\n  image: mcr.microsoft.com/x\n  conda_file: environments/missing.yml\n",
+            &[],
+            "environment.conda_file: cannot read",
+        ),
+        (
+            "environment:\n  build:\n    path: ./ctx\n",
+            &[],
+            "environment.build:",
+        ),
+        (
+            "environment:\n  image: mcr.microsoft.com/x\n  channels: [conda-forge]\n",
+            &[],
+            "environment.channels:",
+        ),
+        (
+            "environment: azureml:fraud-env@prod\n",
+            &[],
+            "environment: Asset fraud-env with version label prod does not exist",
+        ),
+        (
+            "environment: azureml:fraud-env\n",
+            &[],
+            "Version must be provided",
+        ),
+    ];
+    for (yaml, files, needle) in cases {
+        let text = format!("instance_type: Standard_DS3_v2\n{yaml}");
+        let mut all = vec![("aml_yamls/deployment.yml", text.as_str())];
+        all.extend_from_slice(files);
+        let (code, out, err) = check_config_with(&all, &[]);
+        assert_ne!(code, 0, "{yaml}: accepted");
+        assert!(
+            out.contains("rules[0] (direct).azureml.deployment:") && out.contains(needle),
+            "{yaml}: missing {needle:?} in:\n{out}{err}"
+        );
+    }
+}
+
+#[test]
+fn list_files_names_every_file_a_deployment_needs() {
+    let yaml = "instance_type: Standard_DS3_v2\ncode_configuration:\n  code: ./scripts\n  scoring_script: score.py\nenvironment:\n  image: mcr.microsoft.com/x\n  conda_file: ../envs/conda.yml\n";
+    let (code, out, err) = check_config_with(
+        &[
+            ("aml_yamls/deployment.yml", yaml),
+            ("aml_yamls/scripts/score.py", SCORE),
+            ("aml_yamls/scripts/lib/features.py", "A = 1\n"),
+            ("aml_yamls/scripts/.amlignore", "*.log\n"),
+            ("aml_yamls/scripts/debug.log", "not shipped\n"),
+            ("envs/conda.yml", "dependencies:\n- python=3.10\n"),
+        ],
+        &["--list-files"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        listed,
+        [
+            "aml_yamls/deployment.yml",
+            "aml_yamls/scripts/.amlignore",
+            "aml_yamls/scripts/lib/features.py",
+            "aml_yamls/scripts/score.py",
+            "envs/conda.yml",
+        ]
+    );
+}
+
+#[test]
+fn a_dry_run_lists_the_asset_steps_with_hashes_names_and_file_counts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_cli(
+        dir.path(),
+        &[
+            "replay",
+            root.join("events/churn-registered.eventgrid.json")
+                .to_str()
+                .unwrap(),
+            "--config",
+            root.join("autodeploy.yml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("dry run: asset step 1: code folder ./scripts (2 file(s), sha256 "),
+        "{out}"
+    );
+    assert!(
+        out.contains("dry run: asset step 2: register environment CliV2AnonymousEnvironment:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"codeId\": \"<the code version registered at rollout start>\""),
+        "{out}"
+    );
+}
