@@ -605,3 +605,135 @@ fn a_dry_run_lists_the_asset_steps_with_hashes_names_and_file_counts() {
         "{out}"
     );
 }
+
+/// Deploys `yaml` of fixture `case` through the host contract and checks every asset request and
+/// the deployment PUT against the SDK's golden. Names that depend on the deployment (data
+/// assets) use ours: the golden's endpoint and deployment become `fraud-ep` and `{model}-7`.
+async fn deploys_as_az_ml_would(case: &str, yaml: &str) {
+    let (t, _azurite, proxy) = with_uploads().await;
+    let model = "example-model";
+    let (_dir, config) = layout(case, &[(model, yaml, "")]);
+    let app = t.spawn(&config).await;
+    let reply = app.post_event(&model_event(model, "7", json!({}))).await;
+    assert_eq!(reply.decision(), "deploying", "{}", reply.raw);
+    t.reconcile_model_until(&app, model, "7", "succeeded").await;
+
+    let golden = golden(&format!("{case}/{yaml}"));
+    let deployment = format!("{model}-7");
+    let mut renames = vec![
+        (
+            "fraud-model/versions/7".to_string(),
+            format!("{model}/versions/7"),
+        ),
+        ("eastus".to_string(), "westeurope".to_string()),
+    ];
+    if let Some(endpoint) = golden["endpoint"].as_str() {
+        renames.push((format!("{endpoint}-"), "fraud-ep-".into()));
+        renames.push((format!("/{endpoint}/"), "/fraud-ep/".into()));
+    }
+    if let Some(name) = golden["deployment"].as_str() {
+        renames.push((format!("-{name}-"), format!("-{deployment}-")));
+        renames.push((format!("/{name}/"), format!("/{deployment}/")));
+    }
+    let calls = t.arm.with(|s| s.assets.calls.clone());
+    let mut replacements: Vec<(String, String)> = renames;
+
+    let data_puts: Vec<Value> = calls
+        .iter()
+        .filter(|c| c.method == "PUT" && c.path.starts_with("data/"))
+        .map(|c| {
+            let parts: Vec<&str> = c.path.split('/').collect();
+            json!({"name": parts[1], "version": parts[3], "body": c.body})
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = replacements
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let data_golden: Vec<Value> = golden["data_assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            expected(
+                &json!({"name": d["name"], "version": d["version"], "body": d["body"]}),
+                &pairs,
+            )
+        })
+        .collect();
+    assert_eq!(data_puts, data_golden, "{case}/{yaml}: data assets");
+
+    if golden["code"].is_object() {
+        let code_put = calls
+            .iter()
+            .find(|c| c.method == "PUT" && c.path.starts_with("codes/"))
+            .unwrap_or_else(|| panic!("{case}/{yaml}: no code version PUT"));
+        let name = code_put.path.split('/').nth(1).unwrap();
+        let blob_uri = format!("{}/{}", proxy.blob_endpoint, container_for(name));
+        assert_eq!(
+            code_put.body,
+            expected(&golden["code"]["version_body"], &[("{blobUri}", &blob_uri)]),
+            "{case}/{yaml}: code version"
+        );
+        replacements.push(("{codeId}".into(), format!("{WS}/codes/{name}/versions/1")));
+    }
+    if golden["environment"]["kind"] == "anonymous" {
+        let version = golden["environment"]["version"].as_str().unwrap();
+        let env_put = calls
+            .iter()
+            .find(|c| c.method == "PUT" && c.path.starts_with("environments/"))
+            .unwrap_or_else(|| panic!("{case}/{yaml}: no environment PUT"));
+        assert_eq!(
+            env_put.path,
+            format!("environments/CliV2AnonymousEnvironment/versions/{version}")
+        );
+        assert_eq!(
+            env_put.body, golden["environment"]["body"],
+            "{case}/{yaml}: environment"
+        );
+        replacements.push((
+            "{environmentId}".into(),
+            format!("{WS}/environments/CliV2AnonymousEnvironment/versions/{version}"),
+        ));
+    }
+    let pairs: Vec<(&str, &str)> = replacements
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let body = t.arm.with(|s| s.deployment_puts[0].clone());
+    assert_eq!(
+        body,
+        expected(&golden["deployment_body"], &pairs),
+        "{case}/{yaml}: deployment"
+    );
+    assert!(t.arm.violations().is_empty(), "{:?}", t.arm.violations());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_azureml_examples_blue_deployment_deploys_as_az_ml_would() {
+    deploys_as_az_ml_would("examples-sample", "managed/sample/blue-deployment.yml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_azureml_examples_app_insights_deployment_deploys_as_az_ml_would() {
+    deploys_as_az_ml_would("examples-sample", "managed/app-insights/deployment.yml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_azureml_examples_keyvault_deployment_deploys_as_az_ml_would() {
+    deploys_as_az_ml_would("examples-keyvault", "keyvault-deployment.yml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_azureml_examples_mlflow_deployment_deploys_as_az_ml_would() {
+    deploys_as_az_ml_would("examples-mlflow", "sklearn-deployment.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_azureml_examples_data_collector_deployment_deploys_as_az_ml_would() {
+    deploys_as_az_ml_would(
+        "examples-data-collector/workspace-blob-storage",
+        "workspace-blob-storage-custom1.YAML",
+    )
+    .await;
+}
