@@ -359,6 +359,35 @@ async fn a_refused_asset_write_is_a_configuration_problem_and_nothing_is_deploye
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refused_upload_is_a_configuration_problem_and_nothing_is_registered() {
+    let (t, _azurite, proxy) = with_uploads().await;
+    proxy.state.lock().unwrap().refuse = true;
+    let (_dir, config) = layout(
+        "seed",
+        &[(
+            "fraud-model",
+            "aml_yamls/managed_endpoint_deployment.yml",
+            "",
+        )],
+    );
+    let app = t.spawn(&config).await;
+    app.post_event(&model_event("fraud-model", "11", json!({})))
+        .await;
+    let record = t
+        .reconcile_model_until(&app, "fraud-model", "11", "failed")
+        .await;
+    assert_eq!(record["rollout"]["configuration_problem"], true);
+    let why = record["rollout"]["failure"].as_str().unwrap();
+    assert!(why.contains("403") && why.contains("SAS"), "{why}");
+    assert!(!why.contains("sig="), "the SAS is never shown: {why}");
+    assert!(
+        t.arm
+            .with(|s| s.assets.calls_to("PUT", "codes/").is_empty())
+    );
+    assert!(t.arm.with(|s| s.deployment_puts.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn latest_is_the_most_recently_created_version_and_named_environments_increment() {
     let (t, _azurite, _proxy) = with_uploads().await;
     t.arm.with(|s| {

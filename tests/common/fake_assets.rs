@@ -462,6 +462,8 @@ pub struct ProxyState {
     pub blob_puts: usize,
     /// After this many blob PUTs, the container goes away: every request fails at the connection.
     pub fail_after_puts: Option<usize>,
+    /// Every request is refused with 403 (the SAS not accepted, e.g. storage network rules).
+    pub refuse: bool,
     containers: std::collections::HashSet<String>,
 }
 
@@ -522,6 +524,14 @@ async fn forward(
         s.requests.push(line.clone());
         if headers.contains_key("authorization") {
             s.authorized.push(line);
+        }
+        if s.refuse {
+            return (
+                StatusCode::FORBIDDEN,
+                [("x-ms-error-code", "AuthorizationFailure")],
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthorizationFailure</Code><Message>This request is not authorized to perform this operation.</Message></Error>",
+            )
+                .into_response();
         }
         if s.fail_after_puts.is_some_and(|n| s.blob_puts >= n) {
             drop(s);
