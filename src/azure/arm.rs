@@ -133,6 +133,7 @@ pub struct ArmClient {
     api_version: String,
     scope: String,
     aml_suffix: String,
+    inference_suffix: &'static str,
     ml_scope: &'static str,
     budget: Duration,
     credential: Arc<dyn TokenCredential>,
@@ -172,6 +173,7 @@ impl ArmClient {
             api_version: settings.api_version.clone(),
             scope: settings.cloud.arm_scope(),
             aml_suffix: settings.cloud.azureml_host_suffix().to_string(),
+            inference_suffix: settings.cloud.inference_suffix(),
             ml_scope: settings.cloud.ml_scope(),
             budget: settings.budget,
             credential,
@@ -191,6 +193,22 @@ impl ArmClient {
                     .ends_with(&format!(".{}", self.aml_suffix))
             });
         same_origin || azureml
+    }
+
+    /// Whether a scoring URI may receive an endpoint key or token: https on the cloud's managed
+    /// online endpoint domain (`*.inference.ml.azure.com`), or the ARM endpoint's own origin (the
+    /// loopback fakes in tests). The URI comes from the endpoint resource; a tampered or
+    /// misconfigured one must not collect credentials.
+    pub fn may_receive_scoring_credentials(&self, url: &Url) -> bool {
+        let same_origin = url.scheme() == self.endpoint.scheme()
+            && url.host_str() == self.endpoint.host_str()
+            && url.port_or_known_default() == self.endpoint.port_or_known_default();
+        let inference = url.scheme() == "https"
+            && url.host_str().is_some_and(|h| {
+                h.to_ascii_lowercase()
+                    .ends_with(&format!(".{}", self.inference_suffix))
+            });
+        same_origin || inference
     }
 
     /// The full URL of an ARM resource id (or id plus action), with `api-version`.
@@ -622,6 +640,47 @@ mod tests {
             Http::new(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn scoring_credentials_go_only_to_the_clouds_inference_domain() {
+        let c = client("https://management.azure.com", Cloud::Public);
+        for (u, allowed) in [
+            (
+                "https://credit-ep.westeurope.inference.ml.azure.com/score",
+                true,
+            ),
+            (
+                "http://credit-ep.westeurope.inference.ml.azure.com/score",
+                false,
+            ),
+            (
+                "https://credit-ep.westeurope.inference.ml.azure.com.evil.example/score",
+                false,
+            ),
+            (
+                "https://credit-ep.usgovvirginia.inference.ml.azure.us/score",
+                false,
+            ),
+            ("https://evil.example.com/score", false),
+        ] {
+            let url = Url::parse(u).unwrap();
+            assert_eq!(c.may_receive_scoring_credentials(&url), allowed, "{u}");
+        }
+        let gov = client("https://management.usgovcloudapi.net", Cloud::UsGov);
+        let url = Url::parse("https://ep.usgovvirginia.inference.ml.azure.us/score").unwrap();
+        assert!(gov.may_receive_scoring_credentials(&url));
+        let local = client("http://127.0.0.1:4000", Cloud::Public);
+        assert!(
+            local.may_receive_scoring_credentials(
+                &Url::parse("http://127.0.0.1:4000/score").unwrap()
+            )
+        );
+        assert!(
+            !local.may_receive_scoring_credentials(
+                &Url::parse("http://127.0.0.1:4001/score").unwrap()
+            )
+        );
     }
 
     #[test]

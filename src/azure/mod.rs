@@ -89,6 +89,15 @@ impl Cloud {
         }
     }
 
+    /// The domain of managed online endpoints' scoring URIs (`{endpoint}.{region}.{suffix}`).
+    pub fn inference_suffix(self) -> &'static str {
+        match self {
+            Cloud::Public => "inference.ml.azure.com",
+            Cloud::UsGov => "inference.ml.azure.us",
+            Cloud::China => "inference.ml.azure.cn",
+        }
+    }
+
     /// The token scope for Azure ML data-plane calls (scoring `AADToken` endpoints).
     pub fn ml_scope(self) -> &'static str {
         match self {

@@ -230,3 +230,39 @@ rules:
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_scoring_uri_gets_no_credentials_and_the_rollout_rolls_back() {
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    // The endpoint resource says to score on plain http at another host.
+    let foreign = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&foreign)
+        .await;
+    t.arm
+        .with(|s| s.scoring_uri = Some(format!("{}/score", foreign.uri())));
+    let app = t.spawn(&t.config("credit-ep", FAST)).await;
+    app.post_event(&credit("15")).await;
+    let record = t.reconcile_until(&app, "15", "rolled_back").await;
+
+    assert_eq!(record["rollout"]["configuration_problem"], true);
+    assert!(
+        record["reasons"]
+            .to_string()
+            .contains("no key or token is sent there"),
+        "{record:#}"
+    );
+    assert!(
+        t.arm
+            .with(|s| s.requests.iter().all(|r| !r.ends_with("/listKeys"))),
+        "no key was even fetched"
+    );
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("blue".to_string(), 100)].into()
+    );
+    assert!(t.arm.with(|s| s.traffic_puts.is_empty()));
+}

@@ -201,6 +201,8 @@ pub struct ArmState {
     pub mlflow_failures: u32,
     /// Every MLflow call, as "METHOD path?query".
     pub mlflow_calls: Vec<String>,
+    /// The endpoints' `scoringUri` (default: this fake's `/score`).
+    pub scoring_uri: Option<String>,
     /// Code, environment and data versions (tests/common/fake_assets.rs).
     pub assets: crate::fake_assets::AssetState,
     /// Deployment PUTs must reference only registered assets (tests that register them).
@@ -535,7 +537,13 @@ async fn handle(
                 "ResourceNotFound",
                 &format!("endpoint {ep} not found"),
             ),
-            Some(e) => axum::Json(endpoint_json(ep, e, &base)).into_response(),
+            Some(e) => {
+                let scoring = s
+                    .scoring_uri
+                    .clone()
+                    .unwrap_or_else(|| format!("{base}/score"));
+                axum::Json(endpoint_json(ep, e, &base, &scoring)).into_response()
+            }
         },
         ("POST", ["onlineEndpoints", ep, "listKeys"]) if s.endpoints.contains_key(*ep) => {
             axum::Json(
@@ -625,14 +633,14 @@ async fn handle(
     }
 }
 
-fn endpoint_json(name: &str, e: &Endpoint, base: &str) -> Value {
+fn endpoint_json(name: &str, e: &Endpoint, base: &str, scoring: &str) -> Value {
     json!({
         "id": format!("{WS}/onlineEndpoints/{name}"), "name": name, "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
         "location": "westeurope", "identity": {"type": "SystemAssigned"}, "kind": "Managed", "tags": {},
         "properties": {
             "authMode": e.auth_mode, "description": "test endpoint",
             "traffic": e.traffic, "mirrorTraffic": e.mirror,
-            "provisioningState": "Succeeded", "scoringUri": format!("{base}/score"), "swaggerUri": format!("{base}/swagger.json")
+            "provisioningState": "Succeeded", "scoringUri": scoring, "swaggerUri": format!("{base}/swagger.json")
         }
     })
 }

@@ -49,6 +49,19 @@ impl RolloutEngine {
         let url = Url::parse(scoring_uri).map_err(|_| {
             StepError::Transient(format!("endpoint {} has no scoring URI yet", plan.endpoint))
         })?;
+        // Checked before any credential is fetched: nothing is sent to a foreign scoring URI.
+        if !self.arm.may_receive_scoring_credentials(&url) {
+            return Err(StepError::Fail {
+                why: format!(
+                    "endpoint {}'s scoring URI {}://{}{} is not https on the cloud's managed online endpoint domain; no key or token is sent there, and the smoke test fails",
+                    plan.endpoint,
+                    url.scheme(),
+                    url.host_str().unwrap_or_default(),
+                    url.port().map(|p| format!(":{p}")).unwrap_or_default()
+                ),
+                configuration: true,
+            });
+        }
         use secrecy::ExposeSecret;
         let bearer = match endpoint["properties"]["authMode"].as_str().unwrap_or("Key") {
             "AADToken" => {
