@@ -265,6 +265,7 @@ impl Settings {
                 retry_budget.as_secs_f32()
             ));
         }
+        warnings.extend(plain_http_warnings(env));
         if ledger.claim_timeout < retry_budget + Duration::from_secs(30) {
             warnings.push(format!(
                 "AUTODEPLOY_CLAIM_TIMEOUT_SECS ({}s) is shorter than the retry budget plus 30 s: a slow but live attempt could be taken over and sent twice",
@@ -290,6 +291,38 @@ impl Settings {
             min_step,
         }
     }
+}
+
+/// Settings naming a URL that receives our credentials or vouches for a caller's: plain `http://`
+/// there exposes them (or lets anyone vouch) on the network. Allowed, with a warning, except on
+/// loopback addresses (local testing, fakes).
+const CREDENTIAL_URLS: &[&str] = &[
+    "GITHUB_API_URL",
+    "AUTODEPLOY_ARM_ENDPOINT",
+    "AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL",
+    "AZURE_AUTHORITY_HOST",
+];
+
+fn plain_http_warnings(env: &dyn Env) -> Vec<String> {
+    CREDENTIAL_URLS
+        .iter()
+        .filter_map(|name| {
+            let raw = env.get(name)?;
+            let url = reqwest::Url::parse(raw.trim()).ok()?;
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            (url.scheme() == "http" && !loopback).then(|| {
+                format!(
+                    "{name} is plain http ({}): credentials sent or vouched for there cross the network unencrypted; use https",
+                    url.host_str().unwrap_or_default()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Parses `90`, `90s`, `10m`, `24h` or `1d`.
@@ -456,6 +489,27 @@ mod tests {
         let err = s.github.auth.unwrap_err();
         assert!(err.contains("GITHUB_TOKEN"), "{err}");
         assert!(!err.contains("kv.vault.azure.net"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_to_a_credential_url_is_a_warning_except_on_loopback() {
+        let s = Settings::from_env(&env(&[
+            ("GITHUB_API_URL", "http://ghe.example.com/api/v3"),
+            ("AUTODEPLOY_ARM_ENDPOINT", "http://127.0.0.1:4000"),
+            (
+                "AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL",
+                "http://localhost:9/openid",
+            ),
+            ("AZURE_AUTHORITY_HOST", "http://login.example.com"),
+        ]));
+        let warned: Vec<&str> = s
+            .warnings
+            .iter()
+            .filter(|w| w.contains("plain http"))
+            .map(|w| w.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(warned, ["GITHUB_API_URL", "AZURE_AUTHORITY_HOST"]);
+        assert!(s.problems.is_empty(), "allowed: {:?}", s.problems);
     }
 
     #[test]

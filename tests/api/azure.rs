@@ -560,3 +560,31 @@ async fn evaluate_without_a_workspace_says_how_to_give_one() {
         "{stdout}{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_for_a_url_that_receives_credentials_is_warned_at_start() {
+    let app = TestApp::spawn(
+        &crate::events::standard_config(),
+        &[
+            ("GITHUB_API_URL", "http://ghe.example.com/api/v3"),
+            (
+                "AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL",
+                "http://127.0.0.1:9/openid",
+            ),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !app.stderr().contains("GITHUB_API_URL is plain http") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stderr = app.stderr();
+    assert!(
+        stderr.contains("warning: GITHUB_API_URL is plain http (ghe.example.com)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL is plain http"),
+        "loopback is fine: {stderr}"
+    );
+}
