@@ -11,6 +11,7 @@ use crate::ledger::StoreError;
 use crate::settings::Settings;
 use crate::telemetry::Sink;
 
+pub mod approve;
 pub mod check_config;
 pub mod evaluate;
 pub mod replay;
@@ -56,6 +57,10 @@ pub enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Show what the ledger knows: recent records, one model's versions, or one whole record.
     Status(status::StatusArgs),
+    /// Approve a version waiting for approval (`rollout.approval`): it moves to 100%.
+    Approve(approve::DecisionArgs),
+    /// Reject a version waiting for approval: it is rolled back.
+    Reject(approve::DecisionArgs),
 }
 
 impl Command {
@@ -69,7 +74,9 @@ impl Command {
             Command::Replay(_)
             | Command::Evaluate(_)
             | Command::Rollback(_)
-            | Command::Status(_) => Some((Sink::Stderr, "warn")),
+            | Command::Status(_)
+            | Command::Approve(_)
+            | Command::Reject(_) => Some((Sink::Stderr, "warn")),
         }
     }
 }
@@ -104,6 +111,8 @@ pub async fn run(command: Command, settings: Settings) -> Result<bool, CliError>
         Command::Rollback(args) => rollback::run(args, settings, &http).await,
         Command::CheckConfig(args) => check_config::run(args, settings),
         Command::Status(args) => status::run(args, settings, &http).await,
+        Command::Approve(args) => approve::run(args, true, settings, &http).await,
+        Command::Reject(args) => approve::run(args, false, settings, &http).await,
     }
 }
 

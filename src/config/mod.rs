@@ -30,7 +30,7 @@ use problems::{Walker, present};
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
 pub use github::{GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS, RepoSlug};
 pub use problems::ConfigProblem;
-pub use rollout::{RolloutSpec, Strategy};
+pub use rollout::{ApprovalSpec, RolloutSpec, Strategy};
 pub use rules::{Mode, Rule, RuleAction, RuleName};
 pub use template::{Template, TemplateValues};
 
@@ -186,11 +186,19 @@ mod tests {
 
     /// Every problem of an invalid config, as `location: message` lines.
     pub(super) fn problems(yaml: &str) -> Vec<String> {
+        let found = problems_or_none(yaml);
+        assert!(!found.is_empty(), "expected problems in {yaml}");
+        found
+    }
+
+    /// Every problem of a config, none when it is valid.
+    pub(super) fn problems_or_none(yaml: &str) -> Vec<String> {
         match parse(yaml) {
+            Ok(_) => Vec::new(),
             Err(ConfigError::Invalid { problems, .. }) => {
                 problems.iter().map(ToString::to_string).collect()
             }
-            other => panic!("expected problems, got {other:?}"),
+            Err(other) => panic!("expected problems, got {other:?}"),
         }
     }
 

@@ -51,6 +51,7 @@ pub const NOTIFY_OUTCOMES: &[&str] = &[
     "dispatched",
     "stale",
     "skipped",
+    "awaiting_approval",
 ];
 
 impl Walker<'_> {

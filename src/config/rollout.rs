@@ -10,12 +10,14 @@ use super::problems::{Walker, join, present};
 pub enum Strategy {
     /// Mirror (optional) → canary → bake → 100%.
     BlueGreen,
+    /// Mirror (optional) → each of `steps`, baked → 100%.
+    Linear,
     /// 100% once the smoke test passes.
     AllAtOnce,
 }
 
 /// `rollout:`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RolloutSpec {
     /// Strategy.
     pub strategy: Strategy,
@@ -27,6 +29,33 @@ pub struct RolloutSpec {
     pub bake_minutes: u32,
     /// How long the previous deployment stays (at 0%) so rollback is instant.
     pub retain_previous_minutes: u32,
+    /// `linear`: the new deployment's share at each step (strictly increasing, below 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u8>,
+    /// `approval`: a person approves before 100%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// `rollout.approval`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalSpec {
+    /// The model version tag that approves when `true`.
+    pub tag: String,
+    /// Not approved by then: rolled back.
+    pub timeout_hours: f64,
+}
+
+impl RolloutSpec {
+    /// The new deployment's share at each step before 100%: the canary for blue-green, `steps`
+    /// for linear, none for all-at-once.
+    pub fn traffic_steps(&self) -> Vec<u32> {
+        match self.strategy {
+            Strategy::BlueGreen => vec![u32::from(self.canary_percent)],
+            Strategy::Linear => self.steps.iter().map(|s| u32::from(*s)).collect(),
+            Strategy::AllAtOnce => Vec::new(),
+        }
+    }
 }
 
 impl Strategy {
@@ -34,6 +63,7 @@ impl Strategy {
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::BlueGreen => "blue-green",
+            Strategy::Linear => "linear",
             Strategy::AllAtOnce => "all-at-once",
         }
     }
@@ -47,6 +77,8 @@ impl Default for RolloutSpec {
             canary_percent: 10,
             bake_minutes: 15,
             retain_previous_minutes: 60,
+            steps: Vec::new(),
+            approval: None,
         }
     }
 }
@@ -62,11 +94,14 @@ impl Walker<'_> {
                 "canary_percent",
                 "bake_minutes",
                 "retain_previous_minutes",
+                "steps",
+                "approval",
             ],
             location,
         );
         let mut spec = RolloutSpec::default();
-        let strategies = [Strategy::BlueGreen, Strategy::AllAtOnce].map(|s| (s.as_str(), s));
+        let strategies =
+            [Strategy::BlueGreen, Strategy::Linear, Strategy::AllAtOnce].map(|s| (s.as_str(), s));
         let strategy = self.choice(map, "strategy", location, spec.strategy, &strategies);
         let mut ok = strategy.is_some();
         spec.strategy = strategy.unwrap_or(spec.strategy);
@@ -103,17 +138,137 @@ impl Walker<'_> {
             );
             ok = false;
         }
+        match (present(map, "steps"), spec.strategy) {
+            (Some(steps), Strategy::Linear) => match linear_steps(steps) {
+                Ok(steps) => spec.steps = steps,
+                Err(why) => {
+                    self.problem(&join(location, "steps"), why);
+                    ok = false;
+                }
+            },
+            (Some(_), _) => {
+                self.problem(&join(location, "steps"), "only applies to strategy: linear");
+                ok = false;
+            }
+            (None, Strategy::Linear) => {
+                self.problem(
+                    &join(location, "steps"),
+                    "strategy: linear needs its steps, e.g. [10, 30, 60]",
+                );
+                ok = false;
+            }
+            (None, _) => {}
+        }
+        if let Some(approval) = present(map, "approval") {
+            match self.approval(approval, &join(location, "approval")) {
+                Some(a) => spec.approval = Some(a),
+                None => ok = false,
+            }
+        }
         ok.then_some(spec)
     }
+
+    fn approval(&mut self, value: &Value, location: &str) -> Option<ApprovalSpec> {
+        let map = self.mapping(value, location)?;
+        self.check_keys(map, &["tag", "timeout_hours"], location);
+        let tag = match present(map, "tag") {
+            None => Some("autodeploy.approved".to_string()),
+            Some(v) => match v.as_str().map(str::trim) {
+                Some(t) if valid_tag_name(t) => Some(t.to_string()),
+                _ => {
+                    self.problem(
+                        &join(location, "tag"),
+                        "must be a tag name (1-256 characters, none of < > % & \\ ? /)",
+                    );
+                    None
+                }
+            },
+        };
+        let timeout_hours = match present(map, "timeout_hours") {
+            None => Some(72.0),
+            Some(v) => match v.as_f64() {
+                Some(h) if h > 0.0 && h <= 24.0 * 365.0 => Some(h),
+                _ => {
+                    self.problem(
+                        &join(location, "timeout_hours"),
+                        "must be a number of hours above 0 (decimals allowed)",
+                    );
+                    None
+                }
+            },
+        };
+        Some(ApprovalSpec {
+            tag: tag?,
+            timeout_hours: timeout_hours?,
+        })
+    }
+}
+
+/// `steps`: whole percentages, strictly increasing, each in (0, 100).
+fn linear_steps(value: &Value) -> Result<Vec<u8>, String> {
+    let items = value
+        .as_sequence()
+        .filter(|s| !s.is_empty())
+        .ok_or("must be a list of percentages, e.g. [10, 30, 60]")?;
+    let mut steps = Vec::new();
+    for item in items {
+        let n = percent(item)
+            .filter(|n| (1.0..100.0).contains(n) && n.fract() == 0.0)
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a whole percentage from 1 to 99",
+                    show_scalar(item)
+                )
+            })? as u8;
+        if steps.last().is_some_and(|last| *last >= n) {
+            return Err(format!(
+                "must be strictly increasing, got {n} after {}",
+                steps.last().unwrap_or(&0)
+            ));
+        }
+        steps.push(n);
+    }
+    Ok(steps)
+}
+
+/// A percentage written as a number (`10`) or as text (`"10%"`).
+pub(super) fn percent(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s
+            .trim()
+            .strip_suffix('%')
+            .unwrap_or(s.trim())
+            .trim()
+            .parse()
+            .ok(),
+        _ => None,
+    }
+    .filter(|n: &f64| n.is_finite())
+}
+
+fn show_scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        Value::Number(n) => n.to_string(),
+        _ => "the value".into(),
+    }
+}
+
+/// Azure resource tag names: 1-256 characters, none of `< > % & \ ? /` (model tags follow ARM's rule).
+fn valid_tag_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= 256
+        && !name.contains(['<', '>', '%', '&', '\\', '?', '/'])
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::config::tests::problems;
+    use crate::config::tests::problems_or_none;
 
-    /// The problems of a direct-deployment rule with this `rollout:`.
+    /// The problems of a direct-deployment rule with this `rollout:` (none when valid).
     fn rollout(spec: &str) -> Vec<String> {
-        problems(&format!(
+        problems_or_none(&format!(
             "rules: [{{name: a, models: [x], azureml: {{endpoint: churn-ep, deployment: examples/deployments/churn.yml, rollout: {spec}}}}}]"
         ))
     }
@@ -129,11 +284,61 @@ mod tests {
     }
 
     #[test]
+    fn linear_steps_and_approval_are_checked() {
+        let cases = [
+            ("{strategy: linear, steps: [10, 30, 60]}", vec![]),
+            ("{strategy: linear, steps: [\"10%\", 50]}", vec![]),
+            (
+                "{strategy: linear}",
+                vec![
+                    "rules[0] (a).azureml.rollout.steps: strategy: linear needs its steps, e.g. [10, 30, 60]",
+                ],
+            ),
+            (
+                "{strategy: linear, steps: [30, 10]}",
+                vec![
+                    "rules[0] (a).azureml.rollout.steps: must be strictly increasing, got 10 after 30",
+                ],
+            ),
+            (
+                "{strategy: linear, steps: [10, 100]}",
+                vec![
+                    "rules[0] (a).azureml.rollout.steps: 100 is not a whole percentage from 1 to 99",
+                ],
+            ),
+            (
+                "{strategy: linear, steps: [0, 50]}",
+                vec![
+                    "rules[0] (a).azureml.rollout.steps: 0 is not a whole percentage from 1 to 99",
+                ],
+            ),
+            (
+                "{strategy: blue-green, steps: [10]}",
+                vec!["rules[0] (a).azureml.rollout.steps: only applies to strategy: linear"],
+            ),
+            (
+                "{approval: {tag: autodeploy.approved, timeout_hours: 0.5}}",
+                vec![],
+            ),
+            (
+                "{approval: {tag: \"a/b\", timeout_hours: 0}}",
+                vec![
+                    "rules[0] (a).azureml.rollout.approval.tag: must be a tag name (1-256 characters, none of < > % & \\ ? /)",
+                    "rules[0] (a).azureml.rollout.approval.timeout_hours: must be a number of hours above 0 (decimals allowed)",
+                ],
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(rollout(spec), want, "{spec}");
+        }
+    }
+
+    #[test]
     fn unknown_strategies_and_out_of_range_numbers_are_rejected() {
         assert_eq!(
             rollout("{strategy: red, mirror_percent: 51}"),
             [
-                "rules[0] (a).azureml.rollout.strategy: must be blue-green or all-at-once, got \"red\"",
+                "rules[0] (a).azureml.rollout.strategy: must be blue-green, linear or all-at-once, got \"red\"",
                 "rules[0] (a).azureml.rollout.mirror_percent: must be a whole number from 0 to 50",
             ]
         );

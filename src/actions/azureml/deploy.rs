@@ -288,6 +288,9 @@ impl Deployer {
                     _ => format!("{} → {}", before.as_str(), rollout.phase.as_str()),
                 };
                 let state = record_state(&rollout);
+                if rollout.phase == Phase::AwaitingApproval {
+                    announced = Some("awaiting_approval");
+                }
                 if state != record.state {
                     announced = match state {
                         State::Succeeded => Some("succeeded"),

@@ -28,9 +28,10 @@ impl RolloutEngine {
             }
         }
         let now = OffsetDateTime::now_utc();
+        let started = *state.step_started.get_or_insert(now);
         let until = *state.hold_until.get_or_insert_with(|| {
             after(
-                now,
+                started,
                 Duration::from_secs(u64::from(plan.rollout.bake_minutes) * 60),
             )
         });
@@ -45,15 +46,32 @@ impl RolloutEngine {
             let left = Duration::try_from(until - now).unwrap_or_default();
             return Ok(Next::After(left.min(PROBE_INTERVAL)));
         }
-        let dep = plan.deployment.clone();
+        let steps = plan.rollout.traffic_steps();
         if state.phase == Phase::Mirroring {
-            enter_canary(plan, state);
+            enter_step(plan, state, 0);
+        } else if state.step + 1 < steps.len() {
+            log.info(format!(
+                "step {} of {} passed its bake on {}",
+                state.step + 1,
+                steps.len(),
+                plan.deployment
+            ));
+            enter_step(plan, state, state.step + 1);
+        } else if let Some(approval) = &plan.rollout.approval {
+            self.ask_approval(plan, approval, state, log);
+            return Ok(Next::Now);
         } else {
-            state.phase = Phase::Promoting;
-            state.next_step = format!("wait for 100% of traffic on {dep}");
-            want(state, BTreeMap::from([(dep, 100)]), BTreeMap::new());
+            self.promote(plan, state);
         }
         self.apply_pending(plan, state, log).await
+    }
+
+    /// Moves to 100% for the new deployment.
+    pub(super) fn promote(&self, plan: &AzureMlPlan, state: &mut RolloutState) {
+        let dep = plan.deployment.clone();
+        state.phase = Phase::Promoting;
+        state.next_step = format!("wait for 100% of traffic on {dep}");
+        want(state, BTreeMap::from([(dep, 100)]), BTreeMap::new());
     }
 
     pub(super) async fn promoting(

@@ -104,6 +104,7 @@ impl RolloutEngine {
             Phase::Creating => self.creating(plan, state, log).await,
             Phase::SmokeTest => self.smoke_phase(plan, state, log).await,
             Phase::Mirroring | Phase::Canary => self.baking(plan, state, log).await,
+            Phase::AwaitingApproval => self.awaiting_approval(plan, state, log).await,
             Phase::Promoting => self.promoting(plan, state, log).await,
             Phase::Retaining => Ok(self.retaining(state)),
             Phase::Cleaning => self.cleaning(state, log).await,
@@ -157,7 +158,9 @@ impl RolloutEngine {
             // Nothing was deployed yet (registered assets are harmless and reusable).
             Phase::Queued | Phase::PreparingAssets => Phase::Failed,
             // Traffic may have changed: restore it, then remove the failed deployment.
-            Phase::Mirroring | Phase::Canary | Phase::Promoting => Phase::RollingBack,
+            Phase::Mirroring | Phase::Canary | Phase::AwaitingApproval | Phase::Promoting => {
+                Phase::RollingBack
+            }
             // Promoted already: a failed cleanup must never touch the live deployment.
             Phase::Retaining | Phase::Cleaning => {
                 log.warn(format!(

@@ -4,12 +4,13 @@
 //! advances every unfinished rollout, on any instance, after any restart.
 //!
 //! ```text
-//! queued ─lock─▶ preparing_assets† ─▶ creating ─Succeeded─▶ smoke_test ─▶ mirroring* ─▶ canary ─bake─▶ promoting ─▶ retaining ─▶ cleaning ─▶ done
+//! queued ─lock─▶ preparing_assets† ─▶ creating ─Succeeded─▶ smoke_test ─▶ mirroring* ─▶ canary (each step) ─bake─▶ awaiting_approval‡ ─▶ promoting ─▶ retaining ─▶ cleaning ─▶ done
 //!                    │ any failure (provisioning, smoke test or probe, traffic update)   * only with mirror_percent > 0
 //!                    ▼                     † only when the YAML has local code, an inline environment,
 //!               rolling_back (previous traffic restored) ─▶ removing_failed ─▶ rolled_back
 //!                                          an @latest label or a data collector; a failure there
 //!                                          ends `failed` (nothing was deployed)
+//!                                          ‡ only with `rollout.approval`
 //! ```
 
 use std::collections::BTreeMap;
@@ -23,9 +24,9 @@ use time::OffsetDateTime;
 
 use super::AzureMlPlan;
 use crate::azure::arm::ArmClient;
-use crate::config::Strategy;
 use crate::ledger::Ledger;
 
+mod approval;
 mod assets;
 mod finish;
 mod lock;
@@ -34,6 +35,7 @@ mod smoke;
 mod start;
 mod traffic;
 
+pub use approval::{ApprovalDecision, ApprovalState};
 pub use assets::{AssetProgress, code_uri};
 pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
 pub use traffic::canary_split;
@@ -52,8 +54,10 @@ pub enum Phase {
     SmokeTest,
     /// Shadow traffic to the new deployment, baking.
     Mirroring,
-    /// A share of live traffic, baking.
+    /// A share of live traffic (one step of the rollout), baking.
     Canary,
+    /// The last step passed; waiting for a person's approval before 100%.
+    AwaitingApproval,
     /// All traffic moving to the new deployment.
     Promoting,
     /// Previous deployments kept at 0% so a rollback is instant.
@@ -82,6 +86,7 @@ impl Phase {
             Phase::SmokeTest => "smoke_test",
             Phase::Mirroring => "mirroring",
             Phase::Canary => "canary",
+            Phase::AwaitingApproval => "awaiting_approval",
             Phase::Promoting => "promoting",
             Phase::Retaining => "retaining",
             Phase::Cleaning => "cleaning",
@@ -168,6 +173,15 @@ pub struct RolloutState {
     /// The assets registered so far (`preparing_assets`), and their ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets: Option<AssetProgress>,
+    /// Which traffic step (`canary`) the rollout is at: 0 for the first.
+    #[serde(default)]
+    pub step: usize,
+    /// When the current step's traffic took effect (its bake and its metrics window start there).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub step_started: Option<OffsetDateTime>,
+    /// The approval asked for and given (or refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalState>,
 }
 
 impl RolloutState {
@@ -193,6 +207,9 @@ impl RolloutState {
             restore_failures: 0,
             next_step: "waiting for the endpoint".into(),
             assets: None,
+            step: 0,
+            step_started: None,
+            approval: None,
         }
     }
 

@@ -21,7 +21,7 @@ impl RolloutEngine {
     ) -> Result<Next, StepError> {
         let empty = state.previous_traffic.values().sum::<u32>() == 0;
         let dep = plan.deployment.clone();
-        if empty || plan.rollout.strategy == Strategy::AllAtOnce {
+        if empty || plan.rollout.traffic_steps().is_empty() {
             state.phase = Phase::Promoting;
             state.next_step = format!("wait for 100% of traffic on {dep}");
             if empty {
@@ -44,7 +44,7 @@ impl RolloutEngine {
                 BTreeMap::from([(dep, u32::from(plan.rollout.mirror_percent))]),
             );
         } else {
-            enter_canary(plan, state);
+            enter_step(plan, state, 0);
         }
         self.apply_pending(plan, state, log).await
     }
@@ -211,20 +211,25 @@ pub(super) fn percent_map(value: &Value) -> BTreeMap<String, u32> {
         .unwrap_or_default()
 }
 
-/// Moves to the canary phase: the plan's share for the new deployment, taken from the live ones
-/// in proportion (leaving a mirror zeroes it in the same PUT).
-pub(super) fn enter_canary(plan: &AzureMlPlan, state: &mut RolloutState) {
+/// Moves to traffic step `index` (the canary phase): the step's share for the new deployment,
+/// taken from the live ones in proportion (leaving a mirror zeroes it in the same PUT).
+pub(super) fn enter_step(plan: &AzureMlPlan, state: &mut RolloutState, index: usize) {
     let dep = plan.deployment.clone();
+    let steps = plan.rollout.traffic_steps();
+    let share = steps.get(index).copied().unwrap_or(100);
     state.phase = Phase::Canary;
-    state.next_step = format!(
-        "{}% canary on {dep}, then bake",
-        plan.rollout.canary_percent
-    );
-    let traffic = canary_split(
-        &state.previous_traffic,
-        &dep,
-        u32::from(plan.rollout.canary_percent),
-    );
+    state.step = index;
+    state.step_started = None;
+    state.next_step = if steps.len() > 1 {
+        format!(
+            "step {} of {}: {share}% on {dep}, then bake",
+            index + 1,
+            steps.len()
+        )
+    } else {
+        format!("{share}% canary on {dep}, then bake")
+    };
+    let traffic = canary_split(&state.previous_traffic, &dep, share);
     want(state, traffic, BTreeMap::new());
 }
 
