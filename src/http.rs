@@ -5,9 +5,11 @@
 //! Settings that used to differ per client and how each is kept:
 //! - Timeouts are per request ([`reqwest::RequestBuilder::timeout`]), with each caller's value.
 //! - Redirects: never followed by the client (ARM and the scoring endpoint must not carry a token
-//!   elsewhere; notifications and the key fetcher never followed them either). GitHub did follow
-//!   them with reqwest's default policy, so it sends through [`Http::send_following_redirects`],
-//!   which does the same by hand.
+//!   elsewhere; the key fetcher never followed them either). GitHub and notifications send through
+//!   [`Http::send_following_redirects`], which follows a redirect only to the same scheme, host and
+//!   port (GitHub's 307 for a renamed repository) and refuses any other, so neither a credential
+//!   nor a payload ever reaches another host.
+//! - Secrets: the [`Redactor`] every client turns upstream answers into text with.
 //! - Connect timeout 5 s for all (the key fetcher had none, only its 10 s total).
 //! - No default headers and no client user agent: each caller sets its own per request.
 //! - Idle connections are closed after 60 s (GitHub's setting; the others had reqwest's 90 s).
@@ -18,13 +20,12 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{
-    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION,
-    REFERER, TRANSFER_ENCODING, WWW_AUTHENTICATE,
-};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, REFERER, TRANSFER_ENCODING};
 use reqwest::{Method, Request, Response, StatusCode, Url};
 
-/// Redirects followed for GitHub, as reqwest's default policy (`Policy::limited(10)`).
+use crate::redact::Redactor;
+
+/// Redirects followed (same origin only), as reqwest's default policy (`Policy::limited(10)`).
 const MAX_REDIRECTS: usize = 10;
 
 /// A handle on the process's one HTTP client; clones share it. Made once at start and passed to
@@ -34,6 +35,7 @@ pub struct Http {
     // Built on first use, so process start (and the host's readiness probe) does not wait for the
     // TLS root store to load.
     client: Arc<OnceLock<reqwest::Client>>,
+    redactor: Redactor,
 }
 
 impl std::fmt::Debug for Http {
@@ -53,12 +55,29 @@ pub enum SendError {
     /// More than ten redirects, or one to a scheme other than http(s).
     #[error("error following redirect to {0}: {1}")]
     Redirect(Url, &'static str),
+    /// A redirect to another scheme, host or port: not followed, so nothing was sent there.
+    #[error(
+        "HTTP {status} redirects to {to}, another scheme, host or port; redirects are followed only \
+         to the same origin, so nothing was sent there"
+    )]
+    LeavesOrigin {
+        /// The redirect's status.
+        status: u16,
+        /// Where it pointed: scheme, host and port only (a path or query may hold a secret).
+        to: String,
+    },
 }
 
 impl Http {
     /// A handle; the client itself is built on first use.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The process's redactor: register secrets with it, and turn upstream answers into text
+    /// through it.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// The shared client.
@@ -74,10 +93,11 @@ impl Http {
         })
     }
 
-    /// Sends `request` following redirects as reqwest's default policy does: at most ten; 301 and
-    /// 302 turn a POST into a GET, 303 turns anything but HEAD into a GET (both without the body),
-    /// 307 and 308 resend method and body; credentials are dropped when scheme, host or port change; `Referer` is
-    /// set. The request's timeout bounds all hops together.
+    /// Sends `request` following redirects to the same scheme, host and port only, otherwise as
+    /// reqwest's default policy does: at most ten; 301 and 302 turn a POST into a GET, 303 turns
+    /// anything but HEAD into a GET (both without the body), 307 and 308 resend method and body;
+    /// `Referer` is set. A redirect elsewhere is [`SendError::LeavesOrigin`]. The request's
+    /// timeout bounds all hops together.
     pub async fn send_following_redirects(
         &self,
         mut request: Request,
@@ -122,6 +142,15 @@ impl Http {
             if !matches!(target.scheme(), "http" | "https") {
                 return Err(SendError::Redirect(target, "URL scheme is not allowed"));
             }
+            if target.scheme() != previous.scheme()
+                || target.host_str() != previous.host_str()
+                || target.port_or_known_default() != previous.port_or_known_default()
+            {
+                return Err(SendError::LeavesOrigin {
+                    status: status.as_u16(),
+                    to: origin(&target),
+                });
+            }
             if method != *next.method() || status == StatusCode::SEE_OTHER {
                 *next.method_mut() = method;
                 *next.body_mut() = None;
@@ -135,14 +164,6 @@ impl Http {
                 }
             }
             let headers = next.headers_mut();
-            if target.scheme() != previous.scheme()
-                || target.host_str() != previous.host_str()
-                || target.port_or_known_default() != previous.port_or_known_default()
-            {
-                for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE] {
-                    headers.remove(name);
-                }
-            }
             // As reqwest: not from https to http, and never with credentials or a fragment.
             if !(previous.scheme() == "https" && target.scheme() == "http") {
                 let mut referer = previous.clone();
@@ -157,6 +178,11 @@ impl Http {
             request = next;
         }
     }
+}
+
+/// `scheme://host[:port]` of `url`: what a message may show of a URL it did not choose.
+pub fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
 }
 
 #[cfg(test)]
@@ -203,26 +229,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_302_to_another_host_becomes_a_get_without_the_token() {
+    async fn a_redirect_to_another_port_is_refused_and_nothing_is_sent_there() {
         let (first, second) = (MockServer::start().await, MockServer::start().await);
         Mock::given(path("/a"))
-            .respond_with(redirect(302, &format!("{}/b", second.uri())))
+            .respond_with(redirect(307, &format!("{}/b?sig=secret", second.uri())))
             .mount(&first)
             .await;
-        Mock::given(method("GET"))
-            .and(path("/b"))
-            .respond_with(ResponseTemplate::new(200))
-            .expect(1)
-            .mount(&second)
-            .await;
         let http = Http::new();
-        let response = http
+        let sent = http
             .send_following_redirects(post(&http, format!("{}/a", first.uri())))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let seen = second.received_requests().await.unwrap();
-        assert!(seen[0].headers.get("authorization").is_none());
+            .await;
+        match sent {
+            Err(SendError::LeavesOrigin { status: 307, to }) => assert_eq!(to, second.uri()),
+            other => panic!("{other:?}"),
+        }
+        assert!(second.received_requests().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -26,7 +26,8 @@
 //!
 //! Around them: [`cli`] (`cli/`, one file per subcommand), [`settings`] (environment read once,
 //! through the [`settings::Env`] seam), [`azure`] (`azure/`: clouds, credentials, the ARM client and
-//! Azure ML resources), [`http`] (the process's one HTTP client), [`retry`] (backoff inside a time
+//! Azure ML resources), [`http`] (the process's one HTTP client, with the [`redact`]or every
+//! upstream answer is turned into text through), [`retry`] (backoff inside a time
 //! budget), [`logs`] (per-invocation lines) and [`telemetry`] (tracing output).
 
 pub mod actions;
@@ -43,6 +44,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod reconcile;
+pub mod redact;
 pub mod retry;
 pub mod routes;
 pub mod settings;

@@ -1,6 +1,8 @@
 //! Outcome notifications (`notify:`): one POST per matching outcome and target, in Teams
 //! (Adaptive Card for Teams Workflows webhooks), Slack or raw JSON. A failing notification never
-//! blocks or repeats a deployment; it is recorded. Webhook URLs are secrets: never logged.
+//! blocks or repeats a deployment; it is recorded. Webhook URLs are secrets: never logged, and
+//! registered with the redactor, through which a refusal's body is described. A redirect is
+//! followed only to the same scheme, host and port.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::config::gate::{NotifyFormat, NotifyTarget};
-use crate::http::Http;
+use crate::http::{Http, SendError};
 use crate::ledger::record::Notification;
 use crate::ledger::{Edit, Ledger, Record};
 use crate::logs::InvocationLog;
@@ -26,6 +28,14 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 impl Notifier {
     /// A notifier for `targets`, sending through `http`.
     pub fn new(targets: Vec<NotifyTarget>, http: Http) -> Self {
+        for url in targets.iter().filter_map(|t| t.url.as_ref()) {
+            let url = url.expose_secret();
+            http.redactor().add(url);
+            // A hook's path (and query) is the secret part; an echo may quote it alone.
+            if let Ok(parsed) = url::Url::parse(url) {
+                http.redactor().add(&parsed[url::Position::BeforePath..]);
+            }
+        }
         Self { targets, http }
     }
 
@@ -59,23 +69,7 @@ impl Notifier {
                 continue;
             };
             let body = payload(target.format, outcome, &record);
-            let result = self
-                .http
-                .client()
-                .post(url.expose_secret())
-                .timeout(NOTIFY_TIMEOUT)
-                .json(&body)
-                .send()
-                .await;
-            let (status, error) = match result {
-                Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
-                Ok(r) => (
-                    Some(r.status().as_u16()),
-                    Some(format!("HTTP {}", r.status().as_u16())),
-                ),
-                // `without_url`: the URL is a secret.
-                Err(e) => (None, Some(e.without_url().to_string())),
-            };
+            let (status, error) = self.post(url.expose_secret(), &body).await;
             match &error {
                 None => log.info(format!("notified {} of {outcome}", target.label)),
                 Some(e) => log.warn(format!(
@@ -101,6 +95,49 @@ impl Notifier {
                 Edit::Save(())
             })
             .await;
+    }
+}
+
+impl Notifier {
+    /// POSTs `body` to `url`: the status, and what went wrong (never the URL; a refusal's body
+    /// redacted).
+    async fn post(&self, url: &str, body: &Value) -> (Option<u16>, Option<String>) {
+        let request = self
+            .http
+            .client()
+            .post(url)
+            .timeout(NOTIFY_TIMEOUT)
+            .json(body)
+            .build();
+        let sent = match request {
+            Ok(request) => self.http.send_following_redirects(request).await,
+            Err(e) => Err(e.into()),
+        };
+        let redactor = self.http.redactor();
+        match sent {
+            Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let content_type = r
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body = r.bytes().await.unwrap_or_default();
+                let said = redactor.excerpt(content_type.as_deref(), &body);
+                (Some(status), Some(format!("HTTP {status} with {said}")))
+            }
+            // `without_url`: the URL is a secret.
+            Err(SendError::Transport(e)) => {
+                (None, Some(redactor.redact(&e.without_url().to_string())))
+            }
+            Err(SendError::Redirect(_, why)) => {
+                (None, Some(format!("redirect not followed: {why}")))
+            }
+            Err(e @ SendError::LeavesOrigin { .. }) => {
+                (None, Some(redactor.redact(&e.to_string())))
+            }
+        }
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Settings {
     /// `AUTODEPLOY_MIN_STEP_SECS` (default 1): the shortest wait between two rollout steps, so a
     /// rollout never spins on ARM. Tests set 0.
     pub min_step: Duration,
+    /// Every secret value read ([`crate::redact::loaded_secrets`]), for the process's redactor.
+    pub secrets: Vec<SecretString>,
 }
 
 /// GitHub API base URL and credentials.
@@ -272,6 +274,7 @@ impl Settings {
                 ledger.claim_timeout.as_secs_f32()
             ));
         }
+        let secrets = crate::redact::loaded_secrets(env, &github.auth);
 
         Settings {
             port,
@@ -289,6 +292,7 @@ impl Settings {
             warnings,
             reconcile_interval: reconcile_interval.max(Duration::from_secs(1)),
             min_step,
+            secrets,
         }
     }
 }

@@ -225,8 +225,14 @@ impl ArmClient {
         // Bounded: an unreachable token endpoint must not hold the invocation past its budget.
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, self.credential.get_token(&[scope], None)).await {
-            Ok(Ok(token)) => Ok(token.token.secret().to_string()),
-            Ok(Err(e)) => Err(ArmError::Credential(first_line(&e.to_string()))),
+            Ok(Ok(token)) => {
+                let token = token.token.secret().to_string();
+                self.http.redactor().add_minted(&token);
+                Ok(token)
+            }
+            Ok(Err(e)) => Err(ArmError::Credential(first_line(
+                &self.http.redactor().redact(&e.to_string()),
+            ))),
             Err(_) => Err(ArmError::Credential(format!(
                 "no token for {scope} within the {:.0}s budget (is the token endpoint reachable?)",
                 self.budget.as_secs_f32()
@@ -277,6 +283,9 @@ impl ArmClient {
                 })?;
                 let status = response.status();
                 let headers = response.headers().clone();
+                let content_type = headers
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
                 // ARM answers JSON. A success whose body is cut off or unreadable is not a
                 // success we can act on (the change may not have been applied, and the
                 // operation to follow may be lost with it): retry it, as every ARM PUT,
@@ -288,8 +297,9 @@ impl ArmClient {
                     Err(_) => None,
                 };
                 let readable = parsed.is_some();
+                // Anything else is described, never quoted: content type and a redacted excerpt.
                 let body = parsed.unwrap_or_else(|| match &bytes {
-                    Ok(b) => Value::String(String::from_utf8_lossy(b).chars().take(500).collect()),
+                    Ok(b) => Value::String(self.http.redactor().excerpt(content_type, b)),
                     Err(_) => Value::Null,
                 });
                 if status.is_success() && !readable {
@@ -312,7 +322,9 @@ impl ArmClient {
                         asked: retry_after(&headers),
                     })
                 } else {
-                    Err(Failure::Final(http_error(&method, &url, status, &body)))
+                    Err(Failure::Final(
+                        self.http_error(&method, &url, status, &body),
+                    ))
                 }
             }
         };
@@ -391,12 +403,9 @@ impl ArmClient {
                 None,
             )
             .await?;
-        Ok(SecretString::from(
-            value["accessToken"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        ))
+        let token = value["accessToken"].as_str().unwrap_or_default();
+        self.redactor().add_minted(token);
+        Ok(SecretString::from(token.to_string()))
     }
 
     /// The retry budget of one request.
@@ -538,10 +547,10 @@ impl ArmClient {
                     .as_str()
                     .unwrap_or("Unknown")
                     .to_string(),
-                message: reply.body["error"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                message: self
+                    .http
+                    .redactor()
+                    .redact(reply.body["error"]["message"].as_str().unwrap_or_default()),
             }),
             _ => Ok(Operation::Pending {
                 poll_url: poll_url.clone(),
@@ -577,17 +586,27 @@ impl ArmClient {
     }
 }
 
-fn http_error(method: &Method, url: &Url, status: StatusCode, body: &Value) -> ArmError {
-    let error = &body["error"];
-    ArmError::Http {
-        method: method.to_string(),
-        path: url.path().to_string(),
-        status: status.as_u16(),
-        code: error["code"].as_str().unwrap_or("Unknown").to_string(),
-        message: error["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.as_str().unwrap_or_default().to_string()),
+impl ArmClient {
+    /// A final refusal: ARM's `error.code` and (redacted) `error.message`, or the description of
+    /// a body that is not ARM's JSON.
+    fn http_error(&self, method: &Method, url: &Url, status: StatusCode, body: &Value) -> ArmError {
+        let error = &body["error"];
+        let redactor = self.http.redactor();
+        ArmError::Http {
+            method: method.to_string(),
+            path: redactor.redact(url.path()),
+            status: status.as_u16(),
+            code: redactor.redact(error["code"].as_str().unwrap_or("Unknown")),
+            message: error["message"]
+                .as_str()
+                .map(|m| redactor.redact(m))
+                .unwrap_or_else(|| redactor.redact(body.as_str().unwrap_or_default())),
+        }
+    }
+
+    /// The process's redactor (for secrets read through ARM: keys, tokens, SAS URLs).
+    pub fn redactor(&self) -> &crate::redact::Redactor {
+        self.http.redactor()
     }
 }
 

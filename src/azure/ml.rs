@@ -177,8 +177,11 @@ impl ArmClient {
                 None,
             )
             .await?;
-        let key =
-            |name: &str| SecretString::from(value[name].as_str().unwrap_or_default().to_string());
+        let key = |name: &str| {
+            let key = value[name].as_str().unwrap_or_default();
+            self.redactor().add_minted(key);
+            SecretString::from(key.to_string())
+        };
         Ok(EndpointKeys {
             primary: key("primaryKey"),
             secondary: key("secondaryKey"),
@@ -264,6 +267,16 @@ impl ArmClient {
                 "startPendingUpload answered without blobUri and credential.sasUri".into(),
             ));
         };
+        // The whole SAS URL, its query and its signature on their own.
+        self.redactor().add_minted(sas_uri);
+        if let Some((_, query)) = sas_uri.split_once('?') {
+            self.redactor().add_minted(query);
+            for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+                if name == "sig" {
+                    self.redactor().add_minted(&value);
+                }
+            }
+        }
         Ok(PendingUpload {
             blob_uri: blob_uri.to_string(),
             sas_uri: SecretString::from(sas_uri.to_string()),

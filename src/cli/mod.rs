@@ -104,6 +104,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<bool, CliError>
     // The process's one HTTP client (one connection pool), shared by every client a command
     // builds.
     let http = crate::http::Http::new();
+    http.redactor().add_all(&settings.secrets);
     match command {
         Command::Serve(args) => serve::run(args, settings, &http).await,
         Command::Replay(args) => replay::run(args, settings, &http).await,

@@ -206,6 +206,7 @@ pub enum BlobAuth {
 pub struct BlobStore {
     container: BlobContainerClient,
     description: String,
+    redactor: crate::redact::Redactor,
     container_ready: OnceCell<()>,
 }
 
@@ -255,6 +256,7 @@ impl BlobStore {
         Ok(Self {
             container,
             description,
+            redactor: http.redactor().clone(),
             container_ready: OnceCell::new(),
         })
     }
@@ -267,7 +269,7 @@ impl BlobStore {
                 match self.container.create(None).await {
                     Ok(_) => Ok(()),
                     Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
-                    Err(e) => Err(unavailable(&e)),
+                    Err(e) => Err(self.unavailable(&e)),
                 }
             })
             .await
@@ -275,15 +277,15 @@ impl BlobStore {
     }
 }
 
-fn unavailable(e: &azure_core::Error) -> StoreError {
-    let mut message = match e.http_status() {
-        Some(status) => format!("HTTP {}: {e}", u16::from(status)),
-        None => e.to_string(),
-    };
-    if message.len() > 300 {
-        message.truncate(300);
+impl BlobStore {
+    /// Storage's error, redacted (before it is cut, so no secret is half shown) and short.
+    fn unavailable(&self, e: &azure_core::Error) -> StoreError {
+        let message = match e.http_status() {
+            Some(status) => format!("HTTP {}: {e}", u16::from(status)),
+            None => e.to_string(),
+        };
+        StoreError::Unavailable(self.redactor.redact(&message).chars().take(300).collect())
     }
-    StoreError::Unavailable(message)
 }
 
 fn etag_of(etag: Option<&azure_core::http::Etag>) -> ETag {
@@ -297,7 +299,7 @@ impl BlobStore {
             Err(e) if e.http_status() == Some(StatusCode::Conflict) => {
                 Err(StoreError::AlreadyExists)
             }
-            written => written.map_err(|e| unavailable(&e)),
+            written => written.map_err(|e| self.unavailable(&e)),
         }
     }
 
@@ -336,11 +338,15 @@ impl BlobStore {
         {
             Ok(result) => {
                 let etag = etag_of(result.properties.etag.as_ref());
-                let body = result.body.collect().await.map_err(|e| unavailable(&e))?;
+                let body = result
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| self.unavailable(&e))?;
                 Ok(Some((body.to_vec(), etag)))
             }
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(None),
-            Err(e) => Err(unavailable(&e)),
+            Err(e) => Err(self.unavailable(&e)),
         }
     }
 
@@ -366,7 +372,7 @@ impl BlobStore {
             {
                 Err(StoreError::Conflict)
             }
-            Err(e) => Err(unavailable(&e)),
+            Err(e) => Err(self.unavailable(&e)),
         }
     }
 
@@ -377,14 +383,14 @@ impl BlobStore {
             .upload(RequestContent::from(body), None)
             .await
             .map(|_| ())
-            .map_err(|e| unavailable(&e))
+            .map_err(|e| self.unavailable(&e))
     }
 
     async fn delete_unbounded(&self, name: &str) -> Result<(), StoreError> {
         match self.container.blob_client(name).delete(None).await {
             Ok(_) => Ok(()),
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(()),
-            Err(e) => Err(unavailable(&e)),
+            Err(e) => Err(self.unavailable(&e)),
         }
     }
 
@@ -398,7 +404,7 @@ impl BlobStore {
         let mut items = self
             .container
             .list_blobs(Some(options))
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| self.unavailable(&e))?;
         while names.len() < limit {
             match items.try_next().await {
                 Ok(Some(item)) => {
@@ -409,7 +415,7 @@ impl BlobStore {
                 Ok(None) => break,
                 // No container yet: nothing was ever written.
                 Err(e) if e.http_status() == Some(StatusCode::NotFound) => break,
-                Err(e) => return Err(unavailable(&e)),
+                Err(e) => return Err(self.unavailable(&e)),
             }
         }
         Ok(names)

@@ -586,5 +586,48 @@ async fn plain_http_for_a_url_that_receives_credentials_is_warned_at_start() {
     assert!(
         !stderr.contains("AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL is plain http"),
         "loopback is fine: {stderr}"
+
+#[tokio::test]
+async fn arm_redirects_are_not_followed_and_an_error_quoting_the_token_is_redacted() {
+    let arm = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let stolen = format!("{}/steal-the-token", elsewhere.uri());
+    Mock::given(method("GET"))
+        .and(path(DEPLOYMENT))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", stolen.as_str()))
+        .mount(&arm)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(|request: &wiremock::Request| {
+            let auth = request.headers["authorization"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            ResponseTemplate::new(401).set_body_json(json!({"error": {
+                "code": "InvalidAuthenticationToken",
+                "message": format!("The token {auth} is invalid"),
+            }}))
+        })
+        .mount(&arm)
+        .await;
+    let (client, _) = arm_client(&arm);
+
+    let redirected = client.get(DEPLOYMENT).await.unwrap_err();
+    let refused = client.begin_put(DEPLOYMENT, &json!({})).await.unwrap_err();
+
+    assert!(
+        matches!(redirected, ArmError::Http { status: 307, .. }),
+        "{redirected:?}"
+    );
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+    let shown = refused.to_string();
+    assert!(
+        shown.contains("The token Bearer [REDACTED] is invalid") && !shown.contains("arm-token-"),
+        "{shown}"
     );
 }

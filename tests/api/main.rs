@@ -20,4 +20,5 @@ mod helpers;
 mod host_contract;
 mod ledger;
 mod package;
+mod secrets;
 mod webhook;

@@ -7,8 +7,10 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+use super::client::Reply;
 use crate::actions::ActionError;
 use crate::http::SendError;
+use crate::redact::Redactor;
 use crate::retry::retry_after;
 
 /// `None` when the reply is final; else `Some` of the wait GitHub asked for (`None` inside: the
@@ -57,7 +59,22 @@ pub(super) fn retry_wait(
     })
 }
 
-pub(super) fn transport_error(e: &SendError) -> String {
+/// A redirect to another host is final: following it would send the credential or the payload
+/// where it does not belong, and trying again changes nothing.
+pub(super) fn refused_redirect(e: &SendError) -> Option<ActionError> {
+    match e {
+        SendError::LeavesOrigin { status, to } => Some(ActionError::Rejected {
+            status: *status,
+            message: format!(
+                "GitHub redirected to {to}, another scheme, host or port; redirects are followed only \
+                 within GitHub's own origin, so nothing was sent there (is GITHUB_API_URL right?)"
+            ),
+        }),
+        _ => None,
+    }
+}
+
+pub(super) fn transport_error(e: &SendError, redactor: &Redactor) -> String {
     let e = match e {
         SendError::Transport(e) => e,
         redirect => return format!("a transport error ({redirect})"),
@@ -76,17 +93,20 @@ pub(super) fn transport_error(e: &SendError) -> String {
         }
         format!(
             "a transport error ({})",
-            text.chars().take(200).collect::<String>()
+            redactor.redact(&text).chars().take(200).collect::<String>()
         )
     }
 }
 
-/// A final refusal with GitHub's message and a hint at the usual cause.
-pub(super) fn refusal(status: StatusCode, body: &[u8], doing: &str) -> ActionError {
-    let mut message = serde_json::from_slice::<Value>(body)
+/// A final refusal with GitHub's message (redacted; a body without one is described by its
+/// content type and a redacted excerpt) and a hint at the usual cause.
+pub(super) fn refusal(reply: &Reply, redactor: &Redactor, doing: &str) -> ActionError {
+    let status = reply.status;
+    let mut message = serde_json::from_slice::<Value>(&reply.body)
         .ok()
         .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+        .map(|m| redactor.redact(&m))
+        .unwrap_or_else(|| redactor.excerpt(reply.content_type.as_deref(), &reply.body));
     if message.chars().count() > 300 {
         message = message.chars().take(300).collect::<String>() + "…";
     }

@@ -70,7 +70,7 @@ impl GithubClient {
         {
             Some(id) => id,
             None => {
-                let jwt = app_jwt(app)?;
+                let jwt = self.app_jwt(app)?;
                 let url = format!(
                     "{}/repos/{}/{}/installation",
                     self.api_url,
@@ -82,8 +82,8 @@ impl GithubClient {
                     .await?;
                 if !reply.status.is_success() {
                     return Err(refusal(
-                        reply.status,
-                        &reply.body,
+                        &reply,
+                        self.http.redactor(),
                         "looking up the GitHub App installation for the repository",
                     ));
                 }
@@ -104,7 +104,7 @@ impl GithubClient {
         {
             return Ok(cached.token.clone());
         }
-        let jwt = app_jwt(app)?;
+        let jwt = self.app_jwt(app)?;
         let url = format!(
             "{}/app/installations/{installation}/access_tokens",
             self.api_url
@@ -124,8 +124,8 @@ impl GithubClient {
                 cache.installation_by_repo.remove(&repo_key);
             }
             return Err(refusal(
-                reply.status,
-                &reply.body,
+                &reply,
+                self.http.redactor(),
                 "minting a GitHub App installation token",
             ));
         }
@@ -142,6 +142,7 @@ impl GithubClient {
             .map(|at| at - OffsetDateTime::now_utc())
             .and_then(|d| Duration::try_from(d).ok())
             .unwrap_or(Duration::from_secs(3600));
+        self.http.redactor().add_minted(token);
         let token = SecretString::from(token.to_string());
         cache.tokens.insert(
             installation,
@@ -158,6 +159,13 @@ impl GithubClient {
 
     pub(super) async fn forget_app_token(&self) {
         self.app_tokens.lock().await.tokens.clear();
+    }
+
+    /// A fresh App JWT, registered with the redactor.
+    fn app_jwt(&self, app: &GithubAppCredential) -> Result<SecretString, ActionError> {
+        let jwt = app_jwt(app)?;
+        self.http.redactor().add_minted(jwt.expose_secret());
+        Ok(jwt)
     }
 }
 

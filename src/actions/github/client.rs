@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::answers::{retry_wait, transport_error};
+use super::answers::{refused_redirect, retry_wait, transport_error};
 use super::*;
 use crate::actions::ActionError;
 use crate::logs::InvocationLog;
@@ -27,6 +27,7 @@ pub(super) const BACKOFF: Backoff = Backoff {
 /// A response we did not retry: success or a final refusal.
 pub(super) struct Reply {
     pub(super) status: StatusCode,
+    pub(super) content_type: Option<String>,
     pub(super) body: Vec<u8>,
     pub(super) attempts: u32,
 }
@@ -95,12 +96,19 @@ impl GithubClient {
                     Ok(request) => self.http.send_following_redirects(request).await,
                     Err(e) => Err(e.into()),
                 };
-                let response = sent.map_err(|e| Failure::Transient {
-                    why: transport_error(&e),
-                    asked: None,
+                let response = sent.map_err(|e| match refused_redirect(&e) {
+                    Some(refused) => Failure::Final(refused),
+                    None => Failure::Transient {
+                        why: transport_error(&e, self.http.redactor()),
+                        asked: None,
+                    },
                 })?;
                 let status = response.status();
                 let headers = response.headers().clone();
+                let content_type = headers
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
                 let body = response
                     .bytes()
                     .await
@@ -109,6 +117,7 @@ impl GithubClient {
                 match retry_wait(status, &headers, &body) {
                     None => Ok(Reply {
                         status,
+                        content_type,
                         body,
                         attempts: attempt,
                     }),

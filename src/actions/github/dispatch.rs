@@ -78,7 +78,7 @@ impl GithubClient {
                 log.warn("GitHub does not accept return_run_details here; dispatching without run details");
                 continue;
             }
-            return Err(refusal(status, &reply.body, "dispatching"));
+            return Err(refusal(&reply, self.http.redactor(), "dispatching"));
         }
     }
 }

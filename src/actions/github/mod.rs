@@ -186,7 +186,11 @@ impl GithubClient {
             .call(Method::GET, &url, &bearer, None, deadline, log)
             .await?;
         if !reply.status.is_success() {
-            return Err(refusal(reply.status, &reply.body, "listing workflow runs"));
+            return Err(refusal(
+                &reply,
+                self.http.redactor(),
+                "listing workflow runs",
+            ));
         }
         let runs: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         Ok(runs["workflow_runs"]
