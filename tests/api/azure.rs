@@ -586,6 +586,8 @@ async fn plain_http_for_a_url_that_receives_credentials_is_warned_at_start() {
     assert!(
         !stderr.contains("AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL is plain http"),
         "loopback is fine: {stderr}"
+    );
+}
 
 #[tokio::test]
 async fn arm_redirects_are_not_followed_and_an_error_quoting_the_token_is_redacted() {

@@ -174,10 +174,14 @@ pub struct RolloutState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets: Option<AssetProgress>,
     /// Which traffic step (`canary`) the rollout is at: 0 for the first.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_first")]
     pub step: usize,
     /// When the current step's traffic took effect (its bake and its metrics window start there).
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub step_started: Option<OffsetDateTime>,
     /// The approval asked for and given (or refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +226,10 @@ impl RolloutState {
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+fn is_first(step: &usize) -> bool {
+    *step == 0
 }
 
 /// Traffic and mirror maps to apply.
