@@ -21,8 +21,9 @@
 //! 9. [`reconcile`]: the timer's pass over the ledger's outbox (retries, takeovers, rollout steps,
 //!    giving up); [`notify`] announces outcomes.
 //!
-//! [`webhook`] replaces steps 1–2 when there is no Functions host (`serve --webhook`): Event Grid's
-//! handshakes, batches and mandatory authentication, with an internal `Reconcile` timer.
+//! [`webhook`] (`webhook/`: auth, signing keys, batch) replaces steps 1–2 when there is no
+//! Functions host (`serve --webhook`): Event Grid's handshakes, batches within a deadline and
+//! mandatory authentication, with an internal `Reconcile` timer.
 //!
 //! Around them: [`cli`] (`cli/`, one file per subcommand), [`settings`] (environment read once,
 //! through the [`settings::Env`] seam), [`azure`] (`azure/`: clouds, credentials, the ARM client and

@@ -41,7 +41,10 @@ async fn ready() -> &'static str {
     "ok"
 }
 
-async fn not_found() -> Response {
+/// Unknown paths. Like every route, it reads the body (bounded, as the extractor does) before
+/// answering: the host sends bodies chunked, and an answer sent while it still writes shows up
+/// on its side as a reset connection or a broken pipe.
+async fn not_found(_body: Bytes) -> Response {
     json_response(
         StatusCode::NOT_FOUND,
         json!({ "error": "no such function: this handler serves POST /ModelRegistered" }),
@@ -98,8 +101,8 @@ async fn model_registered(
 }
 
 /// The timer function: one pass over the ledger's outbox. The body (the timer's envelope) carries
-/// nothing we need.
-async fn reconcile(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// nothing we need, but it is read all the same (see [`not_found`]).
+async fn reconcile(State(state): State<AppState>, headers: HeaderMap, _body: Bytes) -> Response {
     let invocation_id = headers
         .get("x-azure-functions-invocationid")
         .and_then(|v| v.to_str().ok())

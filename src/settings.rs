@@ -81,6 +81,9 @@ pub struct Settings {
     pub warnings: Vec<String>,
     /// `AUTODEPLOY_RECONCILE_INTERVAL_SECS`: webhook mode's internal Reconcile timer.
     pub reconcile_interval: Duration,
+    /// `AUTODEPLOY_WEBHOOK_DEADLINE_SECS` (default 25, at least 1): webhook mode's deadline for one
+    /// delivery (Event Grid waits 30 s); what is not finished by then is left to `Reconcile`.
+    pub webhook_deadline: Duration,
     /// `AUTODEPLOY_MIN_STEP_SECS` (default 1): the shortest wait between two rollout steps, so a
     /// rollout never spins on ARM. Tests set 0.
     pub min_step: Duration,
@@ -220,6 +223,10 @@ impl Settings {
             Duration::from_secs(60),
         );
         let min_step = duration("AUTODEPLOY_MIN_STEP_SECS", Duration::from_secs(1));
+        let webhook_deadline = duration(
+            "AUTODEPLOY_WEBHOOK_DEADLINE_SECS",
+            crate::webhook::DEFAULT_DEADLINE,
+        );
         let container = env
             .get("AUTODEPLOY_CONTAINER")
             .map(|c| c.trim().to_string())
@@ -291,6 +298,7 @@ impl Settings {
             problems,
             warnings,
             reconcile_interval: reconcile_interval.max(Duration::from_secs(1)),
+            webhook_deadline: webhook_deadline.max(Duration::from_secs(1)),
             min_step,
             secrets,
         }

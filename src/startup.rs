@@ -186,13 +186,14 @@ pub struct WebhookApplication {
 }
 
 impl WebhookApplication {
-    /// Binds `address` (port 0 picks a free port). `auth` is mandatory: build it with
+    /// Binds `address` (port 0 picks a free port); `deadline` bounds each delivery. `auth` is mandatory: build it with
     /// [`crate::settings::webhook_auth`].
     pub async fn build(
         pipeline: Pipeline,
         auth: WebhookAuth,
         address: SocketAddr,
         reconcile_interval: Duration,
+        deadline: Duration,
     ) -> std::io::Result<WebhookApplication> {
         let listener = TcpListener::bind(address).await?;
         Ok(WebhookApplication {
@@ -200,6 +201,7 @@ impl WebhookApplication {
             state: WebhookState {
                 pipeline: Arc::new(pipeline),
                 auth: Arc::new(auth),
+                deadline,
             },
             reconcile_interval,
         })

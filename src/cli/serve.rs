@@ -91,12 +91,18 @@ async fn serve_webhook(settings: Settings, bind: &str, http: &Http) -> Result<bo
         bind: bind.to_string(),
         source,
     })?;
-    let app = WebhookApplication::build(pipeline, auth, address, settings.reconcile_interval)
-        .await
-        .map_err(|source| CliError::Bind {
-            address: address.to_string(),
-            source,
-        })?;
+    let app = WebhookApplication::build(
+        pipeline,
+        auth,
+        address,
+        settings.reconcile_interval,
+        settings.webhook_deadline,
+    )
+    .await
+    .map_err(|source| CliError::Bind {
+        address: address.to_string(),
+        source,
+    })?;
     let listening = app.address().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
         address = %listening,

@@ -307,52 +307,11 @@ impl Pipeline {
                 error.to_string(),
             )));
         }
-        let now = OffsetDateTime::now_utc();
-        let at = after(now, self.ledger.retry_delay(1));
+        let at = after(OffsetDateTime::now_utc(), self.ledger.retry_delay(1));
         let why = format!(
             "the quality gate's metric lookup failed ({error}); Reconcile runs the gate again at {}",
             rfc3339(at)
         );
-        let mut fresh = d.new_record(Some(plan), State::Retrying, now);
-        fresh.gate_pending = true;
-        fresh.next_attempt_at = Some(at);
-        fresh.reasons.push(why.clone());
-        if let Some(last) = fresh.history.last_mut() {
-            last.note = why.clone();
-        }
-        let marker = self.ledger.schedule(&fresh.key, at).await?;
-        let written = self
-            .ledger
-            .create_or_merge(&fresh, |existing| {
-                if !existing.open_to_action() {
-                    return Edit::Keep(false);
-                }
-                d.note_on(existing, now);
-                existing.gate_pending = true;
-                existing.next_attempt_at = Some(at);
-                existing.rule = fresh.rule.clone();
-                existing.action = fresh.action.clone();
-                existing.transition(State::Retrying, why.clone(), now);
-                Edit::Save(true)
-            })
-            .await;
-        match written {
-            Ok(Written::Created(_)) | Ok(Written::Merged { value: true, .. }) => {}
-            Ok(Written::Merged { record, .. }) => {
-                let _ = self.ledger.unschedule(&marker).await;
-                outcome.decision = Label::Duplicate;
-                outcome.ledger_state = Some(record.state);
-                return Ok(());
-            }
-            Ok(Written::Missing) | Err(StoreError::Conflict) => {
-                let _ = self.ledger.unschedule(&marker).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        d.log.warn(why.clone());
-        outcome.decision = Label::State(State::Retrying);
-        outcome.next_attempt_at = Some(rfc3339(at));
-        outcome.reason = Some(why);
-        Ok(())
+        self.record_pending(d, plan, at, why, outcome).await
     }
 }

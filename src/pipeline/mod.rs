@@ -5,9 +5,11 @@
 //! - [`outcome`]: the typed answer, serialised as the host's `ReturnValue`.
 //! - `delivery`: the per-event context, and the ledger writes that record a decision or a claim.
 //! - `gate`: running the quality gate and recording its refusals and retries.
+//! - `defer`: leaving a version to `Reconcile` (a failed gate lookup, a webhook deadline).
 //! - `act`: the stale-version check, then the GitHub dispatch or the start of a rollout.
 
 mod act;
+mod defer;
 mod delivery;
 mod gate;
 pub mod outcome;

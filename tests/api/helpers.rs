@@ -416,3 +416,39 @@ pub fn azurite_at(port: u16) -> String {
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
     )
 }
+
+/// POSTs `body` to `path` on `port` the way the Functions host sends the timer's envelope: a raw
+/// HTTP/1.1 request, `Transfer-Encoding: chunked`, the body written in `pieces` chunks with a
+/// short pause before each. Returns the status line's code, or the I/O error the client saw
+/// (a reset connection or a broken pipe when the server answered before reading the body).
+pub async fn post_in_pieces(
+    port: u16,
+    path: &str,
+    body: &[u8],
+    pieces: usize,
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json; charset=utf-8\r\n\
+         Transfer-Encoding: chunked\r\nX-Azure-Functions-InvocationId: chunked-{port}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    for piece in body.chunks(body.len().div_ceil(pieces.max(1)).max(1)) {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        stream
+            .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .await?;
+        stream.write_all(piece).await?;
+        stream.write_all(b"\r\n").await?;
+    }
+    stream.write_all(b"0\r\n\r\n").await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    let text = String::from_utf8_lossy(&reply);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {text:?}")))
+}

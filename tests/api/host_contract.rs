@@ -314,3 +314,31 @@ async fn readiness_answers_quickly_and_unknown_functions_get_404() {
         .status();
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timer_envelope_and_unknown_paths_are_read_before_answering_so_the_host_never_sees_a_reset()
+ {
+    let server = github().await;
+    let app = spawn_with(&server, &standard_config(), &[]).await;
+    let timer = json!({
+        "Data": { "timer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": null, "IsPastDue": false } },
+        "Metadata": { "sys": { "MethodName": "Reconcile", "UtcNow": "2026-11-26T10:01:00Z", "RandGuid": "5d3c0a9e-1f7b-4c1a-9e8e-2a6d2b9c4f10" }, "padding": "x".repeat(4096) }
+    })
+    .to_string()
+    .into_bytes();
+
+    let mut failures = Vec::new();
+    for round in 0..25 {
+        for (path, expected) in [("/Reconcile", 200), ("/NoSuchFunction", 404)] {
+            match post_in_pieces(app.port, path, &timer, 4).await {
+                Ok(status) if status == expected => {}
+                other => failures.push(format!("round {round} {path}: {other:?}")),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 50 calls failed: {failures:?}",
+        failures.len()
+    );
+}

@@ -318,6 +318,18 @@ async fn entra_tokens_are_checked_for_signature_issuer_audience_lifetime_and_rol
             401,
         ),
         (
+            "not valid for an hour yet",
+            Some(token(
+                {
+                    let mut c = claims(AUDIENCE, 7200, role.clone());
+                    c["nbf"] = json!(time::OffsetDateTime::now_utc().unix_timestamp() + 3600);
+                    c
+                },
+                "test-key-1",
+            )),
+            401,
+        ),
+        (
             "wrong audience",
             Some(token(
                 claims("api://someone-else", 3600, role.clone()),
@@ -487,4 +499,219 @@ async fn events_from_another_workspace_are_refused_in_webhook_mode_too() {
     assert_eq!(reply.status(), 200);
     let result = &reply.json::<Value>().await.unwrap()["results"][0];
     assert_eq!(result["skip"], "other_workspace", "{result}");
+}
+
+/// An OpenID provider whose metadata and keys each take `delay` to arrive.
+async fn slow_openid(delay: Duration) -> MockServer {
+    let idp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/metadata"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(delay)
+                .set_body_json(json!({"issuer": "x", "jwks_uri": format!("{}/keys", idp.uri())})),
+        )
+        .mount(&idp)
+        .await;
+    let jwks: Value =
+        serde_json::from_str(include_str!("../fixtures/entra-test-jwks.json")).unwrap();
+    Mock::given(method("GET"))
+        .and(path("/keys"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(delay)
+                .set_body_json(jwks),
+        )
+        .mount(&idp)
+        .await;
+    idp
+}
+
+async fn spawn_entra(gh: &MockServer, metadata: &str) -> TestApp {
+    let uri = gh.uri();
+    TestApp::spawn_webhook(
+        &standard_config(),
+        &[
+            ("GITHUB_API_URL", uri.as_str()),
+            ("GITHUB_TOKEN", "ghp_webhook"),
+            ("AUTODEPLOY_WEBHOOK_TENANT_ID", TENANT),
+            ("AUTODEPLOY_WEBHOOK_AUDIENCE", AUDIENCE),
+            ("AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL", metadata),
+        ],
+    )
+    .await
+}
+
+async fn metadata_fetches(idp: &MockServer) -> usize {
+    idp.received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == "/metadata")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_unknown_key_ids_refetches_the_keys_once_and_valid_deliveries_stay_fast() {
+    let gh = github(2).await;
+    let idp = slow_openid(Duration::from_millis(250)).await;
+    let app = spawn_entra(&gh, &format!("{}/metadata", idp.uri())).await;
+    let role = json!(["AzureEventGridSecureWebhookSubscriber"]);
+    let valid = token(claims(AUDIENCE, 3600, role.clone()), "test-key-1");
+    let post = |bearer: String, version: &str| {
+        app.request(Method::POST, "/api/events")
+            .bearer_auth(bearer)
+            .json(&json!([credit(version)]))
+            .send()
+    };
+    // The first valid delivery loads the keys.
+    assert_eq!(post(valid.clone(), "30").await.unwrap().status(), 200);
+    assert_eq!(metadata_fetches(&idp).await, 1);
+
+    // 40 unauthenticated requests naming unknown key ids, and a valid delivery among them.
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let forged = token(
+                claims(AUDIENCE, 3600, role.clone()),
+                &format!("rotated-{i}"),
+            );
+            post(forged, "31")
+        })
+        .collect();
+    let flood = futures_util::future::join_all(flood);
+    let timed = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let reply = post(valid.clone(), "32").await.unwrap();
+        (reply.status().as_u16(), started.elapsed())
+    };
+    let (refused, (status, latency)) = tokio::join!(flood, timed);
+    assert!(refused.iter().all(|r| r.as_ref().unwrap().status() == 401));
+    assert_eq!(status, 200);
+    assert!(
+        latency < Duration::from_millis(500),
+        "the valid delivery took {latency:?}"
+    );
+    let fetches = metadata_fetches(&idp).await;
+    eprintln!("valid delivery in {latency:?}; {fetches} metadata fetches in all");
+    assert!(fetches <= 2, "{fetches} metadata fetches for 41 requests");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_endpoint_that_is_down_answers_503_to_a_valid_token_and_401_to_a_bad_one() {
+    let gh = github(0).await;
+    let idp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&idp)
+        .await;
+    let app = spawn_entra(&gh, &format!("{}/metadata", idp.uri())).await;
+    let role = json!(["AzureEventGridSecureWebhookSubscriber"]);
+    let valid = token(claims(AUDIENCE, 3600, role), "test-key-1");
+    let cases = [(valid.as_str(), 503), ("not-a-token", 401), ("a.b.c", 401)];
+    for (bearer, status) in cases {
+        let reply = app
+            .request(Method::POST, "/api/events")
+            .bearer_auth(bearer)
+            .json(&json!([credit("33")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status().as_u16(), status, "{bearer:.12}");
+    }
+}
+
+#[tokio::test]
+async fn the_key_followed_by_nul_padding_is_refused() {
+    let gh = github(0).await;
+    let app = spawn(&gh, &[]).await;
+    for pad in [1, 255, 256, 257] {
+        let code = format!("{KEY}{}", "%00".repeat(pad));
+        let reply = app
+            .request(Method::POST, &format!("/api/events?code={code}"))
+            .json(&json!([credit("34")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 401, "{pad} NUL bytes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_batch_is_answered_by_its_deadline_and_reconcile_completes_the_rest() {
+    let gh = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/repos/contoso/ml-deploy/dispatches"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(900)))
+        .expect(12)
+        .mount(&gh)
+        .await;
+    let storage = azurite();
+    let container = unique_container();
+    let app = spawn(
+        &gh,
+        &[
+            ("AUTODEPLOY_STORAGE", storage.as_str()),
+            ("AUTODEPLOY_CONTAINER", container.as_str()),
+            ("AUTODEPLOY_WEBHOOK_DEADLINE_SECS", "3"),
+            ("AUTODEPLOY_RECONCILE_INTERVAL_SECS", "1"),
+        ],
+    )
+    .await;
+    let versions: Vec<String> = (40..52).map(|v| v.to_string()).collect();
+    let batch: Vec<Value> = versions.iter().map(|v| credit(v)).collect();
+
+    let started = std::time::Instant::now();
+    let reply = app
+        .request(Method::POST, "/api/events")
+        .header("x-autodeploy-key", KEY)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let status = reply.status();
+    let results: Value = reply.json().await.unwrap();
+    assert_eq!(status, 200, "{results}\n{}", app.stdout());
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    let left: Vec<&Value> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["decision"] == "retrying")
+        .collect();
+    assert!(!left.is_empty(), "{results}");
+    eprintln!(
+        "batch of 12 answered in {took:?}; {} left to Reconcile",
+        left.len()
+    );
+    assert!(
+        left.iter()
+            .all(|r| r["reason"].as_str().unwrap().contains("deadline"))
+    );
+
+    // Reconcile (the internal timer) sends every version left to it, once.
+    let waited = std::time::Instant::now();
+    for version in &versions {
+        loop {
+            let record = ledger_record(&storage, &container, "credit-risk", version).await;
+            if record["state"] == "dispatched" {
+                break;
+            }
+            assert!(waited.elapsed() < PATIENCE, "{version}: {record}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    assert_eq!(dispatches_received(&gh).await, 12);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_webhook_paths_read_the_body_before_answering() {
+    let gh = github(0).await;
+    let app = spawn(&gh, &[]).await;
+    let body = json!([credit("35")]).to_string().repeat(40).into_bytes();
+    for round in 0..20 {
+        let status = post_in_pieces(app.port, "/api/nothing-here", &body, 4).await;
+        assert!(matches!(status, Ok(404)), "round {round}: {status:?}");
+    }
 }
