@@ -27,7 +27,7 @@ pub struct AzureMlAction {
     /// Request to score the new deployment with before it gets traffic.
     pub smoke_test: Option<SmokeTest>,
     /// How traffic moves.
-    pub rollout: RolloutSpec,
+    pub rollout: Box<RolloutSpec>,
 }
 
 /// `smoke_test:`.
@@ -139,7 +139,7 @@ impl Walker<'_> {
             name: name?,
             target_workspace,
             smoke_test: smoke_test?,
-            rollout: rollout?,
+            rollout: Box::new(rollout?),
         })
     }
 

@@ -34,7 +34,7 @@ pub struct RolloutSpec {
     pub steps: Vec<u8>,
     /// `approval`: a person approves before 100%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval: Option<ApprovalSpec>,
+    pub approval: Option<Box<ApprovalSpec>>,
 }
 
 /// `rollout.approval`.
@@ -161,7 +161,7 @@ impl Walker<'_> {
         }
         if let Some(approval) = present(map, "approval") {
             match self.approval(approval, &join(location, "approval")) {
-                Some(a) => spec.approval = Some(a),
+                Some(a) => spec.approval = Some(Box::new(a)),
                 None => ok = false,
             }
         }

@@ -120,7 +120,7 @@ pub fn plan(
             request: s.request.clone(),
             expect_status: s.expect_status,
         }),
-        rollout: action.rollout.clone(),
+        rollout: (*action.rollout).clone(),
     }
 }
 

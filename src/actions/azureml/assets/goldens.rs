@@ -11,7 +11,7 @@ use super::InlineEnvironment;
 use super::code::CodeFolder;
 use crate::actions::azureml::translate::translate;
 use crate::actions::azureml::{AzureMlPlan, plan};
-use crate::config::{AzureMlAction, RolloutSpec, Template};
+use crate::config::{AzureMlAction, Template};
 
 /// Where az ml refuses and we knowingly do not (each documented in docs/direct-deployment.md).
 const WE_ACCEPT: &[(&str, &str)] = &[
@@ -68,7 +68,7 @@ fn our_plan(golden: &Value, yaml_path: &Path) -> Result<AzureMlPlan, Vec<String>
         name: Template::parse("{modelName}-{modelVersion}").unwrap(),
         target_workspace: None,
         smoke_test: None,
-        rollout: RolloutSpec::default(),
+        rollout: Box::default(),
     };
     let deployment = golden["deployment"].as_str().unwrap_or("blue");
     Ok(plan(&action, workspace, "fraud-model", "7", deployment))
