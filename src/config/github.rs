@@ -9,15 +9,19 @@ use super::Template;
 use super::problems::{ConfigProblem, Walker, join, kind, present, scalar_text};
 use super::template::Placeholder;
 
-/// GitHub's limit on `workflow_dispatch` inputs on github.com: "The maximum number of top-level
-/// properties for `inputs` is 25" (REST API, "Create a workflow dispatch event").
+/// GitHub's limit on `workflow_dispatch` inputs on github.com: 25 keys (raised from 10; see
+/// `shared/reference/github-api-and-peers.md` and github/docs#15710, where the old 10 was first
+/// documented: "you may only define up to 10 inputs for a workflow_dispatch event").
 pub const MAX_WORKFLOW_INPUTS: usize = 25;
-/// GitHub Enterprise Server's limit on `workflow_dispatch` inputs: "The maximum number of
-/// top-level properties for `inputs` is 10" (REST API for GHES, same endpoint).
+/// GitHub Enterprise Server's limit on `workflow_dispatch` inputs: still 10, as in the REST
+/// description GHES ships ("Input keys and values configured in the workflow file. The maximum
+/// number of properties is 10", `ActionsCreateWorkflowDispatchRequest` in the generated clients
+/// octocrab and openapi-github, docs.rs).
 pub const MAX_WORKFLOW_INPUTS_GHES: usize = 10;
-/// GitHub's limit on a `repository_dispatch` `event_type`: "The name of the repository dispatch
-/// event ... This parameter must not exceed 100 characters" (REST API, "Create a repository
-/// dispatch event").
+/// GitHub's limit on a `repository_dispatch` `event_type`: 100 characters
+/// (`github/rest-api-description`, `api.github.com.2022-11-28.yaml`, "Create a repository
+/// dispatch event": "This parameter must not exceed 100 characters"; the docs corpus search
+/// found no page contradicting it).
 pub const MAX_EVENT_TYPE_LEN: usize = 100;
 
 /// The `workflow_dispatch` inputs GitHub at `api_url` accepts: 25 on github.com (and GHE.com,
