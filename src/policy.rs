@@ -6,7 +6,10 @@
 use serde_json::{Map, Value, json};
 
 use crate::actions::{ActionPlan, GithubPlan, GithubRequest};
-use crate::config::{Config, GithubTarget, Mode, Rule, RuleAction, RuleName, TemplateValues};
+use crate::config::{
+    Config, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS, Mode, Rule, RuleAction,
+    RuleName, TemplateValues,
+};
 use crate::event::{Event, EventKind, ModelRegistered};
 
 /// GitHub refuses a `client_payload` of 64 KB or more.
@@ -15,10 +18,22 @@ pub const MAX_CLIENT_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const MAX_CLIENT_PAYLOAD_KEYS: usize = 10;
 
 /// Facts from outside the event and the config, passed in so `decide` stays pure.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Facts {
     /// `AUTODEPLOY_PAUSED`.
     pub paused: bool,
+    /// The `workflow_dispatch` inputs the configured GitHub accepts (25; 10 on GitHub
+    /// Enterprise Server: [`crate::config::max_workflow_inputs`]).
+    pub max_workflow_inputs: usize,
+}
+
+impl Default for Facts {
+    fn default() -> Self {
+        Facts {
+            paused: false,
+            max_workflow_inputs: MAX_WORKFLOW_INPUTS,
+        }
+    }
 }
 
 /// What to do with one event.
@@ -32,6 +47,15 @@ pub enum Decision {
     Paused(Plan),
     /// Nothing to do, and why.
     Skip(SkipReason),
+    /// A rule matched, but what it renders for this version breaks a limit of the receiving
+    /// API (e.g. GitHub's 100-character `event_type`): a configuration problem. The version
+    /// fails, recorded; nothing is sent and nothing retries, since sending again cannot help.
+    Misconfigured {
+        /// The rule that matched.
+        rule: RuleName,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// A matched rule and the exact action it produces.
@@ -79,6 +103,7 @@ impl Decision {
             Decision::Observe(_) => "observe",
             Decision::Paused(_) => "paused",
             Decision::Skip(_) => "skip",
+            Decision::Misconfigured { .. } => "misconfigured",
         }
     }
 
@@ -86,7 +111,7 @@ impl Decision {
     pub fn plan(&self) -> Option<&Plan> {
         match self {
             Decision::Act(p) | Decision::Observe(p) | Decision::Paused(p) => Some(p),
-            Decision::Skip(_) => None,
+            Decision::Skip(_) | Decision::Misconfigured { .. } => None,
         }
     }
 
@@ -105,6 +130,9 @@ impl Decision {
                 p.action.describe()
             ),
             Decision::Skip(reason) => reason.explain(),
+            Decision::Misconfigured { rule, problem } => format!(
+                "rule {rule} matched, but this version cannot be sent: {problem}; a configuration problem: fix the rule (nothing sent, no retry)"
+            ),
         }
     }
 }
@@ -171,6 +199,12 @@ pub fn decide(event: &Event, config: &Config, facts: Facts) -> Decision {
             continue;
         }
         let plan = plan(rule, event, model);
+        if let Some(problem) = beyond_limits(&plan.action, facts) {
+            return Decision::Misconfigured {
+                rule: rule.name.clone(),
+                problem,
+            };
+        }
         return if facts.paused {
             Decision::Paused(plan)
         } else if rule.mode == Mode::Observe {
@@ -204,6 +238,33 @@ fn mismatch(rule: &Rule, model: &ModelRegistered) -> Option<String> {
         }
     }
     None
+}
+
+/// What in a rendered action GitHub would refuse, checked here rather than in the HTTP client
+/// so that it is a decision (recorded, never retried) and not a 422 that looks transient.
+fn beyond_limits(action: &ActionPlan, facts: Facts) -> Option<String> {
+    let ActionPlan::Github(plan) = action else {
+        return None;
+    };
+    match &plan.request {
+        GithubRequest::RepositoryDispatch { event_type, .. } => {
+            let len = event_type.chars().count();
+            (len > MAX_EVENT_TYPE_LEN).then(|| {
+                format!(
+                    "event_type renders to {len} characters; GitHub accepts at most {MAX_EVENT_TYPE_LEN}"
+                )
+            })
+        }
+        GithubRequest::WorkflowDispatch { inputs, .. } => {
+            (inputs.len() > facts.max_workflow_inputs).then(|| {
+                format!(
+                    "{} workflow_dispatch inputs; the configured GitHub accepts at most {}",
+                    inputs.len(),
+                    facts.max_workflow_inputs
+                )
+            })
+        }
+    }
 }
 
 fn plan(rule: &Rule, event: &Event, model: &ModelRegistered) -> Plan {
@@ -354,7 +415,10 @@ rules:
             ),
             (
                 event("credit-a", json!({"stage":"production"}), WS),
-                Facts { paused: true },
+                Facts {
+                    paused: true,
+                    ..Facts::default()
+                },
                 "paused",
                 "AUTODEPLOY_PAUSED",
             ),
@@ -473,5 +537,52 @@ rules:
         );
         let d = decide(&event("m", json!({}), WS), &cfg, Facts::default());
         assert_eq!(d.plan().unwrap().rule.as_ref(), "a");
+    }
+
+    #[test]
+    fn a_rendered_action_beyond_githubs_limits_is_a_configuration_problem() {
+        let inputs: Vec<String> = (0..11).map(|i| format!("i{i}: v")).collect();
+        let cfg = config(&format!(
+            "rules: [{{name: long, models: ['long-*'], github: {{repository: o/r, event_type: 'deploy-{{modelName}}'}}}}, \
+             {{name: many, models: ['many'], github: {{repository: o/r, workflow: d.yml, inputs: {{{}}}}}}}]",
+            inputs.join(", ")
+        ));
+        let ghes = Facts {
+            max_workflow_inputs: 10,
+            ..Facts::default()
+        };
+        let long = format!("long-{}", "x".repeat(110));
+        // (model, facts, label, what the explanation says)
+        let cases = [
+            ("long-a", Facts::default(), "act", "rule long matched"),
+            (
+                long.as_str(),
+                Facts::default(),
+                "misconfigured",
+                "event_type renders to 122 characters; GitHub accepts at most 100",
+            ),
+            (
+                long.as_str(),
+                Facts {
+                    paused: true,
+                    ..Facts::default()
+                },
+                "misconfigured",
+                "configuration problem",
+            ),
+            ("many", Facts::default(), "act", "rule many matched"),
+            (
+                "many",
+                ghes,
+                "misconfigured",
+                "11 workflow_dispatch inputs; the configured GitHub accepts at most 10",
+            ),
+        ];
+        for (model, facts, label, needle) in cases {
+            let d = decide(&event(model, json!({}), WS), &cfg, facts);
+            assert_eq!(d.label(), label, "{model}: {}", d.explain());
+            assert!(d.explain().contains(needle), "{}", d.explain());
+            assert_eq!(d.plan().is_none(), label == "misconfigured");
+        }
     }
 }

@@ -131,6 +131,7 @@ pub fn build_pipeline(
         config,
         facts: Facts {
             paused: settings.paused,
+            max_workflow_inputs: crate::config::max_workflow_inputs(&settings.github.api_url),
         },
         github,
         ledger,

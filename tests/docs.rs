@@ -397,13 +397,18 @@ fn load(kind: Kind, text: &str) -> Result<(), Vec<String>> {
 }
 
 /// Loads the deployment YAML at `path` (whose local files are beside it) as a direct-deployment
-/// rule's deployment file.
+/// rule's deployment file, from a config read as if it were beside it (referenced files stay
+/// inside the config file's folder; nothing is written there).
 fn deployment_in_place(path: &Path) -> Result<(), Vec<String>> {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("autodeploy.yml");
-    let rule = azureml_rule(path.to_str().unwrap());
-    std::fs::write(&config, to_text(&rules(vec![rule]))).unwrap();
-    Config::load(&config).map(drop).map_err(|e| e.lines())
+    let folder = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let rule = azureml_rule(name);
+    Config::parse(
+        &to_text(&rules(vec![rule])),
+        &folder.join("autodeploy.docs-check.yml"),
+    )
+    .map(drop)
+    .map_err(|e| e.lines())
 }
 
 fn to_text(value: &Value) -> String {

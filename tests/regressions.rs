@@ -49,6 +49,9 @@ fn fuzz_regressions_are_handled() {
                 &yaml,
                 None,
                 Path::new("tests/fixtures/azml/seed/aml_yamls"),
+                &aml_autodeploy::config::ConfigFolder::of(Path::new(
+                    "tests/fixtures/azml/seed/autodeploy.yml",
+                )),
             );
         }
     }

@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
             Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"),
             // Relative paths in the input resolve against the seed layout's folder.
             std::path::Path::new("tests/fixtures/azml/seed/aml_yamls"),
+            &aml_autodeploy::config::ConfigFolder::of(std::path::Path::new(
+                "tests/fixtures/azml/seed/autodeploy.yml",
+            )),
         );
     }
 });

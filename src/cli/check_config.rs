@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::{Config, GithubTarget, Mode, RuleAction};
+use crate::config::{Config, GithubTarget, Mode, RuleAction, lexical};
 use crate::settings::Settings;
 
 use super::{CliError, ConfigArg};
@@ -93,6 +93,9 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
                     rule.model_patterns.join(", ")
                 )?;
             }
+            for warning in &config.warnings {
+                writeln!(out, "warning: {}: {warning}", path.display())?;
+            }
             Ok(true)
         }
         Err(error) => {
@@ -151,23 +154,4 @@ pub fn list_config_files(path: &Path, out: &mut dyn Write) -> std::io::Result<bo
         }
     }
     Ok(ok)
-}
-
-/// `path` with `.` and `name/..` removed without touching the disk (`a/../b/./c` → `b/c`), so
-/// that a code folder written as `../../model-1/onlinescoring` is listed by its real place.
-fn lexical(path: &Path) -> std::path::PathBuf {
-    use std::path::Component;
-    let mut out = std::path::PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }

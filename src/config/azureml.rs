@@ -112,7 +112,7 @@ impl Walker<'_> {
                 };
                 let ws = target_workspace.as_ref().map(|w| w.as_ref());
                 let base = path.parent().unwrap_or(std::path::Path::new(""));
-                match translate(&yaml, ws, base) {
+                match translate(&yaml, ws, base, &self.folder) {
                     Ok(template) => Some((path, template)),
                     Err(problems) => {
                         for p in problems {
@@ -178,5 +178,108 @@ impl Walker<'_> {
             request,
             expect_status: expect_status?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    /// A config folder `root/config` holding a deployment, a request, a code folder and a conda
+    /// file, with a secret beside the folder; returns the problems of `rule` (an `azureml:` block).
+    fn problems_of(rule: &str, deployment_tail: &str) -> Vec<String> {
+        let root = tempfile::tempdir().unwrap();
+        let secret = "SECRET-CONTENT: do not print";
+        std::fs::write(root.path().join("secret.json"), secret).unwrap();
+        std::fs::write(root.path().join("secret.yml"), secret).unwrap();
+        let config = root.path().join("config");
+        std::fs::create_dir_all(config.join("scripts")).unwrap();
+        std::fs::write(config.join("scripts/score.py"), "def run(x): return x\n").unwrap();
+        std::fs::write(config.join("request.json"), "{}").unwrap();
+        std::fs::write(
+            config.join("deployment.yml"),
+            format!("instance_type: Standard_DS3_v2\n{deployment_tail}"),
+        )
+        .unwrap();
+        let yaml = format!("rules:\n  - name: d\n    models: [m]\n    azureml: {rule}\n");
+        match Config::parse(&yaml, &config.join("autodeploy.yml")) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                assert!(!lines.iter().any(|l| l.contains("SECRET")), "{lines:?}");
+                lines
+            }
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn referenced_files_must_stay_inside_the_config_folder() {
+        let ok = "{ endpoint: ep-one, deployment: deployment.yml }";
+        let abs = std::env::temp_dir().join("secret.json");
+        let abs = abs.display();
+        // (the azureml block, the deployment YAML's tail, the key and word the problem names)
+        let cases: Vec<(String, &str, &str, &str)> = vec![
+            (
+                "{ endpoint: ep-one, deployment: ../secret.yml }".into(),
+                "",
+                "rules[0] (d).azureml.deployment: ",
+                "outside the config file's folder",
+            ),
+            (
+                "{ endpoint: ep-one, deployment: scripts/../../secret.yml }".into(),
+                "",
+                "rules[0] (d).azureml.deployment: ",
+                "outside",
+            ),
+            (
+                format!("{{ endpoint: ep-one, deployment: {abs} }}"),
+                "",
+                "rules[0] (d).azureml.deployment: ",
+                "absolute path",
+            ),
+            (
+                "{ endpoint: ep-one, deployment: deployment.yml, smoke_test: { request: ../secret.json } }".into(),
+                "",
+                "rules[0] (d).azureml.smoke_test.request: ",
+                "outside",
+            ),
+            (
+                format!("{{ endpoint: ep-one, deployment: deployment.yml, smoke_test: {{ request: {abs} }} }}"),
+                "",
+                "rules[0] (d).azureml.smoke_test.request: ",
+                "absolute path",
+            ),
+            (
+                ok.into(),
+                "code_configuration: { code: ../, scoring_script: score.py }\n",
+                "rules[0] (d).azureml.deployment: ",
+                "code_configuration.code: \"../\" is outside",
+            ),
+            (
+                ok.into(),
+                "code_configuration: { code: ./scripts, scoring_script: ../../secret.json }\n",
+                "rules[0] (d).azureml.deployment: ",
+                "code_configuration.scoring_script: \"../../secret.json\" is not inside the code folder",
+            ),
+            (
+                ok.into(),
+                "environment: { image: mcr.microsoft.com/x, conda_file: ../secret.yml }\n",
+                "rules[0] (d).azureml.deployment: ",
+                "environment.conda_file: \"../secret.yml\" is outside",
+            ),
+            (
+                ok.into(),
+                "environment: { image: mcr.microsoft.com/x, conda_file: /etc/hostname }\n",
+                "rules[0] (d).azureml.deployment: ",
+                "environment.conda_file: \"/etc/hostname\" is an absolute path",
+            ),
+        ];
+        for (rule, tail, key, word) in cases {
+            let found = problems_of(&rule, tail);
+            assert!(
+                found.iter().any(|p| p.starts_with(key) && p.contains(word)),
+                "{rule} {tail}: missing {key}…{word} in {found:#?}"
+            );
+        }
     }
 }

@@ -5,13 +5,64 @@ use std::fmt;
 
 use serde_norway::{Mapping, Value};
 
+use super::Template;
 use super::problems::{ConfigProblem, Walker, join, kind, present, scalar_text};
-use super::{Template, TemplateValues};
+use super::template::Placeholder;
 
-/// GitHub's limit on `workflow_dispatch` inputs.
+/// GitHub's limit on `workflow_dispatch` inputs on github.com: 25 keys (raised from 10; see
+/// `shared/reference/github-api-and-peers.md` and github/docs#15710, where the old 10 was first
+/// documented: "you may only define up to 10 inputs for a workflow_dispatch event").
 pub const MAX_WORKFLOW_INPUTS: usize = 25;
-/// GitHub's limit on a `repository_dispatch` `event_type`.
+/// GitHub Enterprise Server's limit on `workflow_dispatch` inputs: still 10, as in the REST
+/// description GHES ships ("Input keys and values configured in the workflow file. The maximum
+/// number of properties is 10", `ActionsCreateWorkflowDispatchRequest` in the generated clients
+/// octocrab and openapi-github, docs.rs).
+pub const MAX_WORKFLOW_INPUTS_GHES: usize = 10;
+/// GitHub's limit on a `repository_dispatch` `event_type`: 100 characters
+/// (`github/rest-api-description`, `api.github.com.2022-11-28.yaml`, "Create a repository
+/// dispatch event": "This parameter must not exceed 100 characters"; the docs corpus search
+/// found no page contradicting it).
 pub const MAX_EVENT_TYPE_LEN: usize = 100;
+
+/// The `workflow_dispatch` inputs GitHub at `api_url` accepts: 25 on github.com (and GHE.com,
+/// `api.SUBDOMAIN.ghe.com`), 10 on GitHub Enterprise Server (any other host).
+pub fn max_workflow_inputs(api_url: &str) -> usize {
+    let host = api_url
+        .split_once("://")
+        .map_or(api_url, |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host == "api.github.com" || host.ends_with(".ghe.com") {
+        MAX_WORKFLOW_INPUTS
+    } else {
+        MAX_WORKFLOW_INPUTS_GHES
+    }
+}
+
+/// The shortest workspace ARM id: `/subscriptions/{GUID}/resourceGroups/{1}/providers/
+/// Microsoft.MachineLearningServices/workspaces/{3}`.
+const MIN_WORKSPACE_LEN: usize =
+    "/subscriptions//resourceGroups//providers/Microsoft.MachineLearningServices/workspaces/".len()
+        + 36
+        + 1
+        + 3;
+
+/// The least and most characters a placeholder renders; `workspace` is the configured one.
+fn placeholder_bounds(p: Placeholder, workspace: Option<usize>) -> (usize, Option<usize>) {
+    match p {
+        // Azure ML model names: up to 255 characters.
+        Placeholder::ModelName => (1, Some(255)),
+        Placeholder::ModelVersion | Placeholder::EventId => (1, None),
+        // azureml:{name}:{version}
+        Placeholder::ModelId => ("azureml:x:1".len(), None),
+        Placeholder::Workspace => match workspace {
+            Some(len) => (len, Some(len)),
+            None => (MIN_WORKSPACE_LEN, None),
+        },
+    }
+}
 
 /// The `github:` block of a rule.
 #[derive(Debug, Clone)]
@@ -166,13 +217,20 @@ impl Walker<'_> {
         }
         let loc = join(location, "event_type");
         let template = self.template(event_type, &loc);
-        if let Some(t) = &template
-            && literal_len(t) > MAX_EVENT_TYPE_LEN
-        {
-            self.problem(
-                &loc,
-                format!("GitHub limits event_type to {MAX_EVENT_TYPE_LEN} characters"),
-            );
+        if let Some(t) = &template {
+            let workspace = self.workspace_len;
+            let (least, most) = t.length_bounds(|p| placeholder_bounds(p, workspace));
+            if least > MAX_EVENT_TYPE_LEN {
+                self.problem(
+                    &loc,
+                    format!("always renders at least {least} characters; GitHub limits event_type to {MAX_EVENT_TYPE_LEN}"),
+                );
+            } else if most.is_none_or(|m| m > MAX_EVENT_TYPE_LEN) {
+                self.warning(
+                    &loc,
+                    format!("can render more than {MAX_EVENT_TYPE_LEN} characters (a model name may have 255), which GitHub refuses; such a version fails as a configuration problem"),
+                );
+            }
         }
         template.map(|event_type| GithubTarget::RepositoryDispatch { event_type })
     }
@@ -217,13 +275,20 @@ impl Walker<'_> {
             return Some(Vec::new());
         };
         let map = self.mapping(value, location)?;
-        if map.len() > MAX_WORKFLOW_INPUTS {
+        let api_url = self.env.get("GITHUB_API_URL");
+        let api_url = api_url
+            .as_deref()
+            .unwrap_or(crate::settings::DEFAULT_GITHUB_API_URL);
+        let limit = max_workflow_inputs(api_url);
+        if map.len() > limit {
+            let whose = if limit == MAX_WORKFLOW_INPUTS {
+                "GitHub accepts".to_string()
+            } else {
+                format!("GitHub Enterprise Server (GITHUB_API_URL {api_url}) accepts")
+            };
             self.problem(
                 location,
-                format!(
-                    "{} inputs; GitHub accepts at most {MAX_WORKFLOW_INPUTS}",
-                    map.len()
-                ),
+                format!("{} inputs; {whose} at most {limit}", map.len()),
             );
         }
         let mut out = Vec::new();
@@ -252,22 +317,8 @@ impl Walker<'_> {
                 }
             }
         }
-        (ok && map.len() <= MAX_WORKFLOW_INPUTS).then_some(out)
+        (ok && map.len() <= limit).then_some(out)
     }
-}
-
-/// The length of a template's literal text (placeholders count as empty): a lower bound on the
-/// rendered length.
-fn literal_len(t: &Template) -> usize {
-    t.render(&TemplateValues {
-        model_name: "",
-        model_version: "",
-        model_id: "",
-        event_id: "",
-        workspace: "",
-    })
-    .chars()
-    .count()
 }
 
 #[cfg(test)]
@@ -301,6 +352,89 @@ mod tests {
         assert!(RepoSlug::parse("contoso/ml.deploy_2").is_ok());
         for bad in ["contoso", "/x", "o/", "o/r/x", "-o/r", "o/..", "o w/r"] {
             assert!(RepoSlug::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_types_that_always_or_may_render_past_100_characters() {
+        use crate::config::{Config, ConfigError};
+        let ws = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws";
+        let x90 = "x".repeat(90);
+        // (workspace line, event_type, problem or warning expected, what it says)
+        let cases: Vec<(&str, String, Option<&str>, &str)> = vec![
+            ("", "deploy-model".into(), None, ""),
+            (
+                "",
+                "deploy-{workspace}".into(),
+                Some("problem"),
+                "always renders at least 134",
+            ),
+            (
+                "",
+                "{modelVersion}".into(),
+                Some("warning"),
+                "can render more than 100",
+            ),
+            (
+                "",
+                "deploy-{modelName}".into(),
+                Some("warning"),
+                "a model name may have 255",
+            ),
+            (
+                "",
+                format!("{x90}-{{modelId}}"),
+                Some("problem"),
+                "always renders at least 102",
+            ),
+            (
+                "",
+                "x".repeat(101),
+                Some("problem"),
+                "always renders at least 101",
+            ),
+            (ws, "d-{workspace}".into(), Some("problem"), "at least 129"),
+        ];
+        for (workspace, event_type, expected, needle) in cases {
+            let head = if workspace.is_empty() {
+                String::new()
+            } else {
+                format!("workspace: {workspace}\n")
+            };
+            let yaml = format!(
+                "{head}rules: [{{name: a, models: [x], github: {{repository: o/r, event_type: '{event_type}'}}}}]"
+            );
+            let found: Vec<String> = match Config::parse(&yaml, std::path::Path::new("a.yml")) {
+                Ok(c) if expected == Some("problem") => panic!("{event_type}: accepted: {c:?}"),
+                Ok(c) => c.warnings.iter().map(ToString::to_string).collect(),
+                Err(ConfigError::Invalid { problems, .. }) if expected == Some("problem") => {
+                    problems.iter().map(ToString::to_string).collect()
+                }
+                Err(e) => panic!("{event_type}: {e}"),
+            };
+            match expected {
+                None => assert!(found.is_empty(), "{event_type}: {found:?}"),
+                Some(_) => assert!(
+                    found
+                        .iter()
+                        .any(|p| p.starts_with("rules[0] (a).github.event_type: ")
+                            && p.contains(needle)),
+                    "{event_type}: missing {needle:?} in {found:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn github_enterprise_server_accepts_ten_inputs() {
+        for (url, limit) in [
+            ("https://api.github.com", 25),
+            ("https://API.GITHUB.COM/", 25),
+            ("https://api.octocorp.ghe.com", 25),
+            ("https://github.example.com/api/v3", 10),
+            ("http://127.0.0.1:8080", 10),
+        ] {
+            assert_eq!(max_workflow_inputs(url), limit, "{url}");
         }
     }
 }

@@ -13,6 +13,7 @@ mod azureml;
 pub mod gate;
 mod github;
 pub mod notify;
+mod paths;
 mod problems;
 mod rollout;
 mod rules;
@@ -28,7 +29,11 @@ use crate::settings::{Env, ProcessEnv};
 use problems::{Walker, present};
 
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
-pub use github::{GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS, RepoSlug};
+pub use github::{
+    GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS, MAX_WORKFLOW_INPUTS_GHES,
+    RepoSlug, max_workflow_inputs,
+};
+pub use paths::{ConfigFolder, PathProblem, lexical};
 pub use problems::ConfigProblem;
 pub use rollout::{ApprovalSpec, RolloutSpec, Strategy};
 pub use rules::{Mode, Rule, RuleAction, RuleName};
@@ -45,6 +50,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Where outcomes are announced.
     pub notify: Vec<notify::NotifyTarget>,
+    /// What is allowed but may fail at run time (printed by `check-config`, never failing it).
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// Why a config could not be loaded.
@@ -120,11 +127,17 @@ impl Config {
         let mut walker = Walker {
             problems: Vec::new(),
             base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            folder: ConfigFolder::of(path),
+            warnings: Vec::new(),
+            workspace_len: None,
             env,
         };
         let config = walker.config(&root, path);
         match config {
-            Some(config) if walker.problems.is_empty() => Ok(config),
+            Some(config) if walker.problems.is_empty() => Ok(Config {
+                warnings: walker.warnings,
+                ..config
+            }),
             _ => Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
                 problems: walker.problems,
@@ -157,6 +170,7 @@ impl Walker<'_> {
                 " (/subscriptions/…/resourceGroups/…/providers/Microsoft.MachineLearningServices/workspaces/…)",
             )
         });
+        self.workspace_len = workspace.as_ref().map(|w| w.as_ref().chars().count());
         let rules = match present(map, "rules") {
             None => {
                 self.problem("rules", "is required: a list of rules");
@@ -172,6 +186,7 @@ impl Walker<'_> {
             workspace,
             rules,
             notify,
+            warnings: Vec::new(),
         })
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde_norway::{Mapping, Value};
 
-use super::Template;
+use super::{ConfigFolder, Template};
 use crate::settings::Env;
 
 /// One problem in a config file, with where it is.
@@ -37,6 +37,12 @@ pub(super) struct Walker<'e> {
     pub(super) problems: Vec<ConfigProblem>,
     /// The config file's folder: relative files in the config resolve against it.
     pub(super) base: PathBuf,
+    /// The folder every referenced file must stay inside.
+    pub(super) folder: ConfigFolder,
+    /// Things that are allowed but may fail at run time, in file order.
+    pub(super) warnings: Vec<ConfigProblem>,
+    /// The length of the configured `workspace:`, once read.
+    pub(super) workspace_len: Option<usize>,
     /// Where `url_env` settings are read.
     pub(super) env: &'e dyn Env,
 }
@@ -44,6 +50,13 @@ pub(super) struct Walker<'e> {
 impl Walker<'_> {
     pub(super) fn problem(&mut self, location: &str, message: impl Into<String>) {
         self.problems.push(ConfigProblem {
+            location: location.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn warning(&mut self, location: &str, message: impl Into<String>) {
+        self.warnings.push(ConfigProblem {
             location: location.to_string(),
             message: message.into(),
         });
@@ -186,8 +199,8 @@ impl Walker<'_> {
         }
     }
 
-    /// Reads the file named under `key` (required), relative to the config file's folder;
-    /// returns its path and text.
+    /// Reads the file named under `key` (required), relative to the config file's folder and
+    /// inside it (see [`ConfigFolder`]); returns its path and text. A file outside is never read.
     pub(super) fn file(
         &mut self,
         map: &Mapping,
@@ -195,7 +208,13 @@ impl Walker<'_> {
         location: &str,
     ) -> Option<(PathBuf, String)> {
         let file = self.string(map, key, location, true)?;
-        let path = self.base.join(file);
+        let path = match self.folder.resolve(&self.base, &file) {
+            Ok(path) => path,
+            Err(problem) => {
+                self.problem(&join(location, key), problem.to_string());
+                return None;
+            }
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => Some((path, text)),
             Err(e) => {

@@ -128,6 +128,24 @@ impl Template {
         &self.source
     }
 
+    /// The least and the most characters this template can render, given each placeholder's
+    /// (`None`: no known upper bound).
+    pub fn length_bounds(
+        &self,
+        placeholder: impl Fn(Placeholder) -> (usize, Option<usize>),
+    ) -> (usize, Option<usize>) {
+        let (mut least, mut most) = (0, Some(0));
+        for segment in &self.segments {
+            let (lo, hi) = match segment {
+                Segment::Literal(text) => (text.chars().count(), Some(text.chars().count())),
+                Segment::Placeholder(p) => placeholder(*p),
+            };
+            least += lo;
+            most = most.zip(hi).map(|(a, b)| a + b);
+        }
+        (least, most)
+    }
+
     /// Replaces the placeholders.
     pub fn render(&self, values: &TemplateValues<'_>) -> String {
         let mut out = String::new();

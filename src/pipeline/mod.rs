@@ -238,6 +238,14 @@ impl Pipeline {
                 }
                 return Ok(outcome.into());
             }
+            // Sending cannot succeed: the version fails, recorded, and nothing retries it.
+            Decision::Misconfigured { .. } => {
+                log.error(decision.explain());
+                if !dry_run {
+                    self.record_decision(&delivery, None, State::Failed).await?;
+                }
+                return Ok(outcome.into());
+            }
             Decision::Act(plan) | Decision::Observe(plan) | Decision::Paused(plan) => plan,
         };
         for note in &plan.notes {

@@ -213,6 +213,7 @@ impl Outcome {
             Decision::Observe(_) => (State::Observed, None),
             Decision::Paused(_) => (State::Skipped, Some("paused")),
             Decision::Skip(reason) => (State::Skipped, Some(reason.code())),
+            Decision::Misconfigured { .. } => (State::Failed, None),
         };
         let model = match &event.kind {
             EventKind::ModelRegistered(model) => Some(model),
@@ -228,7 +229,10 @@ impl Outcome {
             skip,
             model: model.map(|m| m.name.to_string()),
             version: model.map(|m| m.version.to_string()),
-            rule: plan.map(|p| p.rule.to_string()),
+            rule: match decision {
+                Decision::Misconfigured { rule, .. } => Some(rule.to_string()),
+                _ => plan.map(|p| p.rule.to_string()),
+            },
             action: plan.map(|p| p.action.describe()),
             misses: match decision {
                 Decision::Skip(SkipReason::NoRuleMatched { misses, .. }) => Some(

@@ -22,15 +22,15 @@ fn golden(relative: &str) -> Value {
 }
 
 /// Copies a fixture case folder into a temporary folder (so tests never write beside the
-/// fixtures) and writes a rules file beside it with one rule per (model, YAML, rule extras).
+/// fixtures) and returns the rules text for that folder (start it with `Direct::spawn_in`), one
+/// rule per (model, YAML, rule extras).
 fn layout(case: &str, rules: &[(&str, &str, &str)]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixtures().join(case), dir.path());
     let mut config = format!("workspace: {WS}\nrules:\n");
     for (model, yaml, extra) in rules {
         config.push_str(&format!(
-            "  - name: {model}-rule\n    models: [\"{model}\"]\n    azureml:\n      endpoint: fraud-ep\n      deployment: {}/{yaml}\n      rollout: {FAST}\n{extra}",
-            dir.path().display()
+            "  - name: {model}-rule\n    models: [\"{model}\"]\n    azureml:\n      endpoint: fraud-ep\n      deployment: {yaml}\n      rollout: {FAST}\n{extra}"
         ));
     }
     (dir, config)
@@ -76,7 +76,7 @@ fn expected(template: &Value, replacements: &[(&str, &str)]) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
     let (t, azurite, proxy) = with_uploads().await;
-    let (_dir, config) = layout(
+    let (dir, config) = layout(
         "seed",
         &[(
             "fraud-model",
@@ -84,7 +84,7 @@ async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
             "",
         )],
     );
-    let app = t.spawn(&config).await;
+    let app = t.spawn_in(dir.path(), &config, &[]).await;
     let reply = app
         .post_event(&model_event("fraud-model", "7", json!({})))
         .await;
@@ -229,7 +229,7 @@ async fn a_code_version_with_the_same_hash_is_reused_and_nothing_is_uploaded() {
                 "properties": {"hash_sha256": golden["code"]["hash"], "hash_version": 202208}}}),
         );
     });
-    let (_dir, config) = layout(
+    let (dir, config) = layout(
         "seed",
         &[(
             "fraud-model",
@@ -237,7 +237,7 @@ async fn a_code_version_with_the_same_hash_is_reused_and_nothing_is_uploaded() {
             "",
         )],
     );
-    let app = t.spawn(&config).await;
+    let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-model", "8", json!({})))
         .await;
     t.reconcile_model_until(&app, "fraud-model", "8", "succeeded")
@@ -284,7 +284,7 @@ async fn an_upload_cut_off_midway_is_resumed_never_registered_half_done() {
         .unwrap();
     }
     proxy.state.lock().unwrap().fail_after_puts = Some(2);
-    let app = t.spawn(&config).await;
+    let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-model", "9", json!({})))
         .await;
 
@@ -330,7 +330,7 @@ async fn an_upload_cut_off_midway_is_resumed_never_registered_half_done() {
 async fn a_refused_asset_write_is_a_configuration_problem_and_nothing_is_deployed() {
     let (t, _azurite, _proxy) = with_uploads().await;
     t.arm.with(|s| s.assets.refuse_writes = true);
-    let (_dir, config) = layout(
+    let (dir, config) = layout(
         "seed",
         &[(
             "fraud-model",
@@ -338,7 +338,7 @@ async fn a_refused_asset_write_is_a_configuration_problem_and_nothing_is_deploye
             "",
         )],
     );
-    let app = t.spawn(&config).await;
+    let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-model", "10", json!({})))
         .await;
     let record = t
@@ -362,7 +362,7 @@ async fn a_refused_asset_write_is_a_configuration_problem_and_nothing_is_deploye
 async fn a_refused_upload_is_a_configuration_problem_and_nothing_is_registered() {
     let (t, _azurite, proxy) = with_uploads().await;
     proxy.state.lock().unwrap().refuse = true;
-    let (_dir, config) = layout(
+    let (dir, config) = layout(
         "seed",
         &[(
             "fraud-model",
@@ -370,7 +370,7 @@ async fn a_refused_upload_is_a_configuration_problem_and_nothing_is_registered()
             "",
         )],
     );
-    let app = t.spawn(&config).await;
+    let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-model", "11", json!({})))
         .await;
     let record = t
@@ -396,14 +396,14 @@ async fn latest_is_the_most_recently_created_version_and_named_environments_incr
             s.assets.add_environment("fraud-env", version);
         }
     });
-    let (_dir, config) = layout(
+    let (dir, config) = layout(
         "edge",
         &[
             ("fraud-latest", "env-latest.yml", ""),
             ("fraud-named", "env-named-noversion.yml", ""),
         ],
     );
-    let app = t.spawn(&config).await;
+    let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-latest", "1", json!({})))
         .await;
     let record = t
@@ -453,7 +453,7 @@ async fn a_data_collector_registers_its_data_assets_first() {
     let (t, _azurite, _proxy) = with_uploads().await;
     // Data asset names and paths carry the deployment's name: ours is `dc-full-3` where the
     // golden's YAML says `dc-full`.
-    let (_dir, config) = layout(
+    let (dir, config) = layout(
         "edge",
         &[(
             "fraud-dc",
@@ -461,7 +461,7 @@ async fn a_data_collector_registers_its_data_assets_first() {
             "      name: \"dc-full-{modelVersion}\"\n",
         )],
     );
-    let app = t.spawn(&config).await;
+    let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-dc", "3", json!({})))
         .await;
     let golden = expected(
@@ -641,8 +641,8 @@ fn a_dry_run_lists_the_asset_steps_with_hashes_names_and_file_counts() {
 async fn deploys_as_az_ml_would(case: &str, yaml: &str) {
     let (t, _azurite, proxy) = with_uploads().await;
     let model = "example-model";
-    let (_dir, config) = layout(case, &[(model, yaml, "")]);
-    let app = t.spawn(&config).await;
+    let (dir, config) = layout(case, &[(model, yaml, "")]);
+    let app = t.spawn_in(dir.path(), &config, &[]).await;
     let reply = app.post_event(&model_event(model, "7", json!({}))).await;
     assert_eq!(reply.decision(), "deploying", "{}", reply.raw);
     t.reconcile_model_until(&app, model, "7", "succeeded").await;

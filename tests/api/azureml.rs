@@ -66,8 +66,20 @@ impl Direct {
     }
 
     pub(crate) async fn spawn_with(&self, config: &str, extra: &[(&str, &str)]) -> TestApp {
+        self.spawn_in(self.files.path(), config, extra).await
+    }
+
+    /// Starts the handler with `config` written in `folder` (beside the files it names).
+    pub(crate) async fn spawn_in(
+        &self,
+        folder: &std::path::Path,
+        config: &str,
+        extra: &[(&str, &str)],
+    ) -> TestApp {
+        let config_path = DirectFiles::write(folder, config);
         let env = self.env();
         let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pairs.push(("AUTODEPLOY_CONFIG", &config_path));
         pairs.extend_from_slice(extra);
         TestApp::spawn(config, &pairs).await
     }

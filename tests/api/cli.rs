@@ -263,3 +263,162 @@ async fn replay_re_drives_an_event_grid_dead_letter_blob() {
     assert!(stdout.contains("model credit-risk version 7"), "{stdout}");
     assert!(stdout.contains("\"decision\": \"dry_run\""), "{stdout}");
 }
+
+/// A config folder `config/` under a new folder, with a secret file beside it (outside) and
+/// `files` inside; the rules file is `rules` in `config/autodeploy.yml`.
+fn config_beside_a_secret(rules: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("secret.json"),
+        "{\"SECRET_CONTENT\": \"do not print\"}",
+    )
+    .unwrap();
+    std::fs::write(
+        root.path().join("secret.yml"),
+        "SECRET_CONTENT: do not print\n",
+    )
+    .unwrap();
+    let config = root.path().join("config");
+    for (path, text) in files {
+        let path = config.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    std::fs::write(config.join("autodeploy.yml"), rules).unwrap();
+    root
+}
+
+const INSIDE_DEPLOYMENT: &str = "instance_type: Standard_DS3_v2\n";
+
+#[test]
+fn check_config_refuses_references_outside_its_folder_naming_the_key_and_never_their_content() {
+    let absolute = std::env::temp_dir().join("secret.yml");
+    // (deployment, smoke-test request, the deployment YAML's tail, the line expected)
+    let cases = [
+        (
+            "../secret.yml".to_string(),
+            "request.json",
+            "",
+            "rules[0] (direct).azureml.deployment: \"../secret.yml\" is outside the config file's folder",
+        ),
+        (
+            "deployment.yml".to_string(),
+            "requests/../../secret.json",
+            "",
+            "rules[0] (direct).azureml.smoke_test.request: \"requests/../../secret.json\" is outside",
+        ),
+        (
+            absolute.display().to_string(),
+            "request.json",
+            "",
+            "rules[0] (direct).azureml.deployment: ",
+        ),
+        (
+            "deployment.yml".to_string(),
+            "request.json",
+            "environment: { image: mcr.microsoft.com/x, conda_file: ../secret.yml }\n",
+            "rules[0] (direct).azureml.deployment: ",
+        ),
+    ];
+    for (deployment, request, tail, line) in cases {
+        let rules = format!(
+            "rules:\n  - name: direct\n    models: [m]\n    azureml:\n      endpoint: fraud-ep\n      deployment: {deployment}\n      smoke_test: {{ request: {request} }}\n"
+        );
+        let dir = config_beside_a_secret(
+            &rules,
+            &[
+                ("deployment.yml", &format!("{INSIDE_DEPLOYMENT}{tail}")),
+                ("request.json", "{}"),
+            ],
+        );
+        let config = dir.path().join("config");
+        for args in [&["check-config"][..], &["check-config", "--list-files"]] {
+            let (code, out, err) = run_cli(&config, args, &[]);
+            assert_ne!(code, 0, "{args:?} {rules}: accepted:\n{out}");
+            let said = format!("{out}{err}");
+            assert!(
+                said.contains(line),
+                "{args:?}: missing {line:?} in:\n{said}"
+            );
+            assert!(
+                said.contains("outside") || said.contains("absolute path"),
+                "{said}"
+            );
+            assert!(!said.contains("SECRET_CONTENT"), "content printed:\n{said}");
+            // A listed file is a bare path; problems name the key first.
+            assert!(
+                !out.lines()
+                    .any(|l| l.contains("secret") && !l.contains(": ")),
+                "listed:\n{out}"
+            );
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn check_config_follows_symlinks_before_deciding_a_file_is_inside() {
+    let rules = "rules:\n  - name: direct\n    models: [m]\n    azureml:\n      endpoint: fraud-ep\n      deployment: deployment.yml\n      smoke_test: { request: request.json }\n";
+    let dir = config_beside_a_secret(rules, &[("deployment.yml", INSIDE_DEPLOYMENT)]);
+    let config = dir.path().join("config");
+    std::os::unix::fs::symlink(dir.path().join("secret.json"), config.join("request.json"))
+        .unwrap();
+    let (code, out, _) = run_cli(&config, &["check-config"], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("rules[0] (direct).azureml.smoke_test.request: \"request.json\" is outside"),
+        "{out}"
+    );
+    assert!(!out.contains("SECRET_CONTENT"), "{out}");
+}
+
+#[test]
+fn check_config_refuses_an_event_type_that_always_renders_past_100_characters_and_warns_when_it_may()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |event_type: &str| {
+        std::fs::write(
+            dir.path().join("autodeploy.yml"),
+            format!("rules:\n  - name: a\n    models: ['*']\n    github: {{ repository: o/r, event_type: '{event_type}' }}\n"),
+        )
+        .unwrap();
+        run_cli(dir.path(), &["check-config"], &[])
+    };
+
+    let (code, out, _) = config("deploy-{workspace}");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("rules[0] (a).github.event_type: always renders at least 134 characters; GitHub limits event_type to 100"),
+        "{out}"
+    );
+
+    let (code, out, _) = config("deploy-{modelName}");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: autodeploy.yml: rules[0] (a).github.event_type: can render more than 100 characters"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_config_says_github_enterprise_server_accepts_at_most_10_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs: Vec<String> = (0..11).map(|i| format!("i{i}: v")).collect();
+    std::fs::write(
+        dir.path().join("autodeploy.yml"),
+        format!(
+            "rules:\n  - name: a\n    models: ['*']\n    github: {{ repository: o/r, workflow: d.yml, inputs: {{ {} }} }}\n",
+            inputs.join(", ")
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = run_cli(dir.path(), &["check-config"], &[]);
+    assert_eq!(code, 0, "github.com accepts 11: {out}");
+    let ghes = [("GITHUB_API_URL", "https://github.example.com/api/v3")];
+    let (code, out, _) = run_cli(dir.path(), &["check-config"], &ghes);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("rules[0] (a).github.inputs: 11 inputs; GitHub Enterprise Server (GITHUB_API_URL https://github.example.com/api/v3) accepts at most 10"),
+        "{out}"
+    );
+}

@@ -115,9 +115,22 @@ impl DirectFiles {
         Self(files)
     }
 
-    /// A config with one `azureml` rule for `credit-risk` on `endpoint` with `rollout`.
+    /// The folder: a config naming these files must be written here (see [`Self::write`]),
+    /// since config references stay inside the config file's folder.
+    pub fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// Writes `config` as `autodeploy.yml` in `folder` and returns its path.
+    pub fn write(folder: &std::path::Path, config: &str) -> String {
+        let path = folder.join("autodeploy.yml");
+        std::fs::write(&path, config).unwrap();
+        path.display().to_string()
+    }
+
+    /// A config with one `azureml` rule for `credit-risk` on `endpoint` with `rollout`, naming
+    /// the files relative to [`Self::path`].
     pub fn config(&self, endpoint: &str, rollout: &str) -> String {
-        let dir = self.0.path().display();
         format!(
             r#"
 workspace: {WS}
@@ -126,8 +139,8 @@ rules:
     models: ["credit-risk"]
     azureml:
       endpoint: {endpoint}
-      deployment: {dir}/deployment.yml
-      smoke_test: {{ request: {dir}/request.json, expect_status: 200 }}
+      deployment: deployment.yml
+      smoke_test: {{ request: request.json, expect_status: 200 }}
       rollout: {rollout}
 "#
         )

@@ -258,3 +258,29 @@ async fn a_failed_metric_lookup_without_a_durable_ledger_is_left_to_event_grid()
     assert_eq!(redelivered.decision(), "dispatched", "{}", redelivered.raw);
     assert_eq!(app.record("credit-risk", "5").await["gate"]["value"], 0.9);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_type_rendered_past_100_characters_fails_the_version_without_a_dispatch_or_a_retry()
+ {
+    let f = Fakes::expecting_no_github_call().await;
+    let config = "rules:\n  - name: long\n    models: ['*']\n    github: { repository: contoso/ml-deploy, event_type: 'deploy-{modelName}' }\n";
+    let app = App::start(&f, config, &[]).await;
+    let model = format!("model-{}", "x".repeat(109));
+
+    let reply = app.post_event(&model_event(&model, "1", json!({}))).await;
+
+    assert_eq!(reply.status, 200, "{}", reply.raw);
+    assert_eq!(reply.decision(), "failed", "{}", reply.raw);
+    let logs = reply.logs_text();
+    assert!(
+        logs.contains("event_type renders to 122 characters; GitHub accepts at most 100")
+            && logs.contains("configuration problem"),
+        "{logs}"
+    );
+    let record = app.record(&model, "1").await;
+    assert_eq!(record["state"], "failed", "{record}");
+    assert!(record["next_attempt_at"].is_null(), "{record}");
+    // Reconcile has nothing to retry: still failed, still no call to GitHub.
+    app.post_reconcile().await;
+    assert_eq!(app.record(&model, "1").await["state"], "failed");
+}

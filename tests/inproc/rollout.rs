@@ -36,7 +36,8 @@ impl Direct {
     }
 
     async fn spawn(&self, config: &str) -> App {
-        App::start(&self.fakes, config, &[]).await
+        let config_path = DirectFiles::write(self.files.path(), config);
+        App::start(&self.fakes, config, &[("AUTODEPLOY_CONFIG", &config_path)]).await
     }
 
     async fn reconcile_until(&self, app: &App, version: &str, state: &str) -> Value {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use super::assets::{self, AssetTemplate, CodeRef, CollectorSpec, EnvironmentRef};
+use crate::config::ConfigFolder;
 
 /// Keys of a managed online deployment YAML we translate (or knowingly ignore: `name`,
 /// `endpoint_name` and `model` come from the rule and the event, as `--name`, `--endpoint-name`
@@ -58,12 +59,14 @@ impl DeploymentTemplate {
 }
 
 /// Translates a deployment YAML (already parsed) whose folder is `base`, for `workspace` (where
-/// `azureml:` references resolve; `None`: the event's, filled per event). Returns every problem
-/// found, each naming its YAML key.
+/// `azureml:` references resolve; `None`: the event's, filled per event). Local files it names
+/// (code folder, conda file) must stay inside `root`, the config file's folder. Returns every
+/// problem found, each naming its YAML key.
 pub fn translate(
     yaml: &serde_norway::Value,
     workspace: Option<&str>,
     base: &Path,
+    root: &ConfigFolder,
 ) -> Result<DeploymentTemplate, Vec<String>> {
     let mut problems = Vec::new();
     let Some(map) = yaml.as_mapping() else {
@@ -110,7 +113,7 @@ pub fn translate(
     }
 
     if let Some(env) = get("environment") {
-        match assets::environment::parse(env, base, workspace, &mut assets.files) {
+        match assets::environment::parse(env, base, root, workspace, &mut assets.files) {
             Ok(EnvironmentRef::Id(id)) => {
                 properties.insert("environmentId".into(), json!(id));
             }
@@ -124,7 +127,7 @@ pub fn translate(
         let script = code.get("scoring_script").and_then(|v| v.as_str());
         match (code_ref, script) {
             (Some(code_ref), Some(script)) => {
-                match assets::code_ref(code_ref, script, base, workspace, &mut assets.files) {
+                match assets::code_ref(code_ref, script, base, root, workspace, &mut assets.files) {
                     Ok(reference) => {
                         let mut out = Map::new();
                         if let CodeRef::Id(id) = &reference {
@@ -354,7 +357,12 @@ mod tests {
     }
 
     fn translated(text: &str) -> Result<DeploymentTemplate, Vec<String>> {
-        translate(&yaml(text), Some(WS), Path::new("."))
+        translate(
+            &yaml(text),
+            Some(WS),
+            Path::new("."),
+            &ConfigFolder::of(Path::new("autodeploy.yml")),
+        )
     }
 
     // The goldens from the official SDK (assets/goldens.rs) cover real YAMLs; this covers every

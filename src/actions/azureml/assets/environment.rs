@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::pyyaml;
+use crate::config::ConfigFolder;
 
 /// The name az ml gives every anonymous environment.
 pub const ANONYMOUS_ENVIRONMENT: &str = "CliV2AnonymousEnvironment";
@@ -128,13 +129,14 @@ pub fn anonymous_version(
 pub fn parse(
     value: &serde_norway::Value,
     base: &Path,
+    root: &ConfigFolder,
     workspace: &str,
     files: &mut Vec<PathBuf>,
 ) -> Result<EnvironmentRef, Vec<String>> {
     match value {
         serde_norway::Value::String(reference) => reference_id(reference, workspace)
             .map_err(|e| vec![format!("environment: {e}")]),
-        serde_norway::Value::Mapping(map) => inline(map, base, files),
+        serde_norway::Value::Mapping(map) => inline(map, base, root, files),
         _ => Err(vec![
             "environment: must be a reference (azureml:NAME:VERSION) or a mapping with image and conda_file".into(),
         ]),
@@ -198,6 +200,7 @@ fn reference_id(reference: &str, workspace: &str) -> Result<EnvironmentRef, Stri
 fn inline(
     map: &serde_norway::Mapping,
     base: &Path,
+    root: &ConfigFolder,
     files: &mut Vec<PathBuf>,
 ) -> Result<EnvironmentRef, Vec<String>> {
     let mut problems = Vec::new();
@@ -237,9 +240,12 @@ fn inline(
     let conda = match get("conda_file") {
         None => None,
         Some(v) => match v.as_str() {
-            Some(rel) => {
-                let path = base.join(rel);
-                match std::fs::read_to_string(&path) {
+            Some(rel) => match root.resolve(base, rel) {
+                Err(e) => {
+                    problems.push(format!("environment.conda_file: {e}"));
+                    None
+                }
+                Ok(path) => match std::fs::read_to_string(&path) {
                     Ok(text) => match pyyaml::conda_text(&text) {
                         Ok(canonical) => {
                             files.push(path);
@@ -258,8 +264,8 @@ fn inline(
                         ));
                         None
                     }
-                }
-            }
+                },
+            },
             None => {
                 problems.push("environment.conda_file must be a path to a conda YAML file".into());
                 None

@@ -57,7 +57,11 @@ fn our_plan(golden: &Value, yaml_path: &Path) -> Result<AzureMlPlan, Vec<String>
     let workspace = golden["workspace"].as_str().unwrap();
     let text = std::fs::read_to_string(yaml_path).unwrap();
     let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-    let template = translate(&yaml, Some(workspace), yaml_path.parent().unwrap())?;
+    // The fixtures' folder plays the config file's: examples name code folders above their YAML.
+    let root = crate::config::ConfigFolder::of(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azml/autodeploy.yml"),
+    );
+    let template = translate(&yaml, Some(workspace), yaml_path.parent().unwrap(), &root)?;
     let action = AzureMlAction {
         endpoint: golden["endpoint"]
             .as_str()

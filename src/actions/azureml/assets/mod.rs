@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::config::{ConfigFolder, lexical};
+
 pub use collector::{CollectorSpec, DataAsset};
 pub use environment::{EnvironmentRef, InlineEnvironment};
 
@@ -99,7 +101,9 @@ pub enum CodeRef {
     Local(LocalCode),
 }
 
-/// Resolves `code_configuration.code` relative to the YAML's folder `base`: registered references
+/// Resolves `code_configuration.code` relative to the YAML's folder `base` (a local folder must
+/// be inside `root`, the config file's folder; files reached through symlinks inside it are
+/// az ml's semantics and allowed): registered references
 /// become ids; anything else is a local folder, scanned and hashed now (and checked to hold the
 /// scoring script). `files` collects the folder's files. Errors name the key under
 /// `code_configuration` they are about (`code` or `scoring_script`).
@@ -107,14 +111,27 @@ pub fn code_ref(
     reference: &str,
     scoring_script: &str,
     base: &Path,
+    root: &ConfigFolder,
     workspace: &str,
     files: &mut Vec<PathBuf>,
 ) -> Result<CodeRef, (&'static str, String)> {
-    code_reference(reference, base, workspace, files)
+    code_reference(reference, base, root, workspace, files)
         .map_err(|e| ("code", e))
         .and_then(|code| {
             if let CodeRef::Local(local) = &code {
-                let script = local.folder.join(scoring_script);
+                // The scoring script is uploaded with the code folder: it must be inside it
+                // (lexically: symlinks inside a code folder are az ml's to follow).
+                let written = Path::new(scoring_script);
+                if written.has_root() || lexical(written).starts_with("..") {
+                    return Err((
+                        "scoring_script",
+                        format!(
+                            "{scoring_script:?} is not inside the code folder {}; it is uploaded with it",
+                            local.yaml_path
+                        ),
+                    ));
+                }
+                let script = local.folder.join(written);
                 if !script.is_file() {
                     return Err((
                         "scoring_script",
@@ -133,6 +150,7 @@ pub fn code_ref(
 fn code_reference(
     reference: &str,
     base: &Path,
+    root: &ConfigFolder,
     workspace: &str,
     files: &mut Vec<PathBuf>,
 ) -> Result<CodeRef, String> {
@@ -167,7 +185,7 @@ fn code_reference(
             "{trimmed:?}: remote code URLs are not supported; use a local folder or a registered code asset (azureml:NAME:VERSION)"
         ));
     }
-    let folder = base.join(trimmed);
+    let folder = root.resolve(base, trimmed).map_err(|e| e.to_string())?;
     let scanned = code::CodeFolder::scan(&folder).map_err(|e| e.to_string())?;
     files.extend(scanned.files().iter().map(|f| folder.join(&f.relative)));
     Ok(CodeRef::Local(LocalCode {
