@@ -217,10 +217,11 @@ async fn passing_failures_are_retried_then_not_judged() {
         .unwrap_err();
     assert!(matches!(err, MonitorError::NotJudged(_)), "{err:?}");
 
-    let mut s = monitor.state.lock().unwrap();
-    s.fail_next = 0;
-    s.metric_error = Some(("RequestLatency_P95".into(), "InternalError".into()));
-    drop(s);
+    {
+        let mut s = monitor.state.lock().unwrap();
+        s.fail_next = 0;
+        s.metric_error = Some(("RequestLatency_P95".into(), "InternalError".into()));
+    }
     let err = monitor
         .client
         .endpoint_figures(ENDPOINT, &window, LatencyStat::P95)

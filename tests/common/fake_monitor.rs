@@ -422,6 +422,9 @@ fn answer(state: &mut MonitorState, call: &MonitorCall) -> Result<Value, (u16, S
     }))
 }
 
+/// A series' split dimensions and their values.
+type GroupKey = Vec<(String, String)>;
+
 /// The series of `metric`: samples per (deployment, status) combination and minute, filtered,
 /// grouped by the split dimensions and averaged within each group (Sum / Count).
 fn timeseries(
@@ -432,9 +435,8 @@ fn timeseries(
     top: usize,
 ) -> Vec<Value> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    // (group key → minute → (sum, count))
-    let mut groups: BTreeMap<Vec<(String, String)>, BTreeMap<i64, (f64, u32)>> = BTreeMap::new();
-    for (deployment, _) in &state.deployments {
+    let mut groups: BTreeMap<GroupKey, BTreeMap<i64, (f64, u32)>> = BTreeMap::new();
+    for deployment in state.deployments.keys() {
         for &minute in minutes {
             let Some(data) = state.minute(deployment, minute, now) else {
                 continue;

@@ -237,12 +237,13 @@ mod tests {
     fn windows_cover_complete_minutes_of_the_step_only() {
         let t = |s: OffsetDateTime| Some(s);
         // (now, step started, window minutes, expected start/end or None)
-        let cases: Vec<(
+        type Case = (
             OffsetDateTime,
             OffsetDateTime,
             u32,
             Option<(OffsetDateTime, OffsetDateTime)>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             // A long-running step: the last 10 complete minutes, 2 minutes of lag.
             (
                 datetime!(2026-11-26 10:00:30 UTC),

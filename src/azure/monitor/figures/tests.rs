@@ -25,7 +25,10 @@ fn window() -> Window {
 }
 
 /// A metrics answer for `metric` with `(dimensions, [(minute, average)])` series.
-fn answer(metric: &str, series: &[(&[(&str, &str)], &[(&str, Option<f64>)])]) -> Value {
+/// Dimensions and `(minute, average)` points of one series.
+type Scripted<'a> = (&'a [(&'a str, &'a str)], &'a [(&'a str, Option<f64>)]);
+
+fn answer(metric: &str, series: &[Scripted]) -> Value {
     let timeseries: Vec<Value> = series
         .iter()
         .map(|(dims, points)| {
