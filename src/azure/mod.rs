@@ -8,6 +8,7 @@
 
 pub mod arm;
 pub mod ml;
+pub mod monitor;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@
 //! extend (every problem with its location), [`template`] the `{placeholder}` templates. Their
 //! types are re-exported here, so `crate::config::X` paths do not depend on the file layout.
 
+mod analysis;
 mod azureml;
 pub mod gate;
 mod github;

@@ -13,12 +13,16 @@ mod fake_arm;
 #[path = "../common/fake_assets.rs"]
 #[allow(dead_code)] // shared with the in-process suite
 mod fake_assets;
+#[path = "../common/fake_monitor.rs"]
+#[allow(dead_code)] // shared with the in-process suite
+mod fake_monitor;
 mod faults;
 mod gate;
 mod github;
 mod helpers;
 mod host_contract;
 mod ledger;
+mod monitor;
 mod package;
 mod secrets;
 mod webhook;

@@ -13,6 +13,9 @@ mod fake_arm;
 #[path = "../common/fake_assets.rs"]
 #[allow(dead_code)] // shared with the black-box suite, which uploads through it
 mod fake_assets;
+#[path = "../common/fake_monitor.rs"]
+#[allow(dead_code)] // shared with the black-box suite
+mod fake_monitor;
 mod harness;
 mod reconcile;
 mod rollout;

@@ -2,6 +2,7 @@
 //! ([`AzureMlPlan`]), the `az ml` YAML translation ([`translate`]) and the rollout state machine
 //! ([`rollout`]) that the event handler starts and `Reconcile` advances.
 
+pub mod analysis;
 pub mod assets;
 pub mod deploy;
 pub mod rollout;

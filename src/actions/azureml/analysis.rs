@@ -1,0 +1,353 @@
+//! Canary analysis: each rollout step is judged on the endpoint's real traffic, as Azure Monitor
+//! counts it, against absolute limits and against the live (baseline) deployments.
+//!
+//! This file holds what a judgement is about: the rule's [`AnalysisSpec`] (stored in the plan),
+//! the [`Window`] of complete minutes to read, and the figures read for it
+//! ([`EndpointFigures`], from [`crate::azure::monitor`]). [`judge`] (in `analysis/judge.rs`) is
+//! pure: figures in, a [`Judgement`] with its reasons out.
+
+mod judge;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use judge::{JudgedFigures, Judgement, Thresholds, Verdict, judge};
+
+/// Azure Monitor metrics reach the store within about a minute; the newest minutes can read as
+/// zero before they fill in. Windows end this many minutes before the current minute.
+pub const INGESTION_LAG_MINUTES: i64 = 2;
+
+/// Which latency statistic is judged (`rollout.analysis.latency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyStat {
+    /// `RequestLatency`: the mean latency.
+    Average,
+    /// `RequestLatency_P50`.
+    P50,
+    /// `RequestLatency_P90`.
+    P90,
+    /// `RequestLatency_P95`.
+    P95,
+    /// `RequestLatency_P99`.
+    P99,
+}
+
+impl LatencyStat {
+    /// Every statistic, in config order.
+    pub const ALL: [LatencyStat; 5] = [
+        LatencyStat::Average,
+        LatencyStat::P50,
+        LatencyStat::P90,
+        LatencyStat::P95,
+        LatencyStat::P99,
+    ];
+
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatencyStat::Average => "average",
+            LatencyStat::P50 => "p50",
+            LatencyStat::P90 => "p90",
+            LatencyStat::P95 => "p95",
+            LatencyStat::P99 => "p99",
+        }
+    }
+
+    /// The Azure Monitor metric of the online endpoint that carries it (split by `deployment`).
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            LatencyStat::Average => "RequestLatency",
+            LatencyStat::P50 => "RequestLatency_P50",
+            LatencyStat::P90 => "RequestLatency_P90",
+            LatencyStat::P95 => "RequestLatency_P95",
+            LatencyStat::P99 => "RequestLatency_P99",
+        }
+    }
+}
+
+/// What to do when a step has too few requests to judge (`on_insufficient_data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInsufficientData {
+    /// Extend the bake, up to `max_bake_minutes`.
+    Wait,
+    /// Go on as if it had passed.
+    Promote,
+    /// Roll back.
+    Rollback,
+}
+
+impl OnInsufficientData {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnInsufficientData::Wait => "wait",
+            OnInsufficientData::Promote => "promote",
+            OnInsufficientData::Rollback => "rollback",
+        }
+    }
+}
+
+/// `rollout.analysis`: how every step is judged. Rates are fractions (`"1%"` is `0.01`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSpec {
+    /// Look-back of each judgement, in minutes (clipped to the step).
+    pub window_minutes: u32,
+    /// The highest failed share of the new deployment's requests.
+    pub max_error_rate: Option<f64>,
+    /// The highest failed share above the baseline's, in the same window (percentage points).
+    pub max_error_rate_increase: Option<f64>,
+    /// Which latency statistic the latency limits are about.
+    pub latency: LatencyStat,
+    /// The highest latency of the new deployment, in milliseconds.
+    pub max_latency_ms: Option<f64>,
+    /// The highest latency above the baseline's, relative (`0.2`: 20% slower).
+    pub max_latency_increase: Option<f64>,
+    /// Fewer requests to the new deployment in the window: not judged yet.
+    pub min_requests: u64,
+    /// What too few requests lead to.
+    pub on_insufficient_data: OnInsufficientData,
+    /// How long `wait` may extend a step's bake, in minutes from the step's start.
+    pub max_bake_minutes: u32,
+}
+
+/// The complete minutes a judgement reads: `[start, end)`, both on whole minutes, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// First minute read.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// The minute after the last one read.
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+}
+
+impl Window {
+    /// Whole minutes in the window.
+    pub fn minutes(&self) -> i64 {
+        (self.end - self.start).whole_minutes()
+    }
+
+    /// The metrics API's `timespan`: `start/end` in ISO 8601, UTC.
+    pub fn timespan(&self) -> String {
+        format!("{}/{}", iso(self.start), iso(self.end))
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, to the second.
+fn iso(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// The window a step started at `step_started` is judged on at `now`: complete minutes only,
+/// ending [`INGESTION_LAG_MINUTES`] before the current minute, at most `window_minutes` long and
+/// starting no earlier than the first full minute of the step. `None` while that is empty.
+pub fn window(
+    now: OffsetDateTime,
+    step_started: OffsetDateTime,
+    window_minutes: u32,
+) -> Option<Window> {
+    let end = minute_floor(now)? - INGESTION_LAG_MINUTES * 60;
+    let first_full = {
+        let floor = minute_floor(step_started)?;
+        if floor == step_started.unix_timestamp() && step_started.nanosecond() == 0 {
+            floor
+        } else {
+            floor + 60
+        }
+    };
+    let start = (end - i64::from(window_minutes) * 60).max(first_full);
+    if start >= end {
+        return None;
+    }
+    Some(Window {
+        start: OffsetDateTime::from_unix_timestamp(start).ok()?,
+        end: OffsetDateTime::from_unix_timestamp(end).ok()?,
+    })
+}
+
+/// The Unix time of the start of `t`'s minute.
+fn minute_floor(t: OffsetDateTime) -> Option<i64> {
+    let secs = t.unix_timestamp();
+    secs.checked_div_euclid(60)?.checked_mul(60)
+}
+
+/// One deployment's traffic in a window, as Azure Monitor counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct DeploymentFigures {
+    /// Requests answered (every status), rounded to whole requests.
+    pub requests: u64,
+    /// Failed requests: 5xx, 408 (the model timed out) and 424 (the model answered an error).
+    pub errors: u64,
+    /// The latency statistic asked for: the request-weighted mean of its per-minute values;
+    /// `None` when no minute had any.
+    pub latency_ms: Option<f64>,
+}
+
+/// Every deployment's figures in one window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EndpointFigures {
+    /// By deployment name, lower-cased (Azure Monitor's dimension values are matched without case).
+    pub by_deployment: BTreeMap<String, DeploymentFigures>,
+}
+
+impl EndpointFigures {
+    /// The figures of `deployment` (any case); zero requests and no latency when it had no traffic.
+    pub fn of(&self, deployment: &str) -> DeploymentFigures {
+        self.by_deployment
+            .get(&deployment.to_ascii_lowercase())
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn latency_statistics_name_their_metric() {
+        let names: Vec<_> = LatencyStat::ALL.iter().map(|s| s.metric_name()).collect();
+        assert_eq!(
+            names,
+            [
+                "RequestLatency",
+                "RequestLatency_P50",
+                "RequestLatency_P90",
+                "RequestLatency_P95",
+                "RequestLatency_P99"
+            ]
+        );
+    }
+
+    #[test]
+    fn windows_cover_complete_minutes_of_the_step_only() {
+        let t = |s: OffsetDateTime| Some(s);
+        // (now, step started, window minutes, expected start/end or None)
+        type Case = (
+            OffsetDateTime,
+            OffsetDateTime,
+            u32,
+            Option<(OffsetDateTime, OffsetDateTime)>,
+        );
+        let cases: Vec<Case> = vec![
+            // A long-running step: the last 10 complete minutes, 2 minutes of lag.
+            (
+                datetime!(2026-11-26 10:00:30 UTC),
+                datetime!(2026-11-26 09:00:00 UTC),
+                10,
+                Some((
+                    datetime!(2026-11-26 09:48 UTC),
+                    datetime!(2026-11-26 09:58 UTC),
+                )),
+            ),
+            // Clipped to the first full minute after the step began.
+            (
+                datetime!(2026-11-26 10:00:30 UTC),
+                datetime!(2026-11-26 09:52:10 UTC),
+                10,
+                Some((
+                    datetime!(2026-11-26 09:53 UTC),
+                    datetime!(2026-11-26 09:58 UTC),
+                )),
+            ),
+            // A step starting on a whole minute keeps that minute.
+            (
+                datetime!(2026-11-26 10:00:00 UTC),
+                datetime!(2026-11-26 09:55:00 UTC),
+                10,
+                Some((
+                    datetime!(2026-11-26 09:55 UTC),
+                    datetime!(2026-11-26 09:58 UTC),
+                )),
+            ),
+            // Too young: nothing complete yet.
+            (
+                datetime!(2026-11-26 10:00:59 UTC),
+                datetime!(2026-11-26 09:57:01 UTC),
+                10,
+                None,
+            ),
+            (
+                datetime!(2026-11-26 10:00:59 UTC),
+                datetime!(2026-11-26 09:57:00 UTC),
+                10,
+                Some((
+                    datetime!(2026-11-26 09:57 UTC),
+                    datetime!(2026-11-26 09:58 UTC),
+                )),
+            ),
+            // Other offsets are read in UTC.
+            (
+                datetime!(2026-11-26 11:00:30 +01:00),
+                datetime!(2026-11-26 09:00:00 UTC),
+                1,
+                Some((
+                    datetime!(2026-11-26 09:57 UTC),
+                    datetime!(2026-11-26 09:58 UTC),
+                )),
+            ),
+            // A step "starting" in the future has no window.
+            (
+                datetime!(2026-11-26 10:00:00 UTC),
+                datetime!(2026-11-26 10:30:00 UTC),
+                10,
+                None,
+            ),
+        ];
+        for (now, started, minutes, expected) in cases {
+            let got = window(now, started, minutes).map(|w| (w.start, w.end));
+            assert_eq!(
+                got,
+                expected.and_then(|(s, e)| t(s).zip(t(e))),
+                "{now} {started} {minutes}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_window_reads_as_a_timespan_and_round_trips_as_rfc3339() {
+        let w = window(
+            datetime!(2026-11-26 09:59:59 UTC),
+            datetime!(2026-11-26 09:00:00 UTC),
+            10,
+        )
+        .unwrap();
+        assert_eq!(w.timespan(), "2026-11-26T09:47:00Z/2026-11-26T09:57:00Z");
+        assert_eq!(w.minutes(), 10);
+        let json = serde_json::to_value(w).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"start": "2026-11-26T09:47:00Z", "end": "2026-11-26T09:57:00Z"})
+        );
+        assert_eq!(serde_json::from_value::<Window>(json).unwrap(), w);
+    }
+
+    #[test]
+    fn figures_are_found_without_case() {
+        let mut figures = EndpointFigures::default();
+        figures.by_deployment.insert(
+            "green".into(),
+            DeploymentFigures {
+                requests: 5,
+                errors: 1,
+                latency_ms: Some(3.0),
+            },
+        );
+        assert_eq!(figures.of("Green").requests, 5);
+        assert_eq!(figures.of("blue"), DeploymentFigures::default());
+    }
+}
