@@ -11,6 +11,9 @@ fn analysis(yaml: &str) -> (Option<AnalysisSpec>, Vec<String>) {
     let mut walker = Walker {
         problems: Vec::new(),
         base: PathBuf::from("."),
+        folder: crate::config::paths::ConfigFolder::of(std::path::Path::new("autodeploy.yml")),
+        warnings: Vec::new(),
+        workspace_len: None,
         env: &ProcessEnv,
     };
     let spec = walker.analysis(&value, AT, 15);
