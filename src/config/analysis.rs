@@ -1,9 +1,6 @@
 //! The `analysis:` block of a direct-deployment rule's `rollout:`: how each step is judged on
 //! Azure Monitor metrics ([`AnalysisSpec`]).
 
-// Read by `rollout:` once it is wired there; until then only the tests call it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use serde_norway::{Mapping, Value};
 
 use super::problems::{Walker, describe, join, present};

@@ -3,6 +3,7 @@
 use serde_norway::Value;
 
 use super::problems::{Walker, join, present};
+use crate::actions::azureml::analysis::AnalysisSpec;
 
 /// `rollout.strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +36,9 @@ pub struct RolloutSpec {
     /// `approval`: a person approves before 100%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Box<ApprovalSpec>>,
+    /// `analysis`: each step judged on Azure Monitor metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Box<AnalysisSpec>>,
 }
 
 /// `rollout.approval`.
@@ -79,6 +83,7 @@ impl Default for RolloutSpec {
             retain_previous_minutes: 60,
             steps: Vec::new(),
             approval: None,
+            analysis: None,
         }
     }
 }
@@ -96,6 +101,7 @@ impl Walker<'_> {
                 "retain_previous_minutes",
                 "steps",
                 "approval",
+                "analysis",
             ],
             location,
         );
@@ -158,6 +164,20 @@ impl Walker<'_> {
                 ok = false;
             }
             (None, _) => {}
+        }
+        if let Some(analysis) = present(map, "analysis") {
+            match self.analysis(analysis, &join(location, "analysis"), spec.bake_minutes) {
+                Some(a) if spec.traffic_steps().is_empty() => {
+                    let _ = a;
+                    self.problem(
+                        &join(location, "analysis"),
+                        "judges traffic steps: use strategy blue-green or linear",
+                    );
+                    ok = false;
+                }
+                Some(a) => spec.analysis = Some(Box::new(a)),
+                None => ok = false,
+            }
         }
         if let Some(approval) = present(map, "approval") {
             match self.approval(approval, &join(location, "approval")) {

@@ -201,6 +201,8 @@ pub struct ArmState {
     pub mlflow_failures: u32,
     /// Every MLflow call, as "METHOD path?query".
     pub mlflow_calls: Vec<String>,
+    /// Azure Monitor's metrics for the endpoints (tests/common/fake_monitor.rs).
+    pub monitor: crate::fake_monitor::MonitorState,
     /// The endpoints' `scoringUri` (default: this fake's `/score`).
     pub scoring_uri: Option<String>,
     /// Code, environment and data versions (tests/common/fake_assets.rs).
@@ -395,6 +397,9 @@ async fn handle(
     }
     let mut s = state.lock().unwrap();
     s.requests.push(format!("{method} {path}"));
+    if path.contains("/providers/Microsoft.Insights/metrics") {
+        return crate::fake_monitor::handle(&mut s.monitor, &uri, &headers);
+    }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let base = s.base.clone();
 

@@ -203,6 +203,20 @@ impl App {
         loaded.map(|(record, _)| serde_json::to_value(&record).expect("a record serializes"))
     }
 
+    /// Edits the stored record of `model:version` (e.g. to move a step's start into the past).
+    pub async fn edit_record(
+        &self,
+        model: &str,
+        version: &str,
+        edit: impl FnOnce(&mut aml_autodeploy::ledger::Record),
+    ) {
+        let key = record_key(WS, model, version);
+        let ledger = self.pipeline.ledger();
+        let (mut record, etag) = ledger.load(&key).await.unwrap().expect("a record");
+        edit(&mut record);
+        ledger.save(&record, &etag).await.unwrap();
+    }
+
     /// The record of `model:version` in [`WS`], as JSON.
     pub async fn record(&self, model: &str, version: &str) -> Value {
         self.try_record(model, version)

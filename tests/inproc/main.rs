@@ -17,5 +17,6 @@ mod fake_assets;
 #[allow(dead_code)] // shared with the black-box suite
 mod fake_monitor;
 mod harness;
+mod progressive;
 mod reconcile;
 mod rollout;

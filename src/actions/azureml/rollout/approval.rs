@@ -14,8 +14,10 @@ use crate::config::ApprovalSpec;
 use crate::ledger::record::rfc3339;
 use crate::logs::InvocationLog;
 
-/// How often a waiting rollout re-reads the tag (at most; Reconcile's timer sets the pace).
-const APPROVAL_RECHECK: Duration = Duration::from_secs(60);
+/// When a waiting rollout re-reads the tag: the next visit, no sooner than
+/// `AUTODEPLOY_MIN_STEP_SECS` (which the deployer applies); never zero (that would re-read
+/// within the same visit).
+const APPROVAL_RECHECK: Duration = Duration::from_millis(1);
 
 /// The approval a rollout waits for. Stored in the record's `rollout.approval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

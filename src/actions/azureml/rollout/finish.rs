@@ -37,7 +37,17 @@ impl RolloutEngine {
         });
         // Every visit during the bake is a health probe.
         self.smoke(plan, log).await?;
-        if now < until {
+        if state.phase == Phase::Canary
+            && let Some(spec) = &plan.rollout.analysis
+        {
+            match self
+                .judge_step(plan, spec, state, started, now >= until, log)
+                .await?
+            {
+                super::judging::StepCall::Wait(wait) => return Ok(Next::After(wait)),
+                super::judging::StepCall::Advance => {}
+            }
+        } else if now < until {
             state.next_step = format!(
                 "bake {} until {}",
                 state.phase.as_str(),

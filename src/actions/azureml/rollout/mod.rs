@@ -29,6 +29,7 @@ use crate::ledger::Ledger;
 mod approval;
 mod assets;
 mod finish;
+mod judging;
 mod lock;
 mod machine;
 mod smoke;
@@ -186,6 +187,28 @@ pub struct RolloutState {
     /// The approval asked for and given (or refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalState>,
+    /// Canary analysis judgements, oldest first (the last [`MAX_JUDGEMENTS`]), with their figures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judgements: Vec<StepJudgement>,
+    /// Why the metrics could not be read lately (an API error, a missing role), if they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_problem: Option<String>,
+}
+
+/// How many judgements a record keeps.
+pub const MAX_JUDGEMENTS: usize = 30;
+
+/// A judgement of one traffic step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepJudgement {
+    /// The step (1 for the first).
+    pub step: usize,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The verdict, its reasons and its figures.
+    #[serde(flatten)]
+    pub judgement: crate::actions::azureml::analysis::Judgement,
 }
 
 impl RolloutState {
@@ -214,6 +237,8 @@ impl RolloutState {
             step: 0,
             step_started: None,
             approval: None,
+            judgements: Vec::new(),
+            metrics_problem: None,
         }
     }
 
