@@ -159,6 +159,9 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' exi
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 var azureMlDataScientist = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
+// Canary analysis reads the endpoints' Azure Monitor metrics (Microsoft.Insights/metrics/read),
+// which no Azure ML role grants; on the workspace it covers every endpoint below it.
+var monitoringReader = '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
 
 resource ledgerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, functionApp.id, storageBlobDataOwner)
@@ -187,6 +190,16 @@ resource workspaceRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', azureMlDataScientist)
+  }
+}
+
+resource metricsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(workspace.id, functionApp.id, monitoringReader)
+  scope: workspace
+  properties: {
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringReader)
   }
 }
 

@@ -26,6 +26,13 @@ pub struct StatusArgs {
     /// AzureWebJobsStorage).
     #[arg(long)]
     storage: Option<String>,
+    /// With MODEL:VERSION: refresh a live view of its rollout until it ends (exit 0 when
+    /// promoted, 1 when rolled back or failed).
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between two refreshes of --watch.
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
 }
 
 /// Shows the ledger `args` (or the settings) name, on stdout.
@@ -38,6 +45,16 @@ pub async fn run(args: StatusArgs, mut settings: Settings, http: &Http) -> Resul
         };
     }
     let ledger = open_ledger(&settings, http).map_err(CliError::Setup)?;
+    if args.watch {
+        return super::watch::watch(
+            &ledger,
+            args.target.as_deref().unwrap_or_default(),
+            std::time::Duration::from_secs(args.interval.max(1)),
+            &mut std::io::stdout(),
+        )
+        .await
+        .map_err(CliError::ReadLedger);
+    }
     status(
         &ledger,
         args.target.as_deref(),

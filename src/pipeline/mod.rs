@@ -273,6 +273,9 @@ impl Pipeline {
                     for (n, step) in azureml.assets.steps().iter().enumerate() {
                         log.info(format!("dry run: asset step {}: {step}", n + 1));
                     }
+                    for line in azureml.rollout_steps() {
+                        log.info(format!("dry run: {line}"));
+                    }
                 }
                 log.info(format!(
                     "dry run: would send {} {}",

@@ -99,6 +99,27 @@ impl Direct {
             .await
     }
 
+    /// Runs Reconcile passes until the version's rollout reaches `phase`.
+    pub(crate) async fn reconcile_until_phase(
+        &self,
+        app: &TestApp,
+        version: &str,
+        phase: &str,
+    ) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let pass = app.post_reconcile().await;
+            assert_eq!(pass.status, 200, "{}", pass.raw);
+            last = self.record(version).await;
+            if last["rollout"]["phase"] == phase {
+                return last;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("version {version} never reached phase {phase}: {last:#}");
+    }
+
     /// [`Direct::reconcile_until`] for another model.
     pub(crate) async fn reconcile_model_until(
         &self,
@@ -236,7 +257,7 @@ rules:
         "code_configuration.code: the code folder",
         "does not exist",
         "rules[0] (direct).azureml.smoke_test.request: cannot read",
-        "rules[0] (direct).azureml.rollout.strategy: must be blue-green or all-at-once",
+        "rules[0] (direct).azureml.rollout.strategy: must be blue-green, linear or all-at-once",
         "rules[0] (direct).azureml.rollout.mirror_percent: must be a whole number from 0 to 50",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
@@ -277,4 +298,71 @@ async fn a_foreign_scoring_uri_gets_no_credentials_and_the_rollout_rolls_back() 
         [("blue".to_string(), 100)].into()
     );
     assert!(t.arm.with(|s| s.traffic_puts.is_empty()));
+}
+
+/// Runs a CLI command against this harness's ledger and fakes.
+fn cli(t: &Direct, args: &[&str]) -> (i32, String, String) {
+    let env = t.env();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    tokio::task::block_in_place(|| run_cli(dir.path(), args, &pairs))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_and_reject_decide_a_waiting_rollout_and_watch_follows_it_to_the_end() {
+    const WAITING: &str = "{ strategy: linear, steps: [20, 50], bake_minutes: 0, retain_previous_minutes: 0, approval: { tag: autodeploy.approved, timeout_hours: 1 } }";
+    let t = Direct::new().await;
+    t.arm.add_endpoint("credit-ep", &[("blue", "1", 100)]);
+    for version in ["31", "32"] {
+        t.arm.add_model(version, json!({}), None);
+    }
+    let app = t.spawn(&t.config("credit-ep", WAITING)).await;
+
+    app.post_event(&credit("31")).await;
+    let waiting = t
+        .reconcile_until_phase(&app, "31", "awaiting_approval")
+        .await;
+    assert_eq!(waiting["rollout"]["traffic"]["credit-risk-31"], 50);
+    let (code, out, err) = cli(&t, &["approve", "credit-risk:31"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("credit-risk:31: approved by "), "{out}");
+    let record = t.reconcile_until(&app, "31", "succeeded").await;
+    let decision = &record["rollout"]["approval"]["decision"];
+    assert_eq!(decision["approved"], true);
+    assert!(decision["by"].as_str().is_some_and(|b| !b.is_empty()));
+    let (code, out, _) = cli(
+        &t,
+        &["status", "credit-risk:31", "--watch", "--interval", "1"],
+    );
+    assert_eq!(code, 0, "promoted: {out}");
+    assert!(
+        out.contains("phase retaining") || out.contains("phase done"),
+        "{out}"
+    );
+    assert!(
+        out.contains("credit-risk-31") && out.contains("100%"),
+        "{out}"
+    );
+
+    app.post_event(&credit("32")).await;
+    t.reconcile_until_phase(&app, "32", "awaiting_approval")
+        .await;
+    let (code, out, err) = cli(&t, &["reject", "credit-risk:32"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let record = t.reconcile_until(&app, "32", "rolled_back").await;
+    assert!(
+        record["rollout"]["failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("rejected by "),
+        "{record:#}"
+    );
+    let (code, out, _) = cli(
+        &t,
+        &["status", "credit-risk:32", "--watch", "--interval", "1"],
+    );
+    assert_eq!(code, 1, "rolled back: {out}");
+    assert!(out.contains("phase rolled_back"), "{out}");
+    let (code, out, _) = cli(&t, &["approve", "credit-risk:32"]);
+    assert_ne!(code, 0, "nothing waits any more: {out}");
 }

@@ -37,6 +37,7 @@ fn the_bicep_files_declare_what_the_app_needs() {
         "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", // Storage Blob Data Owner (ledger)
         "4633458b-17de-408a-b874-0445c86b69e6", // Key Vault Secrets User
         "f6c7c914-8db3-469d-8ca1-694a8f32e121", // AzureML Data Scientist
+        "43d0d8ad-25c7-4714-9337-8ba259a9fe05", // Monitoring Reader (canary analysis)
         "param functionAppName string",
         "param workspaceName string",
         "@secure()",

@@ -47,6 +47,66 @@ pub struct SmokeTestPlan {
 }
 
 impl AzureMlPlan {
+    /// The planned traffic steps, their bakes, judgements and approval, in words (dry runs).
+    pub fn rollout_steps(&self) -> Vec<String> {
+        let r = &self.rollout;
+        let steps = r.traffic_steps();
+        let mut out = Vec::new();
+        if steps.is_empty() {
+            out.push(format!(
+                "rollout: 100% to {} once it is ready",
+                self.deployment
+            ));
+            return out;
+        }
+        if r.mirror_percent > 0 {
+            out.push(format!(
+                "rollout: mirror {}% of traffic to {}, bake {} min",
+                r.mirror_percent, self.deployment, r.bake_minutes
+            ));
+        }
+        for (i, share) in steps.iter().enumerate() {
+            let mut line = format!(
+                "rollout step {} of {}: {share}% to {}, bake {} min",
+                i + 1,
+                steps.len(),
+                self.deployment,
+                r.bake_minutes
+            );
+            if let Some(a) = &r.analysis {
+                line.push_str(&format!(
+                    ", then judged on the last {} complete minutes of Azure Monitor metrics (on insufficient data: {}, at most {} min)",
+                    a.window_minutes,
+                    a.on_insufficient_data.as_str(),
+                    a.max_bake_minutes
+                ));
+            }
+            out.push(line);
+        }
+        if let Some(a) = &r.analysis {
+            let endpoint = format!("{}/onlineEndpoints/{}", self.workspace, self.endpoint);
+            out.push(format!(
+                "analysis query: GET {endpoint}/providers/Microsoft.Insights/metrics?api-version={}&metricnames=RequestsPerMinute&aggregation=Average&interval=PT1M&timespan=START/END&$filter=deployment eq '*' and statusCode eq '*'&top={}",
+                crate::azure::monitor::METRICS_API_VERSION,
+                crate::azure::monitor::TOP_SERIES
+            ));
+            out.push(format!(
+                "analysis query: GET {endpoint}/providers/Microsoft.Insights/metrics?api-version={}&metricnames={}&aggregation=Average&interval=PT1M&timespan=START/END&$filter=deployment eq '*'&top={}",
+                crate::azure::monitor::METRICS_API_VERSION,
+                a.latency.metric_name(),
+                crate::azure::monitor::TOP_SERIES
+            ));
+        }
+        if let Some(approval) = &r.approval {
+            out.push(format!(
+                "approval: wait for tag {}=true on the model version (or `aml-autodeploy approve`), at most {} h",
+                approval.tag, approval.timeout_hours
+            ));
+        }
+        out.push(format!("rollout: then 100% to {}", self.deployment));
+        out
+    }
+
     /// The deployment PUT body once its assets are registered: `code_id` and `environment_id`
     /// are the registered (or resolved) ids, `location` the workspace's region.
     pub fn deployment_body(

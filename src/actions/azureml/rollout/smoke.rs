@@ -72,6 +72,8 @@ impl RolloutEngine {
                     .map_err(|e| {
                         StepError::Transient(format!("no Entra token for scoring: {e}"))
                     })?;
+                // Registered like every minted credential: an answer quoting it is redacted.
+                self.http.redactor().add_minted(token.token.secret());
                 token.token.secret().to_string()
             }
             "AMLToken" => self
@@ -111,13 +113,17 @@ impl RolloutEngine {
             }
             Ok(r) => {
                 let status = r.status().as_u16();
-                let body: String = r
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
+                let content_type = r
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let bytes = r.bytes().await.unwrap_or_default();
+                // The scoring container's answer is upstream text: described, redacted, cut.
+                let body = self
+                    .http
+                    .redactor()
+                    .excerpt(content_type.as_deref(), &bytes);
                 Err(StepError::Fail {
                     why: format!(
                         "smoke test of {} answered HTTP {status}, expected {}: {body}",

@@ -1,0 +1,117 @@
+//! `status MODEL:VERSION --watch`: a live view of one version's rollout, refreshed from the
+//! ledger: phase, a bar of the traffic split, time left in the bake, the last judgement's figures,
+//! what it waits for. Ends when the rollout ends: success for promoted, failure otherwise.
+
+use std::io::Write;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::actions::azureml::rollout::{Phase, RolloutState};
+use crate::ledger::record::rfc3339;
+use crate::ledger::{Ledger, Record};
+
+use super::LedgerCommandError;
+
+/// Refreshes the view of `target` every `every` until its rollout ends.
+pub async fn watch(
+    ledger: &Ledger,
+    target: &str,
+    every: Duration,
+    out: &mut dyn Write,
+) -> Result<bool, LedgerCommandError> {
+    let Some((model, version)) = target.rsplit_once(':') else {
+        writeln!(out, "--watch needs MODEL:VERSION, got {target:?}")?;
+        return Ok(false);
+    };
+    loop {
+        let records = ledger.version_records(model, version).await?;
+        let Some(record) = records.iter().find(|r| r.rollout.is_some()) else {
+            writeln!(
+                out,
+                "{target}: no rollout in the ledger ({} record(s))",
+                records.len()
+            )?;
+            return Ok(false);
+        };
+        let rollout = record.rollout.as_ref().expect("found with a rollout");
+        writeln!(out, "{}", view(record, rollout, OffsetDateTime::now_utc()))?;
+        out.flush()?;
+        match rollout.phase {
+            Phase::Retaining | Phase::Cleaning | Phase::Done => return Ok(true),
+            Phase::RolledBack | Phase::Failed => return Ok(false),
+            _ => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+/// One refresh of the view.
+pub fn view(record: &Record, rollout: &RolloutState, now: OffsetDateTime) -> String {
+    let mut lines = vec![format!(
+        "── {}:{} · {} · phase {}{} · {}",
+        record.model,
+        record.version,
+        rollout.endpoint,
+        rollout.phase.as_str(),
+        if rollout.phase == Phase::Canary {
+            format!(" (step {})", rollout.step + 1)
+        } else {
+            String::new()
+        },
+        rfc3339(now)
+    )];
+    let traffic = if rollout.traffic.is_empty() {
+        &rollout.previous_traffic
+    } else {
+        &rollout.traffic
+    };
+    for (deployment, share) in traffic {
+        let filled = (*share as usize).div_ceil(5).min(20);
+        lines.push(format!(
+            "  {deployment:<32} {}{} {share:>3}%",
+            "█".repeat(filled),
+            "░".repeat(20 - filled)
+        ));
+    }
+    if let Some(until) = rollout.hold_until
+        && until > now
+    {
+        let left = (until - now).whole_seconds();
+        lines.push(format!(
+            "  {} left: {}m {:02}s (until {})",
+            if rollout.phase == Phase::AwaitingApproval {
+                "approval"
+            } else {
+                "bake"
+            },
+            left / 60,
+            left % 60,
+            rfc3339(until)
+        ));
+    }
+    if let Some(last) = rollout.judgements.last() {
+        let f = &last.judgement.figures;
+        let pct = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{:.2}%", r * 100.0));
+        let ms = |l: Option<f64>| l.map_or("-".to_string(), |l| format!("{l:.0} ms"));
+        lines.push(format!(
+            "  last judgement (step {}, {}): {} requests, {} errors ({}; baseline {}), {} {} (baseline {})",
+            last.step,
+            last.judgement.summary().split(' ').nth(2).unwrap_or_default(),
+            f.requests,
+            f.errors,
+            pct(f.error_rate),
+            pct(f.baseline_error_rate),
+            f.thresholds.latency.as_str(),
+            ms(f.latency_ms),
+            ms(f.baseline_latency_ms)
+        ));
+    }
+    if let Some(problem) = &rollout.metrics_problem {
+        lines.push(format!("  metrics: {problem}"));
+    }
+    if let Some(failure) = &rollout.failure {
+        lines.push(format!("  failed: {failure}"));
+    }
+    lines.push(format!("  next: {}", rollout.next_step));
+    lines.join("\n")
+}
