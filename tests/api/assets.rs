@@ -633,6 +633,11 @@ fn a_dry_run_lists_the_asset_steps_with_hashes_names_and_file_counts() {
         out.contains("\"codeId\": \"<the code version registered at rollout start>\""),
         "{out}"
     );
+    // And the rollout it would run.
+    assert!(
+        out.contains("dry run: rollout step 1 of 1: 10% to churn-xgb-5, bake 15 min"),
+        "{out}"
+    );
 }
 
 /// Deploys `yaml` of fixture `case` through the host contract and checks every asset request and

@@ -366,3 +366,32 @@ async fn approve_and_reject_decide_a_waiting_rollout_and_watch_follows_it_to_the
     let (code, out, _) = cli(&t, &["approve", "credit-risk:32"]);
     assert_ne!(code, 0, "nothing waits any more: {out}");
 }
+
+#[test]
+fn a_dry_run_prints_the_planned_steps_the_metric_queries_and_the_approval() {
+    let files = DirectFiles::new();
+    let config = files.config(
+        "credit-ep",
+        "{ strategy: linear, steps: [10, 30, 60], bake_minutes: 5, analysis: { max_error_rate: \"1%\", latency: p95, max_latency_ms: 800 }, approval: { tag: ok, timeout_hours: 2 } }",
+    );
+    let config_path = DirectFiles::write(files.path(), &config);
+    let event = files.path().join("event.json");
+    std::fs::write(&event, credit("30").to_string()).unwrap();
+    let (code, out, err) = run_cli(
+        files.path(),
+        &["replay", event.to_str().unwrap(), "--config", &config_path],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for needle in [
+        "dry run: rollout step 1 of 3: 10% to credit-risk-30, bake 5 min, then judged on the last 5 complete minutes",
+        "dry run: rollout step 3 of 3: 60% to credit-risk-30",
+        "dry run: analysis query: GET ",
+        "metricnames=RequestsPerMinute",
+        "metricnames=RequestLatency_P95",
+        "dry run: approval: wait for tag ok=true",
+        "dry run: rollout: then 100% to credit-risk-30",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
