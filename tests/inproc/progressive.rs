@@ -39,11 +39,16 @@ impl Direct {
 
     /// A linear rollout 10 → 30 → 60 → 100 with the analysis above and `extra` keys.
     async fn spawn(&self, insufficient: &str, extra: &str) -> App {
+        self.spawn_notifying(insufficient, extra, "").await
+    }
+
+    /// [`Direct::spawn`] with a `notify:` section.
+    async fn spawn_notifying(&self, insufficient: &str, extra: &str, notify: &str) -> App {
         let rollout = format!(
             "{{ strategy: linear, steps: [10, 30, 60], bake_minutes: 0, retain_previous_minutes: 0, {}{extra} }}",
             ANALYSIS.replace("INSUFFICIENT", insufficient)
         );
-        let config = self.files.config("credit-ep", &rollout);
+        let config = self.files.config("credit-ep", &rollout) + notify;
         let config_path = DirectFiles::write(self.files.path(), &config);
         App::start(&self.fakes, &config, &[("AUTODEPLOY_CONFIG", &config_path)]).await
     }
@@ -279,10 +284,22 @@ async fn a_missing_metrics_role_is_a_configuration_problem_and_never_a_blind_pro
 async fn approval_by_tag_moves_to_100_and_a_timeout_rolls_back() {
     let t = Direct::new(healthy("credit-risk-27")).await;
     t.arm.add_model("27", json!({}), None);
+    // People are told when a version waits for them.
+    let hook = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&hook)
+        .await;
+    let notify = format!(
+        "\nnotify:\n  - url: {}/hook\n    format: raw\n    on: [awaiting_approval]\n",
+        hook.uri()
+    );
     let app = t
-        .spawn(
+        .spawn_notifying(
             "wait",
             ", approval: { tag: autodeploy.approved, timeout_hours: 1 }",
+            &notify,
         )
         .await;
     app.post_event(&credit("27")).await;
@@ -297,6 +314,12 @@ async fn approval_by_tag_moves_to_100_and_a_timeout_rolls_back() {
     assert_eq!(
         record["rollout"]["approval"]["decision"]["by"],
         "tag autodeploy.approved"
+    );
+    let told = hook.received_requests().await.unwrap();
+    let payload: Value = serde_json::from_slice(&told[0].body).unwrap();
+    assert!(
+        payload.to_string().contains("awaiting_approval"),
+        "{payload}"
     );
 
     let t = Direct::new(healthy("credit-risk-28")).await;
