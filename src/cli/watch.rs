@@ -26,15 +26,20 @@ pub async fn watch(
     };
     loop {
         let records = ledger.version_records(model, version).await?;
-        let Some(record) = records.iter().find(|r| r.rollout.is_some()) else {
+        let Some((record, rollout)) = records
+            .iter()
+            .find_map(|r| r.rollout.as_ref().map(|ro| (r, ro)))
+        else {
+            // Started before the event arrived (or before its rollout began): keep looking.
             writeln!(
                 out,
-                "{target}: no rollout in the ledger ({} record(s))",
+                "{target}: no rollout yet ({} record(s)); waiting",
                 records.len()
             )?;
-            return Ok(false);
+            out.flush()?;
+            tokio::time::sleep(every).await;
+            continue;
         };
-        let rollout = record.rollout.as_ref().expect("found with a rollout");
         writeln!(out, "{}", view(record, rollout, OffsetDateTime::now_utc()))?;
         out.flush()?;
         match rollout.phase {
@@ -43,6 +48,11 @@ pub async fn watch(
             _ => tokio::time::sleep(every).await,
         }
     }
+}
+
+/// A time to the second (`2026-12-02T10:00:00Z`).
+fn seconds(at: OffsetDateTime) -> String {
+    rfc3339(at.replace_nanosecond(0).unwrap_or(at))
 }
 
 /// One refresh of the view.
@@ -58,7 +68,7 @@ pub fn view(record: &Record, rollout: &RolloutState, now: OffsetDateTime) -> Str
         } else {
             String::new()
         },
-        rfc3339(now)
+        seconds(now)
     )];
     let traffic = if rollout.traffic.is_empty() {
         &rollout.previous_traffic
@@ -77,16 +87,17 @@ pub fn view(record: &Record, rollout: &RolloutState, now: OffsetDateTime) -> Str
         && until > now
     {
         let left = (until - now).whole_seconds();
+        let what = match rollout.phase {
+            Phase::AwaitingApproval => "approval",
+            Phase::Retaining => "retention",
+            _ => "bake",
+        };
         lines.push(format!(
-            "  {} left: {}m {:02}s (until {})",
-            if rollout.phase == Phase::AwaitingApproval {
-                "approval"
-            } else {
-                "bake"
-            },
-            left / 60,
+            "  {what} left: {}h {:02}m {:02}s (until {})",
+            left / 3600,
+            left % 3600 / 60,
             left % 60,
-            rfc3339(until)
+            seconds(until)
         ));
     }
     if let Some(last) = rollout.judgements.last() {
@@ -94,7 +105,7 @@ pub fn view(record: &Record, rollout: &RolloutState, now: OffsetDateTime) -> Str
         let pct = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{:.2}%", r * 100.0));
         let ms = |l: Option<f64>| l.map_or("-".to_string(), |l| format!("{l:.0} ms"));
         lines.push(format!(
-            "  last judgement (step {}, {}): {} requests, {} errors ({}; baseline {}), {} {} (baseline {})",
+            "  last judgement (step {}, {}): requests {}, errors {} ({}; baseline {}), {} {} (baseline {})",
             last.step,
             last.judgement.summary().split(' ').nth(2).unwrap_or_default(),
             f.requests,

@@ -267,6 +267,10 @@ async fn a_missing_metrics_role_is_a_configuration_problem_and_never_a_blind_pro
     app.post_event(&credit("26")).await;
     // No data until max_bake_minutes (30): then `wait` gives up without promoting.
     let record = drive_aged(&app, "26", 45, state_is("rolled_back")).await;
+    assert_eq!(
+        record["rollout"]["configuration_problem"], true,
+        "{record:#}"
+    );
     let problem = record["rollout"]["metrics_problem"]
         .as_str()
         .unwrap_or_default();
@@ -360,5 +364,46 @@ async fn a_metric_the_service_does_not_know_is_a_configuration_problem_not_a_loo
             .unwrap()
             .contains("refused the metrics query"),
         "{record:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_metrics_role_holds_the_step_even_when_the_policy_says_promote() {
+    let mut monitor = healthy("credit-risk-33");
+    monitor.refuse = Some(403);
+    let t = Direct::new(monitor).await;
+    let app = t.spawn("promote", "").await;
+    app.post_event(&credit("33")).await;
+    // The bake (0 min) is over, max_bake_minutes (30) is not: it holds.
+    let held = drive(&app, "33", |r| r["rollout"]["metrics_problem"].is_string()).await;
+    for _ in 0..5 {
+        app.post_reconcile().await;
+    }
+    let still = app.record("credit-risk", "33").await;
+    assert_eq!(still["rollout"]["phase"], "canary", "{held:#}");
+    assert_eq!(t.arm.traffic("credit-ep")["credit-risk-33"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_at_once_with_approval_waits_for_it_before_any_traffic() {
+    let t = Direct::new(healthy("credit-risk-34")).await;
+    t.arm.add_model("34", json!({}), None);
+    let config = t.files.config(
+        "credit-ep",
+        "{ strategy: all-at-once, retain_previous_minutes: 0, approval: { tag: go, timeout_hours: 1 } }",
+    );
+    let config_path = DirectFiles::write(t.files.path(), &config);
+    let app = App::start(&t.fakes, &config, &[("AUTODEPLOY_CONFIG", &config_path)]).await;
+    app.post_event(&credit("34")).await;
+    drive(&app, "34", |r| r["rollout"]["phase"] == "awaiting_approval").await;
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("blue".to_string(), 100)].into()
+    );
+    t.arm.add_model("34", json!({"go": "true"}), None);
+    drive(&app, "34", state_is("succeeded")).await;
+    assert_eq!(
+        t.arm.traffic("credit-ep"),
+        [("credit-risk-34".to_string(), 100)].into()
     );
 }

@@ -285,6 +285,8 @@ impl Deployer {
                     ) => {
                         format!("{}: {why}", rollout.phase.as_str())
                     }
+                    // The notification quotes it: say how to approve and until when.
+                    (_, Phase::AwaitingApproval) => rollout.next_step.clone(),
                     _ => format!("{} → {}", before.as_str(), rollout.phase.as_str()),
                 };
                 let state = record_state(&rollout);

@@ -96,7 +96,25 @@ impl RolloutEngine {
                     "step {step}: configuration problem: the metrics cannot be read: {why}"
                 ));
                 state.metrics_problem = Some(format!("configuration problem: {why}"));
-                return self.insufficient(spec, state, bake_over, out_of_time, log);
+                state.next_step = format!(
+                    "step {step}: the metrics cannot be read (Monitoring Reader missing); holding until max_bake_minutes"
+                );
+                // Held to max_bake_minutes whatever the policy: a missing role is no reason to
+                // promote (or roll back) sooner.
+                if !out_of_time {
+                    return Ok(StepCall::Wait(LOOK_AGAIN));
+                }
+                return self
+                    .insufficient(spec, state, bake_over, out_of_time, log)
+                    .map_err(|e| match e {
+                        StepError::Fail { why, .. } => StepError::Fail {
+                            why: format!(
+                                "{why}; the metrics could not be read: give the identity the Monitoring Reader role on the endpoint or its workspace"
+                            ),
+                            configuration: true,
+                        },
+                        other => other,
+                    });
             }
         };
         state.metrics_problem = None;

@@ -21,6 +21,13 @@ impl RolloutEngine {
     ) -> Result<Next, StepError> {
         let empty = state.previous_traffic.values().sum::<u32>() == 0;
         let dep = plan.deployment.clone();
+        if (empty || plan.rollout.traffic_steps().is_empty())
+            && let Some(approval) = &plan.rollout.approval
+        {
+            // No steps to take, but a person still approves before it takes all traffic.
+            self.ask_approval(plan, approval, state, log);
+            return Ok(Next::Now);
+        }
         if empty || plan.rollout.traffic_steps().is_empty() {
             state.phase = Phase::Promoting;
             state.next_step = format!("wait for 100% of traffic on {dep}");
