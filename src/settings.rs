@@ -505,6 +505,24 @@ mod tests {
     use crate::settings::test_env as env;
 
     #[test]
+    fn log_stdout_is_summary_unless_all_and_a_bad_value_only_warns() {
+        let stdout = |v: &str| Settings::from_env(&env(&[("AUTODEPLOY_LOG_STDOUT", v)]));
+        assert_eq!(Settings::from_env(&env(&[])).log_stdout, LogStdout::Summary);
+        assert_eq!(stdout("all").log_stdout, LogStdout::All);
+        assert_eq!(stdout("summary").log_stdout, LogStdout::Summary);
+        let bad = stdout("everything");
+        assert_eq!(bad.log_stdout, LogStdout::Summary);
+        assert!(bad.problems.is_empty(), "{:?}", bad.problems);
+        assert!(
+            bad.warnings
+                .iter()
+                .any(|w| w.contains("AUTODEPLOY_LOG_STDOUT")),
+            "{:?}",
+            bad.warnings
+        );
+    }
+
+    #[test]
     fn defaults_apply_when_nothing_is_set() {
         let s = Settings::from_env(&env(&[]));
         assert_eq!(s.config_path, PathBuf::from("autodeploy.yml"));
