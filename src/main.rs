@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some((sink, default_filter)) = command.telemetry() {
+    if let Some((sink, default_filter)) = command.telemetry(&settings) {
         telemetry::init(settings.log_format, sink, default_filter);
     }
     match runtime.block_on(cli::run(command, settings)) {

@@ -1,6 +1,7 @@
 //! HTTP routes the Functions host calls, and the one place errors become responses.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -71,6 +72,7 @@ async fn model_registered(
         decision = Empty,
     );
     async move {
+        let started = Instant::now();
         let log = InvocationLog::new();
         let result = match host::event_from_envelope(&body) {
             Err(e) => Err(HandlerError::Envelope(e)),
@@ -89,11 +91,13 @@ async fn model_registered(
             }
         };
         match result {
-            Ok(handled) => json_response(StatusCode::OK, host::response(log.lines(), handled.outcome)),
-            Err(error) => {
-                tracing::error!(error = %error, status = error.status().as_u16(), "invocation failed");
-                error.into_response_with(log.lines())
+            Ok(handled) => {
+                // The one stdout line of the invocation; its fields are the span's (decision,
+                // event id, model, version, rule, invocation id).
+                tracing::info!(duration_ms = millis(started), "invocation done");
+                json_response(StatusCode::OK, host::response(log.lines(), handled.outcome))
             }
+            Err(error) => error.into_failure(&log, started),
         }
     }
     .instrument(span)
@@ -110,21 +114,45 @@ async fn reconcile(State(state): State<AppState>, headers: HeaderMap, _body: Byt
         .to_string();
     let span = tracing::info_span!("reconcile", invocation_id = %invocation_id);
     async move {
+        let started = Instant::now();
         let log = InvocationLog::new();
         if let Some(problems) = state.pipeline.problems() {
             let error = HandlerError::Pipeline(PipelineError::Misconfigured(problems.to_vec()));
-            return error.into_response_with(log.lines());
+            return error.into_failure(&log, started);
         }
         match crate::reconcile::reconcile(&state.pipeline, &log).await {
-            Ok(summary) => json_response(StatusCode::OK, host::response(log.lines(), summary)),
+            Ok(summary) => {
+                let count = |key: &str| summary[key].as_u64().unwrap_or(0);
+                tracing::info!(
+                    duration_ms = millis(started),
+                    due = count("due"),
+                    dispatched = count("dispatched"),
+                    retrying = count("retrying"),
+                    failed = count("failed"),
+                    found_existing_run = count("foundExistingRun"),
+                    stale = count("stale"),
+                    skipped = count("skipped"),
+                    cleaned = count("cleaned"),
+                    rollouts = count("rollouts"),
+                    gate_rechecks = count("gateRechecks"),
+                    errors = count("errors"),
+                    "Reconcile done"
+                );
+                json_response(StatusCode::OK, host::response(log.lines(), summary))
+            }
             Err(e) => {
                 log.error(format!("Reconcile stopped: the ledger is unavailable: {e}"));
-                HandlerError::Pipeline(PipelineError::Storage(e)).into_response_with(log.lines())
+                HandlerError::Pipeline(PipelineError::Storage(e)).into_failure(&log, started)
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Milliseconds since `started`, to the microsecond.
+fn millis(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Every way an invocation can fail, and its status.
@@ -162,13 +190,21 @@ impl HandlerError {
         }
     }
 
-    /// The response: a JSON error (the host discards non-2xx bodies, but people debugging with
-    /// curl or `func start` read them).
-    fn into_response_with(self, logs: Vec<String>) -> Response {
-        json_response(
-            self.status(),
-            json!({ "error": self.to_string(), "Logs": logs }),
-        )
+    /// The failed invocation's line and response. The host discards a non-2xx reply's body and
+    /// `Logs`, so the reason and the lines that explain it go into one error line (on stderr under
+    /// the host, where it stays an Error); the JSON body is for people debugging with curl or
+    /// `func start`.
+    fn into_failure(self, log: &InvocationLog, started: Instant) -> Response {
+        let status = self.status();
+        let logs = log.lines();
+        tracing::error!(
+            error = %self,
+            status = status.as_u16(),
+            duration_ms = millis(started),
+            logs = %logs.join(" | "),
+            "invocation failed"
+        );
+        json_response(status, json!({ "error": self.to_string(), "Logs": logs }))
     }
 }
 

@@ -41,6 +41,15 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// What `serve` prints on stdout under the Functions host (`AUTODEPLOY_LOG_STDOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStdout {
+    /// One summary line per invocation (the detail is in `Logs`); warnings and errors on stderr.
+    Summary,
+    /// Every line on stdout, as before the summary (for people who tail the process).
+    All,
+}
+
 /// Default total time budget for one invocation's outbound retries: Event Grid gives up waiting
 /// after 30 s, and a late answer means a duplicate delivery.
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(20);
@@ -59,6 +68,8 @@ pub struct Settings {
     pub paused: bool,
     /// `AUTODEPLOY_LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `AUTODEPLOY_LOG_STDOUT`.
+    pub log_stdout: LogStdout,
     /// `AUTODEPLOY_RETRY_BUDGET_SECS`.
     pub retry_budget: Duration,
     /// GitHub endpoint and credentials.
@@ -172,6 +183,18 @@ impl Settings {
                 LogFormat::Json
             }
         };
+        let mut warnings = Vec::new();
+        let log_stdout = match env.get("AUTODEPLOY_LOG_STDOUT").as_deref().map(str::trim) {
+            None | Some("summary") => LogStdout::Summary,
+            Some("all") => LogStdout::All,
+            Some(other) => {
+                // Only where lines go: not worth failing invocations for.
+                warnings.push(format!(
+                    "AUTODEPLOY_LOG_STDOUT must be all or summary, got {other:?}; using summary"
+                ));
+                LogStdout::Summary
+            }
+        };
         let retry_budget = match env.get("AUTODEPLOY_RETRY_BUDGET_SECS") {
             None => DEFAULT_RETRY_BUDGET,
             Some(raw) => match raw.trim().parse::<f64>() {
@@ -265,7 +288,6 @@ impl Settings {
         let credential = crate::azure::CredentialKind::select(env)
             .and_then(|kind| crate::azure::build_credential(kind, env, cloud));
         let storage = crate::ledger::connection::StorageTarget::from_env(env, cloud);
-        let mut warnings = Vec::new();
         if retry_budget.is_zero() {
             problems.push("AUTODEPLOY_RETRY_BUDGET_SECS must be more than 0".into());
         } else if retry_budget > Duration::from_secs(25) {
@@ -288,6 +310,7 @@ impl Settings {
             config_path,
             paused,
             log_format,
+            log_stdout,
             retry_budget,
             github,
             storage,
@@ -480,6 +503,24 @@ pub(crate) fn test_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String
 mod tests {
     use super::*;
     use crate::settings::test_env as env;
+
+    #[test]
+    fn log_stdout_is_summary_unless_all_and_a_bad_value_only_warns() {
+        let stdout = |v: &str| Settings::from_env(&env(&[("AUTODEPLOY_LOG_STDOUT", v)]));
+        assert_eq!(Settings::from_env(&env(&[])).log_stdout, LogStdout::Summary);
+        assert_eq!(stdout("all").log_stdout, LogStdout::All);
+        assert_eq!(stdout("summary").log_stdout, LogStdout::Summary);
+        let bad = stdout("everything");
+        assert_eq!(bad.log_stdout, LogStdout::Summary);
+        assert!(bad.problems.is_empty(), "{:?}", bad.problems);
+        assert!(
+            bad.warnings
+                .iter()
+                .any(|w| w.contains("AUTODEPLOY_LOG_STDOUT")),
+            "{:?}",
+            bad.warnings
+        );
+    }
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::ledger::StoreError;
-use crate::settings::Settings;
+use crate::settings::{LogStdout, Settings};
 use crate::telemetry::Sink;
 
 pub mod approve;
@@ -65,12 +65,18 @@ pub enum Command {
 }
 
 impl Command {
-    /// Where this command's log lines go and the filter when `RUST_LOG` is unset: `serve` logs to
-    /// stdout (the host forwards it), the others to stderr since their stdout is their result.
-    /// `None`: `check-config` logs nothing.
-    pub fn telemetry(&self) -> Option<(Sink, &'static str)> {
+    /// Where this command's log lines go and the filter when `RUST_LOG` is unset. `serve` logs
+    /// for the Functions host ([`Sink::Functions`]: one summary line per invocation on stdout,
+    /// warnings and errors on stderr), or everything on stdout with `--webhook` (containers collect
+    /// stdout) or `AUTODEPLOY_LOG_STDOUT=all`; the others log to stderr since their stdout is their
+    /// result. `None`: `check-config` logs nothing.
+    pub fn telemetry(&self, settings: &Settings) -> Option<(Sink, &'static str)> {
         match self {
-            Command::Serve(_) => Some((Sink::Stdout, "info")),
+            Command::Serve(args) if args.webhook() => Some((Sink::Stdout, "info")),
+            Command::Serve(_) => match settings.log_stdout {
+                LogStdout::Summary => Some((Sink::Functions, "info")),
+                LogStdout::All => Some((Sink::Stdout, "info")),
+            },
             Command::CheckConfig(_) => None,
             Command::Replay(_)
             | Command::Evaluate(_)

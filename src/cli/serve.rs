@@ -19,6 +19,13 @@ pub struct ServeArgs {
     bind: String,
 }
 
+impl ServeArgs {
+    /// `--webhook`.
+    pub fn webhook(&self) -> bool {
+        self.webhook
+    }
+}
+
 /// Serves until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs, settings: Settings, http: &Http) -> Result<bool, CliError> {
     if args.webhook {
@@ -114,9 +121,11 @@ async fn serve_webhook(settings: Settings, bind: &str, http: &Http) -> Result<bo
     Ok(true)
 }
 
+/// On stderr, one error line each: a problem may quote "warn" (a rule's name, a key), which
+/// would make the Functions host file it as a warning ([`crate::telemetry::unwarn`]).
 fn print_problems(problems: &[String]) {
     for problem in problems {
-        eprintln!("aml-autodeploy: CONFIGURATION ERROR: {problem}");
+        crate::telemetry::eprint_error(&format!("aml-autodeploy: CONFIGURATION ERROR: {problem}"));
     }
 }
 

@@ -192,7 +192,9 @@ impl Pipeline {
         let event = match event::parse(raw_event) {
             Ok(event) => event,
             Err(error) => {
-                log.error(format!(
+                // A warning: the invocation succeeds (redelivery cannot fix it), and the host
+                // files the stderr line as a Warning.
+                log.warn(format!(
                     "malformed event, acknowledged without action (redelivery cannot fix it): {error}"
                 ));
                 let mut outcome = Outcome::malformed(error.to_string());

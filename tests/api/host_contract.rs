@@ -211,7 +211,8 @@ async fn every_structured_log_line_of_an_invocation_carries_its_invocation_id() 
         .await;
     assert_eq!(reply.status, 200);
 
-    let stdout = app.stdout();
+    // Under the host: the summary on stdout, any warning or error on stderr.
+    let stdout = app.stdout() + &app.stderr();
     let lines: Vec<Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

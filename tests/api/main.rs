@@ -22,6 +22,7 @@ mod github;
 mod helpers;
 mod host_contract;
 mod ledger;
+mod logging;
 mod monitor;
 mod package;
 mod secrets;
