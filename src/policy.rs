@@ -643,7 +643,8 @@ rules:
     fn with_many_rules_the_explanation_names_the_closest_and_counts_the_rest() {
         let cfg = many_rules();
         // (model, tags, label, rules listed in order, what the explanation says)
-        let cases: Vec<(&str, Value, &str, Vec<&str>, Vec<&str>)> = vec![
+        type Case<'a> = (&'a str, Value, &'a str, Vec<&'a str>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             (
                 "nobody",
                 json!({}),
