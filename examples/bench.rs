@@ -8,9 +8,14 @@
 //! - throughput under `wrk` (a real load generator, so the client is not the bottleneck), also
 //!   against `examples/parse_and_reply.rs` (parses the event, answers, nothing else), for a
 //!   skipped event and for duplicate deliveries of a dispatched version (the ledger's dedup path);
-//! - resident memory (VmRSS) after all of that, and of fresh processes after 10,000 invocations.
+//! - resident memory (VmRSS) after all of that, and of fresh processes after 10,000 invocations;
+//! - many rules: generated configs of 10, 1,000 and 10,000 rules (one per model family), for the
+//!   no-match throughput with 1,000 rules beside 10, the size of that answer, the resident memory
+//!   after the run, and the time and memory it takes to load 10,000 rules (spawn → first answered
+//!   `GET /`, the config being loaded before the port is bound).
 //!
-//! Usage: bench <aml-autodeploy binary> <hello_axum binary> <parse_and_reply binary>
+//! Usage: bench <aml-autodeploy binary> <hello_axum binary> <parse_and_reply binary> [--rules]
+//! (`--rules`: only the many-rules section)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -210,6 +215,7 @@ async fn main() {
         &absolute(&args[2]),
         &absolute(&args[3]),
     );
+    let rules_only = args.iter().any(|a| a == "--rules");
 
     // Fake GitHub: 204 at once.
     let gh = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -242,6 +248,11 @@ async fn main() {
             .unwrap_or(0),
         std::env::consts::ARCH
     );
+    if rules_only {
+        many_rules(ours, &dir, &env).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     println!();
     println!("== readiness: spawn → first answered GET / ({READINESS_RUNS} starts each) ==");
     for (label, binary) in [
@@ -355,5 +366,120 @@ async fn main() {
     println!("{:>15}: {:.1} MiB", "aml-autodeploy", mib(&ours_server));
     drop(hello_server);
     drop(ours_server);
+    many_rules(ours, &dir, &env).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A folder holding an `autodeploy.yml` of `n` rules, one per model family (`family-0000-*`, …).
+fn rules_dir(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let folder = dir.join(format!("rules-{n}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut yaml = format!("workspace: {WS}\nrules:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - name: family-{i:05}\n    models: [\"family-{i:05}-*\"]\n    tags: {{ stage: production }}\n    github: {{ repository: o/r, event_type: deploy-model }}\n"
+        ));
+    }
+    std::fs::write(folder.join("autodeploy.yml"), yaml).unwrap();
+    folder
+}
+
+/// The body of one answer to `body`.
+fn answer(port: u16, body: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let head = format!(
+        "POST /ModelRegistered HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Azure-Functions-InvocationId: size\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    raw[at + 4..].to_vec()
+}
+
+/// The many-rules figures: 10 vs 1,000 rules on an event that matches none, and loading 10,000.
+async fn many_rules(ours: &str, dir: &std::path::Path, env: &[(&str, String)]) {
+    println!();
+    println!("== many rules (one per model family), an event that matches none ==");
+    let no_match = {
+        let mut event = event("nobody", 0);
+        event["id"] = json!("e-__N__");
+        event["subject"] = json!("models/nobody:__N__");
+        event["data"]["modelVersion"] = json!("__N__");
+        envelope(&event)
+    };
+    let (few_dir, many_dir) = (rules_dir(dir, 10), rules_dir(dir, 1_000));
+    let few = start(ours, &few_dir, env);
+    let many = start(ours, &many_dir, env);
+    let one = envelope(&event("nobody", 1));
+    let (few_size, many_size) = (answer(few.port, &one).len(), answer(many.port, &one).len());
+    let (mut few_rps, mut many_rps) = (Vec::new(), Vec::new());
+    for _ in 0..WRK_ROUNDS {
+        few_rps.push(throughput(dir, few.port, &no_match, true));
+        many_rps.push(throughput(dir, many.port, &no_match, true));
+    }
+    let ratios: Vec<f64> = many_rps.iter().zip(&few_rps).map(|(m, f)| m / f).collect();
+    let (few_median, many_median) = (median(&few_rps), median(&many_rps));
+    println!(
+        "{:>36}: {many_median:.0} req/s; 10 rules: {few_median:.0} req/s  ({:.2}x, rounds {:.2}x..{:.2}x; target >= 0.80x)",
+        "throughput, 1,000 rules",
+        many_median / few_median,
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
+    println!(
+        "{:>36}: {many_size} bytes with 1,000 rules, {few_size} bytes with 10 (target <= 4096)",
+        "host response"
+    );
+    let mib = |server: &Server| rss_kib(server.child.id()) as f64 / 1024.0;
+    println!(
+        "{:>36}: {:.1} MiB with 1,000 rules, {:.1} MiB with 10 (target <= 25 MB)",
+        "resident memory after the run",
+        mib(&many),
+        mib(&few)
+    );
+    drop(few);
+    drop(many);
+
+    println!();
+    println!(
+        "== loading 10,000 rules (spawn → first answered GET /, {READINESS_RUNS} starts each) =="
+    );
+    for n in [10, 10_000] {
+        let folder = rules_dir(dir, n);
+        let bytes = std::fs::metadata(folder.join("autodeploy.yml"))
+            .unwrap()
+            .len();
+        let mut ready = Vec::new();
+        let mut rss = Vec::new();
+        for _ in 0..READINESS_RUNS {
+            let server = start(ours, &folder, env);
+            ready.push(server.ready);
+            rss.push(mib(&server));
+        }
+        let p50 = percentile(&mut ready, 0.5);
+        let max = percentile(&mut ready, 1.0);
+        println!(
+            "{:>36}: ready p50 {}  max {}; resident memory when ready {:.1} MiB{}",
+            format!("{n} rules ({} KB of YAML)", bytes / 1024),
+            ms(p50),
+            ms(max),
+            median(&rss),
+            if n == 10_000 {
+                " (target <= 200 ms, <= 60 MB)"
+            } else {
+                ""
+            }
+        );
+    }
 }

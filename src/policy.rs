@@ -17,6 +17,16 @@ pub const MAX_CLIENT_PAYLOAD_BYTES: usize = 64 * 1024;
 /// GitHub refuses a `client_payload` with more than 10 top-level keys.
 pub const MAX_CLIENT_PAYLOAD_KEYS: usize = 10;
 
+/// When no rule matches, the explanation lists at most this many rules whose name patterns match
+/// but whose tags do not (in rule order), and counts the rest.
+pub const MAX_LISTED_TAG_MISSES: usize = 5;
+/// ... then at most this many of the rules whose name patterns do not match, the nearest by name
+/// first, and counts the rest: with a thousand rules the answer stays a few kilobytes.
+pub const MAX_LISTED_NAME_MISSES: usize = 3;
+/// A rule's patterns, or an event's tag value, are quoted up to this many in an explanation.
+const MAX_QUOTED_PATTERNS: usize = 3;
+const MAX_QUOTED_CHARS: usize = 64;
+
 /// Facts from outside the event and the config, passed in so `decide` stays pure.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts {
@@ -86,12 +96,18 @@ pub enum SkipReason {
         /// The configured one.
         expected: String,
     },
-    /// No rule matched; one explanation per rule.
+    /// No rule matched: the closest rules and why each missed, and how many others missed.
     NoRuleMatched {
         /// `name:version`.
         model: String,
-        /// Why each rule did not match.
+        /// Rule name and why it did not match: first the rules whose name patterns match but whose
+        /// tags do not (at most [`MAX_LISTED_TAG_MISSES`], in rule order), then the rules nearest
+        /// by name (at most [`MAX_LISTED_NAME_MISSES`], closest first).
         misses: Vec<(String, String)>,
+        /// Rules whose name patterns match, but whose tags do not, beyond those listed.
+        more_tag_misses: usize,
+        /// Rules whose name patterns do not match, beyond those listed.
+        more_name_misses: usize,
     },
 }
 
@@ -157,19 +173,40 @@ impl SkipReason {
             SkipReason::OtherWorkspace { event, expected } => format!(
                 "refused: the event comes from workspace {event}, but this app only accepts {expected}"
             ),
-            SkipReason::NoRuleMatched { model, misses } if misses.is_empty() => {
-                format!("skipped: no rule matched {model} (the config has no rules)")
-            }
-            SkipReason::NoRuleMatched { model, misses } => format!(
-                "skipped: no rule matched {model} ({})",
-                misses
+            SkipReason::NoRuleMatched {
+                model,
+                misses,
+                more_tag_misses,
+                more_name_misses,
+            } => {
+                let mut parts: Vec<String> = misses
                     .iter()
                     .map(|(rule, why)| format!("{rule}: {why}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+                    .collect();
+                if *more_tag_misses > 0 {
+                    parts.push(format!(
+                        "and {more_tag_misses} more {} whose name patterns match but whose tags do not",
+                        rules_word(*more_tag_misses)
+                    ));
+                }
+                if *more_name_misses > 0 {
+                    parts.push(format!(
+                        "and {more_name_misses} more {} whose name patterns do not match",
+                        rules_word(*more_name_misses)
+                    ));
+                }
+                if parts.is_empty() {
+                    format!("skipped: no rule matched {model} (the config has no rules)")
+                } else {
+                    format!("skipped: no rule matched {model} ({})", parts.join("; "))
+                }
+            }
         }
     }
+}
+
+fn rules_word(n: usize) -> &'static str {
+    if n == 1 { "rule" } else { "rules" }
 }
 
 /// Decides what to do with `event` under `config`.
@@ -192,10 +229,19 @@ pub fn decide(event: &Event, config: &Config, facts: Facts) -> Decision {
         });
     }
 
+    // One pass over the name finds every rule whose patterns match it; tags are then checked per
+    // candidate, in rule order, and the first that matches wins.
+    let candidates = config.names.matching(model.name.as_ref());
     let mut misses = Vec::new();
-    for rule in &config.rules {
-        if let Some(why) = mismatch(rule, model) {
-            misses.push((rule.name.to_string(), why));
+    let mut more_tag_misses = 0;
+    for &at in &candidates {
+        let rule = &config.rules[at];
+        if let Some(why) = tag_mismatch(rule, model) {
+            if misses.len() < MAX_LISTED_TAG_MISSES {
+                misses.push((rule.name.to_string(), why));
+            } else {
+                more_tag_misses += 1;
+            }
             continue;
         }
         let plan = plan(rule, event, model);
@@ -213,31 +259,65 @@ pub fn decide(event: &Event, config: &Config, facts: Facts) -> Decision {
             Decision::Act(plan)
         };
     }
+    let nearest = config.names.nearest(
+        &config.rules,
+        model.name.as_ref(),
+        &candidates,
+        MAX_LISTED_NAME_MISSES,
+    );
+    let more_name_misses = config.rules.len() - candidates.len() - nearest.len();
+    for at in nearest {
+        let rule = &config.rules[at];
+        misses.push((rule.name.to_string(), name_mismatch(rule, model)));
+    }
     Decision::Skip(SkipReason::NoRuleMatched {
         model: format!("{}:{}", model.name, model.version),
         misses,
+        more_tag_misses,
+        more_name_misses,
     })
 }
 
-/// Why `rule` does not match, or `None` when it does.
-fn mismatch(rule: &Rule, model: &ModelRegistered) -> Option<String> {
-    if !rule.matches_name(model.name.as_ref()) {
-        return Some(format!(
-            "name {} does not match {}",
-            model.name,
-            rule.model_patterns.join(", ")
-        ));
+/// Why a rule none of whose patterns match the name does not match (its first few patterns).
+fn name_mismatch(rule: &Rule, model: &ModelRegistered) -> String {
+    let patterns = &rule.model_patterns;
+    let shown = patterns[..patterns.len().min(MAX_QUOTED_PATTERNS)].join(", ");
+    match patterns.len().saturating_sub(MAX_QUOTED_PATTERNS) {
+        0 => format!("name {} does not match {shown}", model.name),
+        more => format!(
+            "name {} does not match {shown} (or {more} more patterns)",
+            model.name
+        ),
     }
+}
+
+/// Why a rule whose name patterns match does not match on tags, or `None` when it does.
+fn tag_mismatch(rule: &Rule, model: &ModelRegistered) -> Option<String> {
     for (key, expected) in &rule.tags {
         match model.tag(key) {
             None => return Some(format!("tag {key} is missing (expected {expected:?})")),
             Some(actual) if &actual != expected => {
-                return Some(format!("tag {key} is {actual:?}, expected {expected:?}"));
+                return Some(format!(
+                    "tag {key} is {}, expected {expected:?}",
+                    quoted(&actual)
+                ));
             }
             Some(_) => {}
         }
     }
     None
+}
+
+/// `value` quoted, cut to [`MAX_QUOTED_CHARS`] characters: an event's tags are unbounded.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!(
+            "{:?}… ({} characters)",
+            &value[..end],
+            value.chars().count()
+        ),
+    }
 }
 
 /// What in a rendered action GitHub would refuse, checked here rather than in the HTTP client
@@ -537,6 +617,159 @@ rules:
         );
         let d = decide(&event("m", json!({}), WS), &cfg, Facts::default());
         assert_eq!(d.plan().unwrap().rule.as_ref(), "a");
+    }
+
+    /// 1,000 rules, one per model family (`r0000` for `fam-0000-*`, …), then seven rules for
+    /// `credit-*` that want `stage: production`, then one catch-all for `credit-*` on `tier: gold`.
+    fn many_rules() -> Config {
+        let mut yaml = String::from("rules:\n");
+        for i in 0..1000 {
+            yaml.push_str(&format!(
+                "  - {{name: r{i:04}, models: ['fam-{i:04}-*'], github: {{repository: o/r, event_type: e}}}}\n"
+            ));
+        }
+        for i in 0..7 {
+            yaml.push_str(&format!(
+                "  - {{name: prod{i}, models: ['credit-*', 'loan-*'], tags: {{stage: production}}, github: {{repository: o/r, event_type: e}}}}\n"
+            ));
+        }
+        yaml.push_str(
+            "  - {name: gold, models: ['credit-*'], tags: {tier: gold}, github: {repository: o/r, event_type: e}}\n",
+        );
+        config(&yaml)
+    }
+
+    #[test]
+    fn with_many_rules_the_explanation_names_the_closest_and_counts_the_rest() {
+        let cfg = many_rules();
+        // (model, tags, label, rules listed in order, what the explanation says)
+        type Case<'a> = (&'a str, Value, &'a str, Vec<&'a str>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "nobody",
+                json!({}),
+                "skip",
+                vec!["r0000", "r0001", "r0002"],
+                vec!["and 1005 more rules whose name patterns do not match"],
+            ),
+            (
+                "fam-0500",
+                json!({}),
+                "skip",
+                vec!["r0500", "r0501", "r0502"],
+                vec![
+                    "r0500: name fam-0500 does not match fam-0500-*",
+                    "and 1005 more",
+                ],
+            ),
+            (
+                "credit-x",
+                json!({"stage": "dev"}),
+                "skip",
+                vec![
+                    "prod0", "prod1", "prod2", "prod3", "prod4", "r0000", "r0001", "r0002",
+                ],
+                vec![
+                    "prod0: tag stage is \"dev\", expected \"production\"",
+                    "and 3 more rules whose name patterns match but whose tags do not",
+                    "and 997 more rules whose name patterns do not match",
+                ],
+            ),
+            (
+                "loan-x",
+                json!({}),
+                "skip",
+                vec![
+                    "prod0", "prod1", "prod2", "prod3", "prod4", "r0000", "r0001", "r0002",
+                ],
+                vec![
+                    "tag stage is missing",
+                    "and 2 more rules whose name patterns match",
+                    "and 998 more rules whose name patterns do not match",
+                ],
+            ),
+            (
+                "fam-0042-a",
+                json!({}),
+                "act",
+                vec![],
+                vec!["rule r0042 matched"],
+            ),
+            (
+                "credit-x",
+                json!({"stage": "production", "tier": "gold"}),
+                "act",
+                vec![],
+                vec!["rule prod0 matched"],
+            ),
+            (
+                "credit-x",
+                json!({"tier": "gold"}),
+                "act",
+                vec![],
+                vec!["rule gold matched"],
+            ),
+        ];
+        for (model, tags, label, listed, needles) in cases {
+            let d = decide(&event(model, tags, WS), &cfg, Facts::default());
+            let explanation = d.explain();
+            assert_eq!(d.label(), label, "{model}: {explanation}");
+            for needle in needles {
+                assert!(
+                    explanation.contains(needle),
+                    "{model}: {explanation} lacks {needle:?}"
+                );
+            }
+            let names: Vec<&str> = match &d {
+                Decision::Skip(SkipReason::NoRuleMatched { misses, .. }) => {
+                    misses.iter().map(|(rule, _)| rule.as_str()).collect()
+                }
+                _ => vec![],
+            };
+            assert_eq!(names, listed, "{model}: {explanation}");
+            assert!(
+                explanation.len() < 1024,
+                "{model}: {} bytes",
+                explanation.len()
+            );
+        }
+    }
+
+    #[test]
+    fn an_explanation_quotes_long_values_and_pattern_lists_in_part() {
+        let cfg = config(
+            "rules: [{name: t, models: ['m'], tags: {stage: production}, github: {repository: o/r, event_type: e}}, \
+             {name: p, models: ['a*', 'b*', 'c*', 'd*', 'e*'], github: {repository: o/r, event_type: e}}]",
+        );
+        let long = "x".repeat(10_000);
+        let d = decide(
+            &event("m", json!({"stage": long}), WS),
+            &cfg,
+            Facts::default(),
+        );
+        let explanation = d.explain();
+        assert!(
+            explanation.contains("… (10000 characters), expected \"production\""),
+            "{explanation}"
+        );
+        assert!(
+            explanation.contains("p: name m does not match a*, b*, c* (or 2 more patterns)"),
+            "{explanation}"
+        );
+        assert!(explanation.len() < 400, "{explanation}");
+    }
+
+    #[test]
+    fn a_small_config_is_explained_rule_by_rule() {
+        let d = decide(
+            &event("other", json!({}), WS),
+            &config(RULES),
+            Facts::default(),
+        );
+        assert_eq!(
+            d.explain(),
+            "skipped: no rule matched other:3 (prod-only: name other does not match credit-*; watch: name other does not match fraud*)"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub use github::{
 pub use paths::{ConfigFolder, PathProblem, lexical};
 pub use problems::ConfigProblem;
 pub use rollout::{ApprovalSpec, RolloutSpec, Strategy};
-pub use rules::{Mode, Rule, RuleAction, RuleName};
+pub use rules::{Mode, NameIndex, Rule, RuleAction, RuleName};
 pub use template::{Template, TemplateValues};
 
 /// A validated configuration.
@@ -49,6 +49,8 @@ pub struct Config {
     pub workspace: Option<WorkspaceId>,
     /// Rules in file order; the first match wins.
     pub rules: Vec<Rule>,
+    /// All rules' model patterns, compiled into one set.
+    pub names: NameIndex,
     /// Where outcomes are announced.
     pub notify: Vec<notify::NotifyTarget>,
     /// What is allowed but may fail at run time (printed by `check-config`, never failing it).
@@ -172,10 +174,10 @@ impl Walker<'_> {
             )
         });
         self.workspace_len = workspace.as_ref().map(|w| w.as_ref().chars().count());
-        let rules = match present(map, "rules") {
+        let (rules, names) = match present(map, "rules") {
             None => {
                 self.problem("rules", "is required: a list of rules");
-                Vec::new()
+                Default::default()
             }
             Some(v) => self.rules(v),
         };
@@ -186,6 +188,7 @@ impl Walker<'_> {
             path: path.to_path_buf(),
             workspace,
             rules,
+            names,
             notify,
             warnings: Vec::new(),
         })
@@ -241,8 +244,9 @@ rules:
     fn the_documented_example_is_valid() {
         let config = parse(ISSUE_EXAMPLE).unwrap();
         assert_eq!(config.rules.len(), 2);
-        assert!(config.rules[0].matches_name("credit-risk"));
-        assert!(!config.rules[0].matches_name("fraud"));
+        assert_eq!(config.names.matching("credit-risk"), [0]);
+        assert_eq!(config.names.matching("fraud"), [1]);
+        assert!(config.names.matching("credit").is_empty());
         assert_eq!(config.rules[0].tags["stage"], "production");
         let RuleAction::Github(gh) = &config.rules[1].action else {
             panic!("not a github rule")

@@ -1,4 +1,7 @@
 //! The `rules:` list: each rule's name, model-name globs, tags and mode, and which action it takes.
+//!
+//! The globs of all rules are compiled into one [`NameIndex`] when the config loads, so finding the
+//! rules whose patterns match a model name is one pass over the name, however many rules there are.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,9 +18,9 @@ use super::{AzureMlAction, GithubAction};
 pub struct Rule {
     /// Unique name, used in logs, payloads and records.
     pub name: RuleName,
-    /// The glob patterns as written.
+    /// The glob patterns as written (compiled once, for all rules, into the config's
+    /// [`NameIndex`]).
     pub model_patterns: Vec<String>,
-    models: GlobSet,
     /// Tags that must all be present with these exact values.
     pub tags: BTreeMap<String, String>,
     /// Act, or only decide and record.
@@ -28,10 +31,121 @@ pub struct Rule {
     pub gate: Option<GateSpec>,
 }
 
-impl Rule {
-    /// Whether the model name matches one of the rule's globs.
-    pub fn matches_name(&self, model_name: &str) -> bool {
-        self.models.is_match(model_name)
+/// Every rule's model-name globs compiled into one set, plus the patterns sorted as text (to name
+/// the rules nearest to a name that none matches). Built once, when the config loads.
+#[derive(Debug, Clone, Default)]
+pub struct NameIndex {
+    /// All patterns of all rules, in rule order.
+    globs: GlobSet,
+    /// For each glob of `globs`: the rule it belongs to, and its position in `model_patterns`.
+    owners: Vec<(u32, u32)>,
+    /// The globs' numbers, sorted by their pattern text.
+    by_text: Vec<u32>,
+}
+
+impl NameIndex {
+    /// Compiles `globs` (each with its rule and its position in the rule's patterns), or says why
+    /// they cannot be compiled together.
+    fn build(rules: &[Rule], globs: Vec<(Glob, u32, u32)>) -> Result<NameIndex, String> {
+        let mut builder = GlobSetBuilder::new();
+        let mut owners = Vec::with_capacity(globs.len());
+        for (glob, rule, pattern) in globs {
+            builder.add(glob);
+            owners.push((rule, pattern));
+        }
+        let globs = builder.build().map_err(|e| e.to_string())?;
+        let text = |g: u32| {
+            let (rule, pattern) = owners[g as usize];
+            rules[rule as usize].model_patterns[pattern as usize].as_str()
+        };
+        let mut by_text: Vec<u32> = (0..owners.len() as u32).collect();
+        by_text.sort_by(|a, b| text(*a).cmp(text(*b)).then(a.cmp(b)));
+        Ok(NameIndex {
+            globs,
+            owners,
+            by_text,
+        })
+    }
+
+    /// The rules (by position) with a pattern that matches `model_name`, in rule order.
+    pub fn matching(&self, model_name: &str) -> Vec<usize> {
+        if self.owners.is_empty() {
+            return Vec::new();
+        }
+        let mut rules: Vec<usize> = self
+            .globs
+            .matches(model_name)
+            .into_iter()
+            .map(|g| self.owners[g].0 as usize)
+            .collect();
+        rules.sort_unstable();
+        rules.dedup();
+        rules
+    }
+
+    /// Up to `count` rules (by position), none of them in `excluded` (sorted), whose patterns share
+    /// the longest beginning with `model_name`, closest first; when no other pattern shares even
+    /// its first character, the first rules in file order. Looks only at the patterns next to
+    /// where `model_name` sorts among them, where the longest shared beginnings are.
+    pub fn nearest(
+        &self,
+        rules: &[Rule],
+        model_name: &str,
+        excluded: &[usize],
+        count: usize,
+    ) -> Vec<usize> {
+        let text = |g: u32| {
+            let (rule, pattern) = self.owners[g as usize];
+            rules[rule as usize].model_patterns[pattern as usize].as_str()
+        };
+        let shared = |g: u32| {
+            text(g)
+                .bytes()
+                .zip(model_name.bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let at = self.by_text.partition_point(|g| text(*g) < model_name);
+        let (mut below, mut above) = (at, at);
+        let mut out: Vec<usize> = Vec::with_capacity(count);
+        while out.len() < count && (below > 0 || above < self.by_text.len()) {
+            let left = (below > 0).then(|| self.by_text[below - 1]);
+            let right = (above < self.by_text.len()).then(|| self.by_text[above]);
+            let (take_left, best) = match (left, right) {
+                (Some(l), Some(r)) => {
+                    let (sl, sr) = (shared(l), shared(r));
+                    let left_first = sl > sr
+                        || (sl == sr && self.owners[l as usize].0 <= self.owners[r as usize].0);
+                    (left_first, sl.max(sr))
+                }
+                (Some(l), None) => (true, shared(l)),
+                (None, Some(r)) => (false, shared(r)),
+                (None, None) => unreachable!("the loop stops when both sides are done"),
+            };
+            if best == 0 {
+                break;
+            }
+            let g = if take_left {
+                below -= 1;
+                self.by_text[below]
+            } else {
+                above += 1;
+                self.by_text[above - 1]
+            };
+            let rule = self.owners[g as usize].0 as usize;
+            if excluded.binary_search(&rule).is_err() && !out.contains(&rule) {
+                out.push(rule);
+            }
+        }
+        let mut first = (0..rules.len()).filter(|r| excluded.binary_search(r).is_err());
+        while out.len() < count {
+            match first.next() {
+                Some(rule) if !out.contains(&rule) => out.push(rule),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        out
     }
 }
 
@@ -88,12 +202,14 @@ pub enum RuleAction {
 }
 
 impl Walker<'_> {
-    /// The `rules:` list (already known to be present).
-    pub(super) fn rules(&mut self, value: &Value) -> Vec<Rule> {
+    /// The `rules:` list (already known to be present), and its patterns compiled into one set
+    /// (empty when a rule is invalid: the config is then refused anyway).
+    pub(super) fn rules(&mut self, value: &Value) -> (Vec<Rule>, NameIndex) {
         let mut rules = Vec::new();
+        let mut globs = Vec::new();
         let Value::Sequence(items) = value else {
             self.problem("rules", format!("expected a list, got {}", kind(value)));
-            return rules;
+            return (rules, NameIndex::default());
         };
         if items.is_empty() {
             self.problem("rules", "is empty: no event would ever be acted on");
@@ -113,14 +229,34 @@ impl Walker<'_> {
                     format!("duplicate rule name (also used by rules[{first}])"),
                 );
             }
-            if let Some(rule) = self.rule(item, &label) {
+            if let Some((rule, compiled)) = self.rule(item, &label) {
+                let at = rules.len() as u32;
+                globs.extend(
+                    compiled
+                        .into_iter()
+                        .enumerate()
+                        .map(|(n, glob)| (glob, at, n as u32)),
+                );
                 rules.push(rule);
             }
         }
-        rules
+        if !self.problems.is_empty() {
+            return (rules, NameIndex::default());
+        }
+        match NameIndex::build(&rules, globs) {
+            Ok(index) => (rules, index),
+            Err(e) => {
+                self.problem(
+                    "rules",
+                    format!("the rules' model patterns cannot be compiled together: {e}"),
+                );
+                (rules, NameIndex::default())
+            }
+        }
     }
 
-    fn rule(&mut self, value: &Value, label: &str) -> Option<Rule> {
+    /// One rule, and its patterns parsed (compiled with every other rule's by [`Walker::rules`]).
+    fn rule(&mut self, value: &Value, label: &str) -> Option<(Rule, Vec<Glob>)> {
         let map = self.mapping(value, label)?;
         self.check_keys(
             map,
@@ -180,15 +316,15 @@ impl Walker<'_> {
                 self.gate(v, &join(label, "gate"), own_endpoint).map(Some)
             }
         };
-        Some(Rule {
+        let rule = Rule {
             name: name?,
             model_patterns: patterns?,
-            models: models?,
             tags: tags?,
             mode: mode?,
             action: action?,
             gate: gate?,
-        })
+        };
+        Some((rule, models?))
     }
 
     fn patterns(&mut self, map: &Mapping, label: &str) -> Option<Vec<String>> {
@@ -230,15 +366,13 @@ impl Walker<'_> {
         }
     }
 
-    /// Compiles the patterns (`None` when there are none, or one is not a glob: reported).
-    fn globs(&mut self, patterns: Option<&[String]>, label: &str) -> Option<GlobSet> {
-        let mut builder = GlobSetBuilder::new();
+    /// Parses the patterns (`None` when there are none, or one is not a glob: reported).
+    fn globs(&mut self, patterns: Option<&[String]>, label: &str) -> Option<Vec<Glob>> {
+        let mut globs = Vec::new();
         let mut ok = patterns.is_some();
         for (i, pattern) in patterns.into_iter().flatten().enumerate() {
             match Glob::new(pattern) {
-                Ok(glob) => {
-                    builder.add(glob);
-                }
+                Ok(glob) => globs.push(glob),
                 Err(e) => {
                     ok = false;
                     self.problem(
@@ -248,7 +382,7 @@ impl Walker<'_> {
                 }
             }
         }
-        if ok { builder.build().ok() } else { None }
+        ok.then_some(globs)
     }
 
     fn tags(&mut self, map: &Mapping, label: &str) -> Option<BTreeMap<String, String>> {

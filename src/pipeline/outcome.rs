@@ -133,9 +133,12 @@ pub struct Outcome {
     /// What the rule does, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
-    /// No rule matched: each rule's reason.
+    /// No rule matched: the closest rules' reasons (the reason says how many more missed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub misses: Option<Vec<Miss>>,
+    /// No rule matched: how many rules missed beyond those in `misses`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlisted_misses: Option<usize>,
     /// The quality gate's numbers and verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateSummary>,
@@ -185,6 +188,7 @@ impl Outcome {
             rule: None,
             action: None,
             misses: None,
+            unlisted_misses: None,
             gate: None,
             request: None,
             status: None,
@@ -244,6 +248,14 @@ impl Outcome {
                         })
                         .collect(),
                 ),
+                _ => None,
+            },
+            unlisted_misses: match decision {
+                Decision::Skip(SkipReason::NoRuleMatched {
+                    more_tag_misses,
+                    more_name_misses,
+                    ..
+                }) => Some(more_tag_misses + more_name_misses).filter(|n| *n > 0),
                 _ => None,
             },
             ..Outcome::labelled(Label::State(state))

@@ -284,3 +284,76 @@ async fn an_event_type_rendered_past_100_characters_fails_the_version_without_a_
     app.post_reconcile().await;
     assert_eq!(app.record(&model, "1").await["state"], "failed");
 }
+
+/// 1,000 rules, one per model family (`family-0000-*` …), as a platform team writes them; rules 300,
+/// 500 and 900 are for `target-*` (300 wants `stage: production`; 900 would send elsewhere).
+fn thousand_rules() -> String {
+    let mut yaml = format!("workspace: {WS}\nrules:\n");
+    for i in 0..1000 {
+        let (models, tags, repository) = match i {
+            300 => ("target-*", "{ stage: production }", "contoso/ml-deploy"),
+            500 => ("target-*", "{}", "contoso/ml-deploy"),
+            900 => ("target-*", "{}", "contoso/elsewhere"),
+            _ => ("", "{}", "contoso/ml-deploy"),
+        };
+        let models = if models.is_empty() {
+            format!("family-{i:04}-*")
+        } else {
+            models.to_string()
+        };
+        yaml.push_str(&format!(
+            "  - name: rule-{i:04}\n    models: [\"{models}\"]\n    tags: {tags}\n    github: {{ repository: {repository}, event_type: deploy-model }}\n"
+        ));
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_1000_rules_the_first_matching_rule_wins_and_a_miss_is_answered_in_4_kb() {
+    // Only rule 500's repository may receive a dispatch, once.
+    let f = Fakes::expecting_dispatches(1).await;
+    let app = App::start(&f, &thousand_rules(), &[]).await;
+
+    let miss = app
+        .post_event(&model_event(
+            "nobody-knows-me",
+            "1",
+            json!({"stage": "dev"}),
+        ))
+        .await;
+    assert_eq!(miss.status, 200, "{}", miss.raw);
+    assert_eq!(miss.decision(), "skipped");
+    assert!(
+        miss.raw.len() <= 4096,
+        "the whole host response is {} bytes: {}",
+        miss.raw.len(),
+        miss.raw
+    );
+    // Still explained, in Logs and in the ReturnValue: the closest rules, then a count.
+    let more = "and 997 more rules whose name patterns do not match";
+    assert!(miss.logs_text().contains(more), "{}", miss.logs_text());
+    let value = &miss.body["ReturnValue"];
+    assert!(value["reason"].as_str().unwrap().contains(more), "{value}");
+    assert_eq!(value["misses"].as_array().unwrap().len(), 3, "{value}");
+    assert_eq!(value["unlistedMisses"], 997, "{value}");
+
+    // A near miss names the rules whose patterns match and why their tags do not.
+    let near = app
+        .post_event(&model_event("family-0042", "1", json!({})))
+        .await;
+    assert!(near.raw.len() <= 4096, "{} bytes", near.raw.len());
+    assert!(
+        near.logs_text()
+            .contains("rule-0042: name family-0042 does not match family-0042-*"),
+        "{}",
+        near.logs_text()
+    );
+
+    // Rule 300 matches the name but not the tags; 500 is the first that matches: it wins over 900.
+    let hit = app
+        .post_event(&model_event("target-a", "1", json!({"stage": "dev"})))
+        .await;
+    assert_eq!(hit.status, 200, "{}", hit.raw);
+    assert_eq!(hit.decision(), "dispatched", "{}", hit.raw);
+    assert_eq!(hit.body["ReturnValue"]["rule"], "rule-0500", "{}", hit.raw);
+}
