@@ -334,15 +334,21 @@ async fn main() {
         }
         let ratios: Vec<f64> = ours.iter().zip(&base).map(|(o, b)| o / b).collect();
         let (base_rps, rps, reference_rps) = (median(&base), median(&ours), median(&reference));
+        // The fair limit (issue 17): a server that parses the envelope and answers an explained
+        // host response, nothing else; the no-match target is 0.8x of it.
+        let against_reference: Vec<f64> = ours.iter().zip(&reference).map(|(o, r)| o / r).collect();
         println!(
-            "{label:>36}: {rps:.0} req/s; hello axum, same requests: {base_rps:.0} req/s  ({:.2}x, rounds {:.2}x..{:.2}x; target >= 0.70x)",
+            "{label:>36}: {rps:.0} req/s; parse-and-reply reference: {reference_rps:.0} req/s  ({:.2}x, rounds {:.2}x..{:.2}x; no-match target >= 0.80x)",
+            rps / reference_rps,
+            against_reference.iter().copied().fold(f64::INFINITY, f64::min),
+            against_reference.iter().copied().fold(0.0, f64::max),
+        );
+        println!(
+            "{:>36}  hello axum (reads nothing): {base_rps:.0} req/s; aml-autodeploy {:.2}x (rounds {:.2}x..{:.2}x), reference {:.2}x",
+            "",
             rps / base_rps,
             ratios.iter().copied().fold(f64::INFINITY, f64::min),
             ratios.iter().copied().fold(0.0, f64::max),
-        );
-        println!(
-            "{:>36}  parse-and-reply reference: {reference_rps:.0} req/s ({:.2}x hello)",
-            "",
             reference_rps / base_rps
         );
     }
