@@ -340,7 +340,10 @@ async fn main() {
         println!(
             "{label:>36}: {rps:.0} req/s; parse-and-reply reference: {reference_rps:.0} req/s  ({:.2}x, rounds {:.2}x..{:.2}x; no-match target >= 0.80x)",
             rps / reference_rps,
-            against_reference.iter().copied().fold(f64::INFINITY, f64::min),
+            against_reference
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min),
             against_reference.iter().copied().fold(0.0, f64::max),
         );
         println!(
