@@ -674,13 +674,21 @@ async fn a_slow_batch_is_answered_by_its_deadline_and_reconcile_completes_the_re
     let results: Value = reply.json().await.unwrap();
     assert_eq!(status, 200, "{results}\n{}", app.stdout());
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    // Left to Reconcile at the cut-off: answered `retrying`, or already `duplicate` when the
+    // internal Reconcile (every second here) claimed one before the answer was written.
+    let unfinished = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["decision"] != "dispatched")
+        .count();
+    assert!(unfinished > 0, "{results}");
     let left: Vec<&Value> = results["results"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| r["decision"] == "retrying")
         .collect();
-    assert!(!left.is_empty(), "{results}");
     eprintln!(
         "batch of 12 answered in {took:?}; {} left to Reconcile",
         left.len()
