@@ -8,12 +8,16 @@
 //!    `POST /ModelRegistered`, `POST /Reconcile`), and the one place errors become responses.
 //! 2. [`host`]: the custom-handler envelope in, `{Outputs, Logs, ReturnValue}` out.
 //! 3. [`event`] (`event/`): Event Grid or CloudEvents envelope → typed [`event::Event`].
-//! 4. [`config`] (`config/`, one file per section): `autodeploy.yml` → validated rules.
+//! 4. [`config`] (`config/`, one file per section): `autodeploy.yml` → validated rules, every
+//!    referenced file kept inside the config's folder.
 //! 5. [`policy`]: `decide(event, config, facts) -> Decision`, pure; [`gate`] (`gate/`): the
 //!    quality gate's verdict (pure) and its metric [`gate::lookup`] in Azure ML.
 //! 6. [`actions`] (`actions/`): one home per action: [`actions::github`] (client, App auth,
-//!    dispatch) and [`actions::azureml`] (translation, the rollout's lock, smoke test, traffic and
-//!    phase machine, and [`actions::azureml::deploy`], which runs rollouts from the ledger).
+//!    dispatch) and [`actions::azureml`]: the `az ml` YAML translation and the assets it registers
+//!    first ([`actions::azureml::assets`]: code folder hash and upload, inline environments,
+//!    labels, data collectors), canary [`actions::azureml::analysis`] (pure judge), the rollout
+//!    (lock, assets phase, smoke test, traffic steps, judging, approval, phase machine), and
+//!    [`actions::azureml::deploy`], which runs rollouts from the ledger.
 //! 7. [`ledger`] (`ledger/`): one durable record per model version, written only through its
 //!    compare-and-swap ([`ledger::write`]); the outbox of due work.
 //! 8. [`pipeline`] (`pipeline/`): steps 3–7 for one event (decide and answer with a typed
@@ -27,7 +31,7 @@
 //!
 //! Around them: [`cli`] (`cli/`, one file per subcommand), [`settings`] (environment read once,
 //! through the [`settings::Env`] seam), [`azure`] (`azure/`: clouds, credentials, the ARM client and
-//! Azure ML resources), [`http`] (the process's one HTTP client, with the [`redact`]or every
+//! Azure ML resources, Azure Monitor metrics), [`http`] (the process's one HTTP client, with the [`redact`]or every
 //! upstream answer is turned into text through), [`retry`] (backoff inside a time
 //! budget), [`logs`] (per-invocation lines) and [`telemetry`] (tracing output).
 
