@@ -49,6 +49,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The seed layout (`aml_yamls/`), with one rule for `fraud-model`, in a temporary folder.
+fn seed() -> (tempfile::TempDir, String) {
+    layout(
+        "seed",
+        &[(
+            "fraud-model",
+            "aml_yamls/managed_endpoint_deployment.yml",
+            "",
+        )],
+    )
+}
+
 /// A direct-deployment harness whose fake ARM hands out pending uploads in Azurite, behind
 /// the recording proxy.
 async fn with_uploads() -> (Direct, Azurite, UploadProxy) {
@@ -76,14 +88,7 @@ fn expected(template: &Value, replacements: &[(&str, &str)]) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
     let (t, azurite, proxy) = with_uploads().await;
-    let (dir, config) = layout(
-        "seed",
-        &[(
-            "fraud-model",
-            "aml_yamls/managed_endpoint_deployment.yml",
-            "",
-        )],
-    );
+    let (dir, config) = seed();
     let app = t.spawn_in(dir.path(), &config, &[]).await;
     let reply = app
         .post_event(&model_event("fraud-model", "7", json!({})))
@@ -229,14 +234,7 @@ async fn a_code_version_with_the_same_hash_is_reused_and_nothing_is_uploaded() {
                 "properties": {"hash_sha256": golden["code"]["hash"], "hash_version": 202208}}}),
         );
     });
-    let (dir, config) = layout(
-        "seed",
-        &[(
-            "fraud-model",
-            "aml_yamls/managed_endpoint_deployment.yml",
-            "",
-        )],
-    );
+    let (dir, config) = seed();
     let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-model", "8", json!({})))
         .await;
@@ -266,14 +264,7 @@ async fn a_code_version_with_the_same_hash_is_reused_and_nothing_is_uploaded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_cut_off_midway_is_resumed_never_registered_half_done() {
     let (t, azurite, proxy) = with_uploads().await;
-    let (dir, config) = layout(
-        "seed",
-        &[(
-            "fraud-model",
-            "aml_yamls/managed_endpoint_deployment.yml",
-            "",
-        )],
-    );
+    let (dir, config) = seed();
     // Five files, so the upload can stop in the middle.
     let scripts = dir.path().join("aml_yamls/scripts");
     for n in 1..=4 {
@@ -330,14 +321,7 @@ async fn an_upload_cut_off_midway_is_resumed_never_registered_half_done() {
 async fn a_refused_asset_write_is_a_configuration_problem_and_nothing_is_deployed() {
     let (t, _azurite, _proxy) = with_uploads().await;
     t.arm.with(|s| s.assets.refuse_writes = true);
-    let (dir, config) = layout(
-        "seed",
-        &[(
-            "fraud-model",
-            "aml_yamls/managed_endpoint_deployment.yml",
-            "",
-        )],
-    );
+    let (dir, config) = seed();
     let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-model", "10", json!({})))
         .await;
@@ -362,14 +346,7 @@ async fn a_refused_asset_write_is_a_configuration_problem_and_nothing_is_deploye
 async fn a_refused_upload_is_a_configuration_problem_and_nothing_is_registered() {
     let (t, _azurite, proxy) = with_uploads().await;
     proxy.state.lock().unwrap().refuse = true;
-    let (dir, config) = layout(
-        "seed",
-        &[(
-            "fraud-model",
-            "aml_yamls/managed_endpoint_deployment.yml",
-            "",
-        )],
-    );
+    let (dir, config) = seed();
     let app = t.spawn_in(dir.path(), &config, &[]).await;
     app.post_event(&model_event("fraud-model", "11", json!({})))
         .await;

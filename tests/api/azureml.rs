@@ -106,18 +106,10 @@ impl Direct {
         version: &str,
         phase: &str,
     ) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        let mut last = Value::Null;
-        while Instant::now() < deadline {
-            let pass = app.post_reconcile().await;
-            assert_eq!(pass.status, 200, "{}", pass.raw);
-            last = self.record(version).await;
-            if last["rollout"]["phase"] == phase {
-                return last;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!("version {version} never reached phase {phase}: {last:#}");
+        self.reconcile_until_with(app, "credit-risk", version, |r| {
+            r["rollout"]["phase"] == phase
+        })
+        .await
     }
 
     /// [`Direct::reconcile_until`] for another model.
@@ -128,18 +120,30 @@ impl Direct {
         version: &str,
         state: &str,
     ) -> Value {
+        self.reconcile_until_with(app, model, version, |r| r["state"] == state)
+            .await
+    }
+
+    /// Runs Reconcile passes until the record of `model:version` satisfies `done`.
+    async fn reconcile_until_with(
+        &self,
+        app: &TestApp,
+        model: &str,
+        version: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
             let pass = app.post_reconcile().await;
             assert_eq!(pass.status, 200, "{}", pass.raw);
             last = self.record_of(model, version).await;
-            if last["state"] == state {
+            if done(&last) {
                 return last;
             }
             tokio::time::sleep(POLL).await;
         }
-        panic!("version {version} never reached {state}: {last:#}");
+        panic!("{model}:{version} never got there: {last:#}");
     }
 }
 
