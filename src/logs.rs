@@ -50,6 +50,11 @@ impl InvocationLog {
         self.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The lines, when nothing will be added any more.
+    pub fn into_lines(self) -> Vec<String> {
+        self.lines.into_inner().unwrap_or_default()
+    }
+
     fn push(&self, line: String) {
         if let Ok(mut lines) = self.lines.lock() {
             lines.push(line);

@@ -105,7 +105,7 @@ async fn visit(
     }
 
     // Direct deployments advance their rollout, one bounded step at a time.
-    if matches!(record.action, Some(ActionPlan::AzureMl(_))) {
+    if matches!(record.action.as_deref(), Some(ActionPlan::AzureMl(_))) {
         // A rollout that has not started follows the current config (one that has, finishes).
         if record.state == State::Queued
             && let Some(why) = rule_no_longer_acts(pipeline, &record)
@@ -513,7 +513,7 @@ fn rule_no_longer_acts(pipeline: &Pipeline, record: &Record) -> Option<String> {
             "rule {rule_name} is now in observe mode; nothing sent"
         )),
         Some(rule)
-            if matches!(record.action, Some(ActionPlan::Github(_)))
+            if matches!(record.action.as_deref(), Some(ActionPlan::Github(_)))
                 != matches!(rule.action, RuleAction::Github(_)) =>
         {
             Some(format!(

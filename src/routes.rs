@@ -95,7 +95,10 @@ async fn model_registered(
                 // The one stdout line of the invocation; its fields are the span's (decision,
                 // event id, model, version, rule, invocation id).
                 tracing::info!(duration_ms = millis(started), "invocation done");
-                json_response(StatusCode::OK, host::response(log.lines(), handled.outcome))
+                json_response(
+                    StatusCode::OK,
+                    host::response(log.into_lines(), handled.outcome),
+                )
             }
             Err(error) => error.into_failure(&log, started),
         }
@@ -212,8 +215,15 @@ fn json_response(status: StatusCode, body: impl serde::Serialize) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        // `to_vec` writes straight to bytes (`to_string` goes through `fmt::Write`, twice as slow).
-        serde_json::to_vec(&body).unwrap_or_default(),
+        // Straight to bytes (`to_string` goes through `fmt::Write`, twice as slow), into a buffer
+        // that holds a typical answer without growing.
+        {
+            let mut bytes = Vec::with_capacity(2048);
+            match serde_json::to_writer(&mut bytes, &body) {
+                Ok(()) => bytes,
+                Err(_) => Vec::new(),
+            }
+        },
     )
         .into_response()
 }

@@ -199,9 +199,10 @@ pub struct Record {
     /// Functions invocation ids that touched it (bounded).
     #[serde(default)]
     pub invocation_ids: Vec<String>,
-    /// The action to send (what `Reconcile` retries).
+    /// The action to send (what `Reconcile` retries). Boxed, like `rollout` and `gate`: most
+    /// records have none, and every write holds several records in its future.
     #[serde(default)]
-    pub action: Option<ActionPlan>,
+    pub action: Option<Box<ActionPlan>>,
     /// The current claim while `dispatching`.
     #[serde(default)]
     pub claim: Option<Claim>,
@@ -217,7 +218,7 @@ pub struct Record {
     pub attempts: Vec<Attempt>,
     /// Direct-deployment rollout state (phase, traffic).
     #[serde(default)]
-    pub rollout: Option<RolloutState>,
+    pub rollout: Option<Box<RolloutState>>,
     /// The model version's tags and properties as the event carried them (the gate reads them
     /// again when a metric lookup is retried).
     #[serde(default)]
@@ -227,7 +228,7 @@ pub struct Record {
     pub model_properties: serde_json::Map<String, Value>,
     /// The quality gate's numbers and verdict.
     #[serde(default)]
-    pub gate: Option<GateSummary>,
+    pub gate: Option<Box<GateSummary>>,
     /// A metric lookup failed transiently: `Reconcile` runs the gate again before acting.
     #[serde(default)]
     pub gate_pending: bool,
@@ -365,7 +366,13 @@ impl Record {
 
     /// JSON for the store.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        // Sized for a typical record: growing from serde_json's default 128 bytes reallocates
+        // four times per write.
+        let mut bytes = Vec::with_capacity(1024);
+        match serde_json::to_writer(&mut bytes, self) {
+            Ok(()) => bytes,
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Parses a stored record.

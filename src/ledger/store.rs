@@ -3,7 +3,8 @@
 //! an in-process map for development and dry runs ([`MemoryStore`]).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::btree_map::Entry;
+use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
@@ -74,22 +75,25 @@ pub trait Store: Send + Sync {
 /// (duplicates are then only caught among recent versions; a durable ledger has no such limit).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
+    /// One lock for everything (the tags too): every request of the hot path writes here, from
+    /// both worker threads, and each extra lock is another cache line passed between cores.
     objects: Mutex<Objects>,
-    next_tag: Mutex<u64>,
 }
 
 /// How much the in-memory store keeps.
 pub const MEMORY_STORE_LIMIT: usize = 2 * 1024 * 1024;
 
 /// The objects, with a running size and an age index, so a write costs O(log n) rather than a
-/// walk over everything kept.
+/// walk over everything kept. Names are shared between the two maps (one allocation each).
 #[derive(Debug, Default)]
 struct Objects {
-    by_name: BTreeMap<String, (Vec<u8>, u64)>,
+    by_name: BTreeMap<Arc<str>, (Vec<u8>, u64)>,
     /// Tag → name: the smallest tag was written longest ago.
-    by_age: BTreeMap<u64, String>,
+    by_age: BTreeMap<u64, Arc<str>>,
     /// Sum of name and body lengths.
     total: usize,
+    /// The last tag given out.
+    last_tag: u64,
 }
 
 impl Objects {
@@ -97,26 +101,64 @@ impl Objects {
         self.by_name.get(name)
     }
 
-    fn insert(&mut self, name: &str, body: Vec<u8>, tag: u64) {
-        self.remove(name);
-        self.total += name.len() + body.len();
-        self.by_age.insert(tag, name.to_string());
-        self.by_name.insert(name.to_string(), (body, tag));
-        // Past the limit, forget the oldest down to three quarters of it.
-        if self.total > MEMORY_STORE_LIMIT {
-            while self.total > MEMORY_STORE_LIMIT * 3 / 4 {
-                let Some((_, oldest)) = self.by_age.pop_first() else {
-                    break;
-                };
-                if let Some((body, _)) = self.by_name.remove(&oldest) {
-                    self.total -= oldest.len() + body.len();
-                }
+    /// Writes `body` at `name` (create-only with `create_only`); the new tag, or `None` when
+    /// `create_only` found the name taken. One walk down the map either way.
+    fn write(&mut self, name: &str, body: Vec<u8>, create_only: bool) -> Option<u64> {
+        self.last_tag += 1;
+        let tag = self.last_tag;
+        let body_len = body.len();
+        match self.by_name.entry(Arc::from(name)) {
+            Entry::Occupied(_) if create_only => return None,
+            Entry::Occupied(mut entry) => {
+                let (old_body, old_tag) = entry.insert((body, tag));
+                self.total = self.total - old_body.len() + body_len;
+                self.by_age.remove(&old_tag);
+                self.by_age.insert(tag, entry.key().clone());
+            }
+            Entry::Vacant(entry) => {
+                self.total += name.len() + body_len;
+                self.by_age.insert(tag, entry.key().clone());
+                entry.insert((body, tag));
+            }
+        }
+        self.evict();
+        Some(tag)
+    }
+
+    /// Replaces `name`'s body if it still has `tag`; its new tag.
+    fn replace(&mut self, name: &str, body: Vec<u8>, tag: &str) -> Option<u64> {
+        let (stored, stored_tag) = self.by_name.get_mut(name)?;
+        if stored_tag.to_string() != tag {
+            return None;
+        }
+        self.last_tag += 1;
+        let old_tag = std::mem::replace(stored_tag, self.last_tag);
+        self.total = self.total - stored.len() + body.len();
+        *stored = body;
+        if let Some(key) = self.by_age.remove(&old_tag) {
+            self.by_age.insert(self.last_tag, key);
+        }
+        self.evict();
+        Some(self.last_tag)
+    }
+
+    /// Past the limit, forgets the oldest down to three quarters of it.
+    fn evict(&mut self) {
+        if self.total <= MEMORY_STORE_LIMIT {
+            return;
+        }
+        while self.total > MEMORY_STORE_LIMIT * 3 / 4 {
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
+            if let Some((body, _)) = self.by_name.remove(&oldest) {
+                self.total -= oldest.len() + body.len();
             }
         }
     }
 
     fn remove(&mut self, name: &str) {
-        if let Some((body, tag)) = self.by_name.remove(name) {
+        if let Some((name, (body, tag))) = self.by_name.remove_entry(name) {
             self.total -= name.len() + body.len();
             self.by_age.remove(&tag);
         }
@@ -127,12 +169,6 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn tag(&self) -> u64 {
-        let mut next = self.next_tag.lock().unwrap_or_else(|e| e.into_inner());
-        *next += 1;
-        *next
     }
 
     fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
@@ -151,13 +187,10 @@ impl Store for MemoryStore {
     }
 
     async fn create(&self, name: &str, body: Vec<u8>) -> Result<ETag, StoreError> {
-        let tag = self.tag();
-        let mut objects = self.objects();
-        if objects.get(name).is_some() {
-            return Err(StoreError::AlreadyExists);
+        match self.objects().write(name, body, true) {
+            Some(tag) => Ok(ETag(tag.to_string())),
+            None => Err(StoreError::AlreadyExists),
         }
-        objects.insert(name, body, tag);
-        Ok(ETag(tag.to_string()))
     }
 
     async fn read(&self, name: &str) -> Result<Option<(Vec<u8>, ETag)>, StoreError> {
@@ -168,20 +201,14 @@ impl Store for MemoryStore {
     }
 
     async fn replace(&self, name: &str, body: Vec<u8>, etag: &ETag) -> Result<ETag, StoreError> {
-        let tag = self.tag();
-        let mut objects = self.objects();
-        match objects.get(name) {
-            Some((_, current)) if current.to_string() == etag.0 => {
-                objects.insert(name, body, tag);
-                Ok(ETag(tag.to_string()))
-            }
-            _ => Err(StoreError::Conflict),
+        match self.objects().replace(name, body, &etag.0) {
+            Some(tag) => Ok(ETag(tag.to_string())),
+            None => Err(StoreError::Conflict),
         }
     }
 
     async fn put(&self, name: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        let tag = self.tag();
-        self.objects().insert(name, body, tag);
+        self.objects().write(name, body, false);
         Ok(())
     }
 
@@ -194,10 +221,13 @@ impl Store for MemoryStore {
         Ok(self
             .objects()
             .by_name
-            .range(prefix.to_string()..)
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.to_string())
             .collect())
     }
 }

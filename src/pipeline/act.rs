@@ -31,7 +31,7 @@ impl Pipeline {
         };
         let mut record = d.new_record(Some(plan), state, now);
         record.forced = gate.forced;
-        record.gate = gate.summary;
+        record.gate = gate.summary.map(Box::new);
         if gate.forced {
             record
                 .reasons
@@ -261,7 +261,7 @@ impl Pipeline {
         }
         let record = deployer.start(record, etag, claim_marker, d.log).await?;
         let mut outcome = outcome.relabel(Label::State(record.state));
-        outcome.rollout = record.rollout.as_ref().map(RolloutView::from);
+        outcome.rollout = record.rollout.as_deref().map(RolloutView::from);
         if matches!(
             record.state,
             State::Failed | State::RolledBack | State::Stale

@@ -39,8 +39,9 @@ impl Pipeline {
         let Some(plan) = decision.plan() else {
             return Ok(self.handle(raw_event, invocation, log).await?.outcome);
         };
-        let d = Delivery::new(&event, model, &decision, invocation, log);
-        let mut outcome = Outcome::decided(&event, &decision, &decision.explain());
+        let explanation = decision.explain();
+        let d = Delivery::new(&event, model, &decision, &explanation, invocation, log);
+        let mut outcome = Outcome::decided(&event, &decision, &explanation);
         let now = OffsetDateTime::now_utc();
         let why = "not reached before the webhook delivery's deadline \
                    (AUTODEPLOY_WEBHOOK_DEADLINE_SECS); Reconcile handles it";

@@ -20,6 +20,8 @@ pub(super) struct Delivery<'a> {
     pub model: &'a ModelRegistered,
     /// What the policy decided.
     pub decision: &'a Decision,
+    /// The decision in words (computed once: with many rules it is not free).
+    pub explanation: &'a str,
     /// Who is asking.
     pub invocation: &'a Invocation,
     /// The invocation's log lines.
@@ -31,6 +33,7 @@ impl<'a> Delivery<'a> {
         event: &'a Event,
         model: &'a ModelRegistered,
         decision: &'a Decision,
+        explanation: &'a str,
         invocation: &'a Invocation,
         log: &'a InvocationLog,
     ) -> Self {
@@ -38,6 +41,7 @@ impl<'a> Delivery<'a> {
             event,
             model,
             decision,
+            explanation,
             invocation,
             log,
         }
@@ -65,7 +69,7 @@ impl<'a> Delivery<'a> {
             self.model.name.as_ref(),
             self.model.version.as_ref(),
         );
-        let explanation = self.decision.explain();
+        let explanation = self.explanation.to_string();
         let mut record = Record {
             schema: crate::ledger::record::SCHEMA,
             key,
@@ -81,7 +85,7 @@ impl<'a> Delivery<'a> {
             first_received: now,
             last_received: now,
             invocation_ids: Vec::new(),
-            action: plan.map(|p| p.action.clone()),
+            action: plan.map(|p| Box::new(p.action.clone())),
             claim: None,
             acting_since: None,
             next_attempt_at: None,
@@ -135,7 +139,7 @@ impl Pipeline {
                     existing.action = fresh.action.clone();
                     existing.reasons = fresh.reasons.clone();
                     if existing.state != state {
-                        existing.transition(state, d.decision.explain(), now);
+                        existing.transition(state, d.explanation, now);
                     }
                 }
                 Edit::Save(existing.state)

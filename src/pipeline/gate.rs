@@ -256,7 +256,7 @@ impl Pipeline {
         let now = OffsetDateTime::now_utc();
         let mut fresh = d.new_record(Some(plan), state, now);
         fresh.reasons.push(reason.to_string());
-        fresh.gate = Some(summary.clone());
+        fresh.gate = Some(Box::new(summary.clone()));
         if let Some(last) = fresh.history.last_mut() {
             last.note = reason.to_string();
         }
@@ -265,7 +265,7 @@ impl Pipeline {
             .create_or_merge(&fresh, |existing| {
                 d.note_on(existing, now);
                 if existing.open_to_action() {
-                    existing.gate = Some(summary.clone());
+                    existing.gate = Some(Box::new(summary.clone()));
                     existing.gate_pending = false;
                     existing.next_attempt_at = None;
                     existing.rule = fresh.rule.clone();

@@ -45,7 +45,7 @@ pub fn record_state(rollout: &RolloutState) -> State {
 }
 
 fn plan_of(record: &Record) -> Option<AzureMlPlan> {
-    match &record.action {
+    match record.action.as_deref() {
         Some(ActionPlan::AzureMl(plan)) => Some(plan.clone()),
         _ => None,
     }
@@ -127,7 +127,7 @@ impl Deployer {
                         .collect::<Vec<_>>()
                         .join("/")
                 ));
-                record.rollout = Some(rollout.clone());
+                record.rollout = Some(Box::new(rollout.clone()));
                 record.claim = None;
                 record.transition(State::Queued, format!("queued behind {active}"), now);
                 self.ledger
@@ -142,7 +142,7 @@ impl Deployer {
                     "superseded: a newer version of this model is already waiting for the endpoint"
                         .to_string();
                 log.info(why.clone());
-                record.rollout = Some(rollout.clone());
+                record.rollout = Some(Box::new(rollout.clone()));
                 record.claim = None;
                 record.transition(State::Superseded, why, now);
                 self.ledger.save(&record, &etag).await?;
@@ -206,7 +206,8 @@ impl Deployer {
         };
         let rollout = record
             .rollout
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or_else(|| RolloutState::new(&plan));
         if rollout.phase == Phase::Queued {
             // Paused: rollouts already running finish (half a rollout is worse), new ones wait.
@@ -319,7 +320,7 @@ impl Deployer {
             // unrecorded cleanup already deleted.
             // Asset progress too: a fresh code name or a finished upload is not repeated.
             if rollout.phase != before || rollout.assets != assets_before {
-                record.rollout = Some(rollout.clone());
+                record.rollout = Some(Box::new(rollout.clone()));
                 etag = self.ledger.save(&record, &etag).await?;
             }
         }
@@ -341,7 +342,7 @@ impl Deployer {
                 .await?;
             rollout.released = true;
         }
-        record.rollout = Some(rollout.clone());
+        record.rollout = Some(Box::new(rollout.clone()));
         record.claim = None;
         match next {
             Next::Finished => record.next_attempt_at = None,
