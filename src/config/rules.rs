@@ -22,7 +22,9 @@ pub struct Rule {
     /// [`NameIndex`]).
     pub model_patterns: Vec<String>,
     /// Tags that must all be present with these exact values.
-    pub tags: BTreeMap<String, String>,
+    /// Sorted by name. A list, not a map: a one-entry `BTreeMap` allocates a node with room for
+    /// eleven, half a kilobyte per rule.
+    pub tags: Vec<(String, String)>,
     /// Act, or only decide and record.
     pub mode: Mode,
     /// What to do on a match.
@@ -197,20 +199,22 @@ pub enum Mode {
 pub enum RuleAction {
     /// Trigger a GitHub Actions workflow.
     Github(GithubAction),
-    /// Deploy directly to an Azure ML managed online endpoint.
-    AzureMl(AzureMlAction),
+    /// Deploy directly to an Azure ML managed online endpoint (boxed: it is several times the
+    /// size of a GitHub action, and a config may hold thousands of rules).
+    AzureMl(Box<AzureMlAction>),
 }
 
 impl Walker<'_> {
-    /// The `rules:` list (already known to be present), and its patterns compiled into one set
-    /// (empty when a rule is invalid: the config is then refused anyway).
-    pub(super) fn rules(&mut self, value: &Value) -> (Vec<Rule>, NameIndex) {
-        let mut rules = Vec::new();
-        let mut globs = Vec::new();
+    /// The `rules:` list (already known to be present), and its patterns parsed, each with its
+    /// rule and its position among the rule's patterns (compiled by [`Walker::name_index`] once
+    /// the YAML tree is gone).
+    pub(super) fn rules(&mut self, value: &Value) -> (Vec<Rule>, Vec<(Glob, u32, u32)>) {
         let Value::Sequence(items) = value else {
             self.problem("rules", format!("expected a list, got {}", kind(value)));
-            return (rules, NameIndex::default());
+            return Default::default();
         };
+        let mut rules = Vec::with_capacity(items.len());
+        let mut globs = Vec::with_capacity(items.len());
         if items.is_empty() {
             self.problem("rules", "is empty: no event would ever be acted on");
         }
@@ -240,17 +244,23 @@ impl Walker<'_> {
                 rules.push(rule);
             }
         }
+        (rules, globs)
+    }
+
+    /// All rules' patterns compiled into one set (empty when a problem was found: the config is
+    /// then refused anyway).
+    pub(super) fn name_index(&mut self, rules: &[Rule], globs: Vec<(Glob, u32, u32)>) -> NameIndex {
         if !self.problems.is_empty() {
-            return (rules, NameIndex::default());
+            return NameIndex::default();
         }
-        match NameIndex::build(&rules, globs) {
-            Ok(index) => (rules, index),
+        match NameIndex::build(rules, globs) {
+            Ok(index) => index,
             Err(e) => {
                 self.problem(
                     "rules",
                     format!("the rules' model patterns cannot be compiled together: {e}"),
                 );
-                (rules, NameIndex::default())
+                NameIndex::default()
             }
         }
     }
@@ -303,7 +313,7 @@ impl Walker<'_> {
                 .map(RuleAction::Github),
             (None, Some(azureml)) => self
                 .azureml(azureml, &join(label, "azureml"))
-                .map(RuleAction::AzureMl),
+                .map(|azureml| RuleAction::AzureMl(Box::new(azureml))),
         };
 
         let gate = match present(map, "gate") {
@@ -385,12 +395,12 @@ impl Walker<'_> {
         ok.then_some(globs)
     }
 
-    fn tags(&mut self, map: &Mapping, label: &str) -> Option<BTreeMap<String, String>> {
+    fn tags(&mut self, map: &Mapping, label: &str) -> Option<Vec<(String, String)>> {
         let location = join(label, "tags");
-        let mut tags = BTreeMap::new();
         match present(map, "tags") {
-            None => Some(tags),
+            None => Some(Vec::new()),
             Some(Value::Mapping(m)) => {
+                let mut tags = Vec::with_capacity(m.len());
                 let mut ok = true;
                 for (k, v) in m {
                     let Some(key) = k.as_str() else {
@@ -403,7 +413,7 @@ impl Walker<'_> {
                     };
                     match scalar_text(v) {
                         Some(text) => {
-                            tags.insert(key.to_string(), text);
+                            tags.push((key.to_string(), text));
                         }
                         None => {
                             self.problem(
@@ -417,6 +427,8 @@ impl Walker<'_> {
                         }
                     }
                 }
+                // YAML refuses duplicate keys, so sorting is all a map would have done.
+                tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 ok.then_some(tags)
             }
             Some(other) => {

@@ -259,9 +259,12 @@ impl Ledger {
             .await?;
         self.note_existing(&fresh.key);
         Ok(match swapped {
+            // The index is a listing aid for `status`, which reads a durable ledger from another
+            // process: an in-memory ledger is never listed, so it keeps no index.
+            Swapped::Created(etag) if !self.store.is_durable() => Written::Created(etag),
             Swapped::Created(etag) => {
-                // The index is a listing aid; a missing entry only hides the record from
-                // `status`'s recent view, never from the pipeline.
+                // A missing entry only hides the record from `status`'s recent view, never from
+                // the pipeline.
                 if let Err(e) = self
                     .store
                     .put(&index_name(&fresh.key, fresh.first_received), Vec::new())
