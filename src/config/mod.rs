@@ -168,11 +168,7 @@ fn workspace_arm_id(raw: &str, hint: &str) -> Result<WorkspaceId, String> {
 
 impl Walker<'_> {
     /// The config, its patterns not yet compiled (`names` is empty), and the patterns.
-    fn config(
-        &mut self,
-        root: &Value,
-        path: &Path,
-    ) -> Option<(Config, Vec<(globset::Glob, u32, u32)>)> {
+    fn config(&mut self, root: &Value, path: &Path) -> Option<(Config, rules::ParsedGlobs)> {
         let root = match root {
             // An empty file: report the missing rules rather than "expected a mapping".
             Value::Null => &Value::Mapping(Mapping::new()),

@@ -33,6 +33,9 @@ pub struct Rule {
     pub gate: Option<GateSpec>,
 }
 
+/// Every rule's parsed globs, each with its rule and its position among the rule's patterns.
+pub(super) type ParsedGlobs = Vec<(Glob, u32, u32)>;
+
 /// Every rule's model-name globs compiled into one set, plus the patterns sorted as text (to name
 /// the rules nearest to a name that none matches). Built once, when the config loads.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +51,7 @@ pub struct NameIndex {
 impl NameIndex {
     /// Compiles `globs` (each with its rule and its position in the rule's patterns), or says why
     /// they cannot be compiled together.
-    fn build(rules: &[Rule], globs: Vec<(Glob, u32, u32)>) -> Result<NameIndex, String> {
+    fn build(rules: &[Rule], globs: ParsedGlobs) -> Result<NameIndex, String> {
         let mut builder = GlobSetBuilder::new();
         let mut owners = Vec::with_capacity(globs.len());
         for (glob, rule, pattern) in globs {
@@ -208,7 +211,7 @@ impl Walker<'_> {
     /// The `rules:` list (already known to be present), and its patterns parsed, each with its
     /// rule and its position among the rule's patterns (compiled by [`Walker::name_index`] once
     /// the YAML tree is gone).
-    pub(super) fn rules(&mut self, value: &Value) -> (Vec<Rule>, Vec<(Glob, u32, u32)>) {
+    pub(super) fn rules(&mut self, value: &Value) -> (Vec<Rule>, ParsedGlobs) {
         let Value::Sequence(items) = value else {
             self.problem("rules", format!("expected a list, got {}", kind(value)));
             return Default::default();
@@ -249,7 +252,7 @@ impl Walker<'_> {
 
     /// All rules' patterns compiled into one set (empty when a problem was found: the config is
     /// then refused anyway).
-    pub(super) fn name_index(&mut self, rules: &[Rule], globs: Vec<(Glob, u32, u32)>) -> NameIndex {
+    pub(super) fn name_index(&mut self, rules: &[Rule], globs: ParsedGlobs) -> NameIndex {
         if !self.problems.is_empty() {
             return NameIndex::default();
         }

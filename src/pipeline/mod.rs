@@ -366,3 +366,98 @@ fn describe_event(event: &Event, log: &InvocationLog) {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    use super::*;
+
+    /// Every `record` call on a span, as the fields it carried.
+    #[derive(Clone, Default)]
+    struct Records(Arc<Mutex<Vec<Fields>>>);
+
+    /// One record's fields, as (name, value).
+    type Fields = Vec<(String, String)>;
+
+    impl<S: tracing::Subscriber> Layer<S> for Records {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: Context<'_, S>,
+        ) {
+            struct Fields(Vec<(String, String)>);
+            impl Visit for Fields {
+                fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                    self.0
+                        .push((field.name().to_string(), format!("{value:?}")));
+                }
+                fn record_str(&mut self, field: &Field, value: &str) {
+                    self.0.push((field.name().to_string(), value.to_string()));
+                }
+            }
+            let mut fields = Fields(Vec::new());
+            values.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+
+    #[test]
+    fn the_event_and_the_decision_reach_the_span_in_one_record() {
+        let records = Records::default();
+        let subscriber = tracing_subscriber::registry().with(records.clone());
+        let event = event::parse(&serde_json::json!({
+            "id": "e-1",
+            "topic": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws",
+            "subject": "models/credit-risk:7",
+            "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
+            "eventTime": "2026-11-26T10:00:00Z",
+            "data": {"modelName": "credit-risk", "modelVersion": "7"}
+        }))
+        .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "invocation",
+                invocation_id = "inv-1",
+                event_id = tracing::field::Empty,
+                model = tracing::field::Empty,
+                version = tracing::field::Empty,
+                rule = tracing::field::Empty,
+                decision = tracing::field::Empty,
+            );
+            let _entered = span.enter();
+            record_on_span(&event, "skipped", None);
+            record_on_span(&event, "dispatched", Some("credit"));
+        });
+        let records = records.0.lock().unwrap();
+        let text = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        // json-subscriber re-serialises every field of a span on each record: one per call.
+        assert_eq!(
+            *records,
+            [
+                text(&[
+                    ("event_id", "e-1"),
+                    ("model", "credit-risk"),
+                    ("version", "7"),
+                    ("decision", "skipped"),
+                ]),
+                text(&[
+                    ("event_id", "e-1"),
+                    ("model", "credit-risk"),
+                    ("version", "7"),
+                    ("decision", "dispatched"),
+                    ("rule", "credit"),
+                ]),
+            ]
+        );
+    }
+}
