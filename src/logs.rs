@@ -52,7 +52,7 @@ impl InvocationLog {
 
     /// The lines, when nothing will be added any more.
     pub fn into_lines(self) -> Vec<String> {
-        self.lines.into_inner().unwrap_or_default()
+        self.lines.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
     fn push(&self, line: String) {
