@@ -39,6 +39,7 @@ pub mod actions;
 pub mod azure;
 pub mod cli;
 pub mod config;
+pub mod env;
 pub mod event;
 pub mod gate;
 pub mod host;
@@ -52,7 +53,7 @@ pub mod reconcile;
 pub mod redact;
 pub mod retry;
 pub mod routes;
-pub mod settings;
+
 pub mod startup;
 pub mod telemetry;
 pub mod webhook;

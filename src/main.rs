@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use aml_autodeploy::cli::{self, Cli};
-use aml_autodeploy::settings::{ProcessEnv, Settings};
+use aml_autodeploy::env::ProcessEnv;
+use aml_autodeploy::startup::Settings;
 use aml_autodeploy::telemetry;
 
 fn main() -> ExitCode {

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::settings::{Env, GithubCredential, read_secret};
+use crate::env::{Env, read_secret};
 
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
@@ -191,11 +191,9 @@ fn percent_encoded(text: &str) -> String {
 }
 
 /// Every secret value the settings hold: the secret settings themselves, a connection string's
-/// key and signature, and the GitHub App key read from a file.
-pub fn loaded_secrets(
-    env: &dyn Env,
-    github: &Result<Option<GithubCredential>, String>,
-) -> Vec<SecretString> {
+/// key and signature, and `more` (secrets a part read some other way, such as the GitHub App key
+/// read from a file).
+pub fn loaded_secrets(env: &dyn Env, more: Vec<SecretString>) -> Vec<SecretString> {
     let mut found = Vec::new();
     for name in SECRET_SETTINGS {
         let Ok(Some(value)) = read_secret(env, name) else {
@@ -211,9 +209,7 @@ pub fn loaded_secrets(
         }
         found.push(value);
     }
-    if let Ok(Some(GithubCredential::App(app))) = github {
-        found.push(app.private_key_pem.clone());
-    }
+    found.extend(more);
     found
 }
 
@@ -274,7 +270,7 @@ mod tests {
                 "AccountName=a;AccountKey=c2VjcmV0LWtleS12YWx1ZQ==;EndpointSuffix=x".to_string()
             })
         };
-        let secrets = loaded_secrets(&env, &Ok(None));
+        let secrets = loaded_secrets(&env, Vec::new());
         let r = Redactor::new();
         r.add_all(&secrets);
         assert_eq!(

@@ -22,7 +22,58 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::settings::LogFormat;
+use crate::env::Env;
+
+/// Structured log output format (`AUTODEPLOY_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default; Application Insights parses it).
+    Json,
+    /// Human-readable lines for a terminal.
+    Pretty,
+}
+
+/// What `serve` prints on stdout under the Functions host (`AUTODEPLOY_LOG_STDOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStdout {
+    /// One summary line per invocation (the detail is in `Logs`); warnings and errors on stderr.
+    Summary,
+    /// Every line on stdout, as before the summary (for people who tail the process).
+    All,
+}
+
+impl LogFormat {
+    /// `AUTODEPLOY_LOG_FORMAT`: `json` (default) or `pretty`; anything else is a problem.
+    pub fn from_env(env: &dyn Env, problems: &mut Vec<String>) -> Self {
+        match env.get("AUTODEPLOY_LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => {
+                problems.push(format!(
+                    "AUTODEPLOY_LOG_FORMAT must be json or pretty, got {other:?}"
+                ));
+                LogFormat::Json
+            }
+        }
+    }
+}
+
+impl LogStdout {
+    /// `AUTODEPLOY_LOG_STDOUT`: `summary` (default) or `all`; anything else only warns.
+    pub fn from_env(env: &dyn Env, warnings: &mut Vec<String>) -> Self {
+        match env.get("AUTODEPLOY_LOG_STDOUT").as_deref().map(str::trim) {
+            None | Some("summary") => LogStdout::Summary,
+            Some("all") => LogStdout::All,
+            Some(other) => {
+                // Only where lines go: not worth failing invocations for.
+                warnings.push(format!(
+                    "AUTODEPLOY_LOG_STDOUT must be all or summary, got {other:?}; using summary"
+                ));
+                LogStdout::Summary
+            }
+        }
+    }
+}
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

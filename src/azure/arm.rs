@@ -46,6 +46,25 @@ pub struct ArmSettings {
     pub budget: Duration,
 }
 
+impl ArmSettings {
+    /// `AUTODEPLOY_ARM_ENDPOINT` (default the cloud's) and `AUTODEPLOY_ARM_API_VERSION`, with
+    /// `budget` per request.
+    pub fn from_env(env: &dyn crate::env::Env, cloud: Cloud, retry_budget: Duration) -> Self {
+        ArmSettings {
+            cloud,
+            endpoint: env
+                .get("AUTODEPLOY_ARM_ENDPOINT")
+                .map(|e| e.trim().trim_end_matches('/').to_string())
+                .unwrap_or_else(|| cloud.arm_endpoint().to_string()),
+            api_version: env
+                .get("AUTODEPLOY_ARM_API_VERSION")
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| DEFAULT_API_VERSION.to_string()),
+            budget: retry_budget,
+        }
+    }
+}
+
 /// Why an ARM call failed.
 #[derive(Debug, Clone, Error, PartialEq)]
 pub enum ArmError {

@@ -20,7 +20,7 @@ use azure_core::http::ClientOptions;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 
-use crate::settings::{Env, read_secret};
+use crate::env::{Env, read_secret};
 
 /// A token is renewed when less than this is left (the SDK's own margin is also 5 minutes).
 const TOKEN_RENEW_MARGIN: time::Duration = time::Duration::minutes(5);
@@ -37,6 +37,17 @@ pub enum Cloud {
 }
 
 impl Cloud {
+    /// `AUTODEPLOY_CLOUD` (default public); an unknown cloud is a problem.
+    pub fn from_env(env: &dyn Env, problems: &mut Vec<String>) -> Cloud {
+        match env.get("AUTODEPLOY_CLOUD") {
+            None => Cloud::Public,
+            Some(raw) => Cloud::parse(&raw).unwrap_or_else(|e| {
+                problems.push(e);
+                Cloud::Public
+            }),
+        }
+    }
+
     /// Parses `public`, `usgov` or `china` (also the SDK's names).
     pub fn parse(raw: &str) -> Result<Cloud, String> {
         match raw.trim().to_ascii_lowercase().as_str() {
@@ -299,7 +310,7 @@ impl TokenCredential for CachedCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::test_env as env;
+    use crate::env::test_env as env;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]

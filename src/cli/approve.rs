@@ -12,7 +12,7 @@ use crate::actions::azureml::rollout::{ApprovalDecision, Phase};
 use crate::http::Http;
 use crate::ledger::connection::{StorageTarget, parse_connection_string};
 use crate::ledger::{Edit, Ledger, Written};
-use crate::settings::Settings;
+use crate::startup::Settings;
 use crate::startup::open_ledger;
 
 use super::{CliError, LedgerCommandError};

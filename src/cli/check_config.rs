@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::config::{Config, GithubTarget, Mode, RuleAction, lexical};
-use crate::settings::Settings;
+use crate::startup::Settings;
 
 use super::{CliError, ConfigArg};
 

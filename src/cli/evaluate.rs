@@ -11,7 +11,7 @@ use crate::ledger::Ledger;
 use crate::ledger::record::rfc3339;
 use crate::logs::InvocationLog;
 use crate::pipeline::{Execution, Invocation, Pipeline};
-use crate::settings::Settings;
+use crate::startup::Settings;
 use crate::startup::{build_pipeline, open_ledger};
 
 use super::replay::{execution, ledger_for, print_outcome};

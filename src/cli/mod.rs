@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::ledger::StoreError;
-use crate::settings::{LogStdout, Settings};
+use crate::startup::Settings;
+use crate::telemetry::LogStdout;
 use crate::telemetry::Sink;
 
 pub mod approve;

@@ -10,7 +10,7 @@ use crate::http::Http;
 use crate::ledger::State;
 use crate::logs::InvocationLog;
 use crate::pipeline::{Execution, Handled, Invocation, Label, Pipeline, PipelineError};
-use crate::settings::Settings;
+use crate::startup::Settings;
 use crate::startup::{LedgerChoice, build_pipeline};
 
 use super::{CliError, ConfigArg};

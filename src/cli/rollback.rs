@@ -9,7 +9,7 @@ use crate::config::{Config, RuleAction};
 use crate::event::WorkspaceId;
 use crate::http::Http;
 use crate::ledger::State;
-use crate::settings::Settings;
+use crate::startup::Settings;
 use crate::startup::{LedgerChoice, build_pipeline};
 
 use super::{CliError, ConfigArg, LedgerCommandError};

@@ -1,9 +1,11 @@
 //! `serve`: the Functions custom handler (the default), or with `--webhook` the standalone Event
 //! Grid webhook.
 
+use crate::env::ProcessEnv;
 use crate::http::Http;
-use crate::settings::{ProcessEnv, Settings, webhook_auth};
+use crate::startup::Settings;
 use crate::startup::{Application, LedgerChoice, WebhookApplication, build_pipeline};
+use crate::webhook::WebhookAuth;
 
 use super::CliError;
 
@@ -82,8 +84,8 @@ async fn serve_functions(settings: Settings, http: &Http) -> Result<bool, CliErr
 
 async fn serve_webhook(settings: Settings, bind: &str, http: &Http) -> Result<bool, CliError> {
     // Authentication cannot be skipped: no credentials configured means no server.
-    let auth =
-        webhook_auth(&ProcessEnv, settings.arm.cloud, http).map_err(CliError::WebhookAuth)?;
+    let auth = WebhookAuth::from_env(&ProcessEnv, settings.arm.cloud, http)
+        .map_err(CliError::WebhookAuth)?;
     let pipeline = build_pipeline(
         &settings,
         &settings.config_path,

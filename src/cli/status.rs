@@ -6,7 +6,7 @@ use crate::http::Http;
 use crate::ledger::connection::{StorageTarget, parse_connection_string};
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Ledger, Record};
-use crate::settings::Settings;
+use crate::startup::Settings;
 use crate::startup::open_ledger;
 
 use super::{CliError, LedgerCommandError};

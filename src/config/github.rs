@@ -9,6 +9,9 @@ use super::Template;
 use super::problems::{ConfigProblem, Walker, join, kind, present, scalar_text};
 use super::template::Placeholder;
 
+/// Default GitHub REST API base URL.
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+
 /// GitHub's limit on `workflow_dispatch` inputs on github.com: 25 keys (raised from 10; see
 /// `shared/reference/github-api-and-peers.md` and github/docs#15710, where the old 10 was first
 /// documented: "you may only define up to 10 inputs for a workflow_dispatch event").
@@ -276,9 +279,7 @@ impl Walker<'_> {
         };
         let map = self.mapping(value, location)?;
         let api_url = self.env.get("GITHUB_API_URL");
-        let api_url = api_url
-            .as_deref()
-            .unwrap_or(crate::settings::DEFAULT_GITHUB_API_URL);
+        let api_url = api_url.as_deref().unwrap_or(DEFAULT_GITHUB_API_URL);
         let limit = max_workflow_inputs(api_url);
         if map.len() > limit {
             let whose = if limit == MAX_WORKFLOW_INPUTS {

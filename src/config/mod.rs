@@ -25,14 +25,14 @@ use std::path::{Path, PathBuf};
 use serde_norway::{Mapping, Value};
 use thiserror::Error;
 
+use crate::env::{Env, ProcessEnv};
 use crate::event::WorkspaceId;
-use crate::settings::{Env, ProcessEnv};
 use problems::{Walker, present};
 
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
 pub use github::{
-    GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS, MAX_WORKFLOW_INPUTS_GHES,
-    RepoSlug, max_workflow_inputs,
+    DEFAULT_GITHUB_API_URL, GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS,
+    MAX_WORKFLOW_INPUTS_GHES, RepoSlug, max_workflow_inputs,
 };
 pub use paths::{ConfigFolder, PathProblem, lexical};
 pub use problems::ConfigProblem;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_norway::{Mapping, Value};
 
 use super::{ConfigFolder, Template};
-use crate::settings::Env;
+use crate::env::Env;
 
 /// One problem in a config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

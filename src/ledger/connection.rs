@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::blob::{BlobAuth, BlobStore, SharedKeyPolicy};
 use super::store::{MemoryStore, Store};
-use crate::settings::{Env, read_secret};
+use crate::env::{Env, read_secret};
 
 /// Azurite's well-known development account (public, documented by Microsoft).
 const DEV_ACCOUNT: &str = "devstoreaccount1";
@@ -243,7 +243,7 @@ pub fn parse_connection_string(text: &str, source: &str) -> Result<StorageTarget
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::test_env as env;
+    use crate::env::test_env as env;
 
     #[test]
     fn development_storage_points_at_azurite() {

@@ -93,6 +93,49 @@ pub(super) async fn authenticate(
     ))
 }
 
+impl WebhookAuth {
+    /// Webhook mode's authentication: `AUTODEPLOY_WEBHOOK_KEY`, and/or Microsoft Entra ID with
+    /// `AUTODEPLOY_WEBHOOK_TENANT_ID` + `AUTODEPLOY_WEBHOOK_AUDIENCE` (optional
+    /// `AUTODEPLOY_WEBHOOK_ISSUER`, `AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL`). Neither is an error.
+    /// The signing keys are fetched through `http`.
+    pub fn from_env(
+        env: &dyn crate::env::Env,
+        cloud: crate::azure::Cloud,
+        http: &crate::http::Http,
+    ) -> Result<Self, String> {
+        let key = crate::env::read_secret(env, "AUTODEPLOY_WEBHOOK_KEY")?;
+        if key.as_ref().is_some_and(|k| k.expose_secret().len() < 16) {
+            return Err("AUTODEPLOY_WEBHOOK_KEY must be at least 16 characters".into());
+        }
+        let entra = match (env.get("AUTODEPLOY_WEBHOOK_TENANT_ID"), env.get("AUTODEPLOY_WEBHOOK_AUDIENCE")) {
+            (Some(tenant), Some(audience)) => {
+                let tenant = tenant.trim().to_string();
+                let authority = cloud.authority_host();
+                let issuers = match env.get("AUTODEPLOY_WEBHOOK_ISSUER") {
+                    Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                    // Event Grid's tokens are v1 by default; v2 when the app asks for them.
+                    None => vec![format!("https://sts.windows.net/{tenant}/"), format!("{authority}/{tenant}/v2.0")],
+                };
+                let audiences = audience.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                let metadata_url = env
+                    .get("AUTODEPLOY_WEBHOOK_OPENID_METADATA_URL")
+                    .unwrap_or_else(|| format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration"));
+                Some(EntraValidator::new(issuers, audiences, metadata_url, http.clone()))
+            }
+            (None, None) => None,
+            _ => return Err("Entra ID authentication needs both AUTODEPLOY_WEBHOOK_TENANT_ID and AUTODEPLOY_WEBHOOK_AUDIENCE".into()),
+        };
+        if key.is_none() && entra.is_none() {
+            return Err(
+                "no authentication configured: set AUTODEPLOY_WEBHOOK_KEY (shared key) and/or AUTODEPLOY_WEBHOOK_TENANT_ID \
+                 with AUTODEPLOY_WEBHOOK_AUDIENCE (Microsoft Entra ID)"
+                    .into(),
+            );
+        }
+        Ok(WebhookAuth { key, entra })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aml_autodeploy::ledger::{Ledger, record_key};
-use aml_autodeploy::settings::Settings;
+use aml_autodeploy::startup::Settings;
 use aml_autodeploy::startup::open_ledger;
 use serde_json::{Value, json};
 

@@ -9,7 +9,7 @@ use aml_autodeploy::azure::{CachedCredential, CredentialKind};
 use aml_autodeploy::ledger::record_key;
 use aml_autodeploy::pipeline::Pipeline;
 use aml_autodeploy::routes::{AppState, router};
-use aml_autodeploy::settings::Settings;
+use aml_autodeploy::startup::Settings;
 use aml_autodeploy::startup::{LedgerChoice, build_pipeline};
 use axum::body::Body;
 use axum::http::Request;

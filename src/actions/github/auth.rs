@@ -11,11 +11,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::answers::refusal;
+use super::settings::{GithubAppCredential, GithubCredential};
 use super::*;
 use crate::actions::ActionError;
 use crate::config::RepoSlug;
 use crate::logs::InvocationLog;
-use crate::settings::{GithubAppCredential, GithubCredential};
 
 /// An installation token is renewed when less than this is left of its hour.
 pub(super) const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);

@@ -9,11 +9,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::answers::{refused_redirect, retry_wait, transport_error};
+use super::settings::GithubCredential;
 use super::*;
 use crate::actions::ActionError;
 use crate::logs::InvocationLog;
 use crate::retry::{Backoff, Failure, Stop, retry};
-use crate::settings::GithubCredential;
 
 /// Longest single request; the total is bounded by the retry budget.
 pub(super) const PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,11 +12,11 @@ use serde_json::Value;
 
 use super::GithubClient;
 use super::answers::refusal;
+use super::settings::GithubCredential;
 use crate::actions::GithubPlan;
 use crate::actions::{ActionError, ActionOutcome};
 use crate::ledger::{ETag, Edit, Ledger, Marker, Record, State, StoreError, Written, after};
 use crate::logs::InvocationLog;
-use crate::settings::GithubCredential;
 
 impl GithubClient {
     /// Sends `repository_dispatch` or `workflow_dispatch` (with run details where GitHub

@@ -12,6 +12,7 @@ mod answers;
 mod auth;
 pub mod client;
 pub mod dispatch;
+mod settings;
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use auth::AppTokenCache;
 
 use crate::http::Http;
 use crate::logs::InvocationLog;
-use crate::settings::{GithubCredential, GithubSettings};
+pub use settings::{GithubAppCredential, GithubCredential, GithubSettings};
 
 /// The REST API version we speak (supported by github.com and current GitHub Enterprise Server).
 pub const API_VERSION: &str = "2022-11-28";

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::settings::ProcessEnv;
+use crate::env::ProcessEnv;
 
 const AT: &str = "rules[0] (a).azureml.rollout.analysis";
 

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+mod settings;
+
+pub use settings::Settings;
+
 use crate::actions::azureml::deploy::Deployer;
 use crate::actions::azureml::rollout::RolloutEngine;
 use crate::actions::github::GithubClient;
@@ -21,7 +25,6 @@ use crate::notify::Notifier;
 use crate::pipeline::Pipeline;
 use crate::policy::Facts;
 use crate::routes::{AppState, router};
-use crate::settings::Settings;
 use crate::webhook::{self, WebhookAuth, WebhookState, reconcile_loop};
 
 /// Which ledger a pipeline uses.
@@ -188,7 +191,7 @@ pub struct WebhookApplication {
 
 impl WebhookApplication {
     /// Binds `address` (port 0 picks a free port); `deadline` bounds each delivery. `auth` is mandatory: build it with
-    /// [`crate::settings::webhook_auth`].
+    /// [`WebhookAuth::from_env`].
     pub async fn build(
         pipeline: Pipeline,
         auth: WebhookAuth,
