@@ -45,7 +45,7 @@ fn fuzz_regressions_are_handled() {
         if let Ok(text) = std::str::from_utf8(&data)
             && let Ok(yaml) = serde_norway::from_str::<serde_norway::Value>(text)
         {
-            let _ = aml_autodeploy::actions::azureml::translate::translate(
+            let _ = aml_autodeploy::deployment::translate::translate(
                 &yaml,
                 None,
                 Path::new("tests/fixtures/azml/seed/aml_yamls"),

@@ -6,7 +6,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(yaml) = serde_norway::from_str::<serde_norway::Value>(text)
     {
-        let _ = aml_autodeploy::actions::azureml::translate::translate(
+        let _ = aml_autodeploy::deployment::translate::translate(
             &yaml,
             Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"),
             // Relative paths in the input resolve against the seed layout's folder.

@@ -8,7 +8,7 @@ use serde_norway::Value;
 
 use super::problems::{Walker, join, present};
 use super::{RolloutSpec, Template, workspace_arm_id};
-use crate::actions::azureml::translate::{DeploymentTemplate, translate};
+use crate::deployment::translate::{DeploymentTemplate, translate};
 use crate::event::WorkspaceId;
 
 /// The `azureml:` block of a rule.

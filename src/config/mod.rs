@@ -14,7 +14,6 @@ mod azureml;
 pub mod gate;
 mod github;
 pub mod notify;
-mod paths;
 mod problems;
 mod rollout;
 mod rules;
@@ -34,7 +33,7 @@ pub use github::{
     DEFAULT_GITHUB_API_URL, GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS,
     MAX_WORKFLOW_INPUTS_GHES, RepoSlug, max_workflow_inputs,
 };
-pub use paths::{ConfigFolder, PathProblem, lexical};
+pub use crate::folder::{ConfigFolder, PathProblem, lexical};
 pub use problems::ConfigProblem;
 pub use rollout::{ApprovalSpec, RolloutSpec, Strategy};
 pub use rules::{Mode, NameIndex, Rule, RuleAction, RuleName};

@@ -3,17 +3,16 @@
 //! ([`rollout`]) that the event handler starts and `Reconcile` advances.
 
 pub mod analysis;
-pub mod assets;
 pub mod deploy;
 pub mod rollout;
-pub mod translate;
+pub mod upload;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::{AzureMlAction, RolloutSpec};
-use assets::AssetPlan;
+use crate::deployment::assets::AssetPlan;
 
 /// A fully rendered direct deployment. Stored in the ledger record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ fn analysis(yaml: &str) -> (Option<AnalysisSpec>, Vec<String>) {
     let mut walker = Walker {
         problems: Vec::new(),
         base: PathBuf::from("."),
-        folder: crate::config::paths::ConfigFolder::of(std::path::Path::new("autodeploy.yml")),
+        folder: crate::folder::ConfigFolder::of(std::path::Path::new("autodeploy.yml")),
         warnings: Vec::new(),
         workspace_len: None,
         env: &ProcessEnv,

@@ -12,10 +12,10 @@ use serde_json::json;
 use super::machine::*;
 use super::*;
 use crate::actions::azureml::AzureMlPlan;
-use crate::actions::azureml::assets::code::CodeFolder;
-use crate::actions::azureml::assets::environment::ANONYMOUS_ENVIRONMENT;
-use crate::actions::azureml::assets::upload::{self, SasContainer, UploadError};
-use crate::actions::azureml::assets::{InlineEnvironment, LocalCode};
+use crate::deployment::assets::code::CodeFolder;
+use crate::deployment::assets::environment::ANONYMOUS_ENVIRONMENT;
+use crate::actions::azureml::upload::{self, SasContainer, UploadError};
+use crate::deployment::assets::{InlineEnvironment, LocalCode};
 use crate::azure::arm::ArmError;
 use crate::logs::InvocationLog;
 

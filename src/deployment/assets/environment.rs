@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::pyyaml;
-use crate::config::ConfigFolder;
+use crate::folder::ConfigFolder;
 
 /// The name az ml gives every anonymous environment.
 pub const ANONYMOUS_ENVIRONMENT: &str = "CliV2AnonymousEnvironment";

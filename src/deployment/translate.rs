@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use super::assets::{self, AssetTemplate, CodeRef, CollectorSpec, EnvironmentRef};
-use crate::config::ConfigFolder;
+use crate::folder::ConfigFolder;
 
 /// Keys of a managed online deployment YAML we translate (or knowingly ignore: `name`,
 /// `endpoint_name` and `model` come from the rule and the event, as `--name`, `--endpoint-name`

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::InlineEnvironment;
 use super::code::CodeFolder;
-use crate::actions::azureml::translate::translate;
+use crate::deployment::translate::translate;
 use crate::actions::azureml::{AzureMlPlan, plan};
 use crate::config::{AzureMlAction, Template};
 

@@ -12,14 +12,13 @@ pub mod code;
 pub mod collector;
 pub mod environment;
 mod pyyaml;
-pub mod upload;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::{ConfigFolder, lexical};
+use crate::folder::{ConfigFolder, lexical};
 
 pub use collector::{CollectorSpec, DataAsset};
 pub use environment::{EnvironmentRef, InlineEnvironment};
