@@ -37,6 +37,7 @@
 
 pub mod actions;
 pub mod azure;
+pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod deployment;

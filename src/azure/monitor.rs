@@ -8,11 +8,10 @@
 //! into figures by the pure functions of `monitor/figures.rs`.
 
 mod figures;
-
-use thiserror::Error;
+mod metrics;
 
 use super::arm::{ArmClient, ArmError};
-use crate::actions::azureml::analysis::{EndpointFigures, LatencyStat, Window};
+pub use metrics::{DeploymentFigures, EndpointFigures, LatencyStat, MonitorError, Window};
 
 /// The metrics API version (the newest stable `metrics_API.json`); not Machine Learning's.
 pub const METRICS_API_VERSION: &str = "2024-02-01";
@@ -23,24 +22,6 @@ pub const TOP_SERIES: u32 = 50;
 const REQUESTS_FILTER: &str = "deployment eq '*' and statusCode eq '*'";
 const LATENCY_FILTER: &str = "deployment eq '*'";
 
-/// Why no figures could be read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum MonitorError {
-    /// A passing failure (429, 5xx, 529, a timeout, a metric's `errorCode` other than
-    /// `Success`): no judgement this time; try again later. Never a pass, never a failure.
-    #[error("metrics not read, not judged: {0}")]
-    NotJudged(String),
-    /// 401/403: the identity may not read metrics (it needs Monitoring Reader). A configuration
-    /// problem; meanwhile there is no data.
-    #[error(
-        "Azure Monitor refused to show the endpoint's metrics (give the identity the Monitoring Reader role on the endpoint or its resource group): {0}"
-    )]
-    Forbidden(String),
-    /// 400 and other refusals: the query is wrong (an unknown metric name, grain or filter); the
-    /// service's message.
-    #[error("Azure Monitor refused the metrics query: {0}")]
-    Invalid(String),
-}
 
 impl ArmClient {
     /// Every deployment's requests, failed requests and `latency` statistic on the endpoint

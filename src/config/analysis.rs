@@ -4,7 +4,8 @@
 use serde_norway::{Mapping, Value};
 
 use super::problems::{Walker, describe, join, present};
-use crate::actions::azureml::analysis::{AnalysisSpec, LatencyStat, OnInsufficientData};
+use crate::azure::monitor::LatencyStat;
+use crate::canary::{AnalysisSpec, OnInsufficientData};
 
 const KEYS: &[&str] = &[
     "window_minutes",

@@ -3,7 +3,7 @@
 use serde_norway::Value;
 
 use super::problems::{Walker, join, present};
-use crate::actions::azureml::analysis::AnalysisSpec;
+use crate::canary::AnalysisSpec;
 
 /// `rollout.strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

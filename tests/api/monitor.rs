@@ -11,7 +11,8 @@ use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions}
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use aml_autodeploy::actions::azureml::analysis::{LatencyStat, Window, window};
+use aml_autodeploy::azure::monitor::{LatencyStat, Window};
+use aml_autodeploy::canary::window;
 use aml_autodeploy::azure::Cloud;
 use aml_autodeploy::azure::arm::{ArmClient, ArmSettings};
 use aml_autodeploy::azure::monitor::MonitorError;

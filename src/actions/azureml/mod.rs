@@ -2,7 +2,6 @@
 //! ([`AzureMlPlan`]), the `az ml` YAML translation ([`translate`]) and the rollout state machine
 //! ([`rollout`]) that the event handler starts and `Reconcile` advances.
 
-pub mod analysis;
 pub mod deploy;
 pub mod rollout;
 pub mod upload;

@@ -10,8 +10,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::MonitorError;
-use crate::actions::azureml::analysis::{DeploymentFigures, EndpointFigures, Window};
+use super::metrics::{DeploymentFigures, EndpointFigures, MonitorError, Window};
 
 /// One series of one metric: its dimension values and its minute averages.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -1,6 +1,6 @@
 //! Canary analysis in the rollout: each traffic step is judged on the endpoint's real traffic
 //! (Azure Monitor, through [`crate::azure::monitor`]) against the live deployments over the same
-//! window ([`crate::actions::azureml::analysis::judge`], pure). A step moves on only with a
+//! window ([`crate::canary::judge`], pure). A step moves on only with a
 //! passing judgement made once its bake is over (or `on_insufficient_data: promote`); a failing
 //! one rolls back; a metrics read that fails is no judgement at all: the step waits and asks again.
 
@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::machine::*;
 use super::*;
 use crate::actions::azureml::AzureMlPlan;
-use crate::actions::azureml::analysis::{self, AnalysisSpec, OnInsufficientData, Verdict};
+use crate::canary::{self, AnalysisSpec, OnInsufficientData, Verdict};
 use crate::azure::monitor::MonitorError;
 use crate::ledger::record::rfc3339;
 use crate::logs::InvocationLog;
@@ -44,12 +44,12 @@ impl RolloutEngine {
         let step = state.step + 1;
         let max_until = started + time::Duration::minutes(i64::from(spec.max_bake_minutes));
         let out_of_time = now >= max_until;
-        let Some(window) = analysis::window(now, started, spec.window_minutes) else {
+        let Some(window) = canary::window(now, started, spec.window_minutes) else {
             // No complete minute since the step began: nothing to judge yet (not "too few
             // requests"); the policy decides only once max_bake_minutes has passed.
             state.next_step = format!(
                 "wait for complete minutes of metrics for step {step} (Azure Monitor lags about {} minutes)",
-                analysis::INGESTION_LAG_MINUTES
+                canary::INGESTION_LAG_MINUTES
             );
             if !out_of_time {
                 return Ok(StepCall::Wait(LOOK_AGAIN));
@@ -124,7 +124,7 @@ impl RolloutEngine {
             .filter(|d| **d != plan.deployment)
             .cloned()
             .collect();
-        let judgement = analysis::judge(spec, &plan.deployment, &baseline, &figures, &window);
+        let judgement = canary::judge(spec, &plan.deployment, &baseline, &figures, &window);
         let verdict = judgement.verdict;
         let summary = judgement.summary();
         state.judgements.push(StepJudgement {

@@ -208,7 +208,7 @@ pub struct StepJudgement {
     pub at: OffsetDateTime,
     /// The verdict, its reasons and its figures.
     #[serde(flatten)]
-    pub judgement: crate::actions::azureml::analysis::Judgement,
+    pub judgement: crate::canary::Judgement,
 }
 
 impl RolloutState {

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AnalysisSpec, DeploymentFigures, EndpointFigures, LatencyStat, Window};
+use super::AnalysisSpec;
+use crate::azure::monitor::{DeploymentFigures, EndpointFigures, LatencyStat, Window};
 
 /// Room for rounding when a figure equals its limit (limits are inclusive).
 const EPSILON: f64 = 1e-9;

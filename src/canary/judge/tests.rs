@@ -1,7 +1,7 @@
 use time::macros::datetime;
 
 use super::*;
-use crate::actions::azureml::analysis::OnInsufficientData;
+use crate::canary::OnInsufficientData;
 
 fn spec() -> AnalysisSpec {
     AnalysisSpec {
