@@ -41,6 +41,7 @@ pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod deployment;
+pub mod domain;
 pub mod env;
 pub mod event;
 pub mod folder;

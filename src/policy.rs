@@ -5,11 +5,11 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::actions::{ActionPlan, GithubPlan, GithubRequest};
 use crate::config::{
     Config, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS, Mode, Rule, RuleAction,
     RuleName, TemplateValues,
 };
+use crate::domain::action::{ActionPlan, GithubPlan, GithubRequest};
 use crate::event::{Event, EventKind, ModelRegistered};
 
 /// GitHub refuses a `client_payload` of 64 KB or more.
@@ -384,7 +384,7 @@ fn plan(rule: &Rule, event: &Event, model: &ModelRegistered) -> Plan {
                 request,
             })
         }
-        RuleAction::AzureMl(azureml) => ActionPlan::AzureMl(crate::actions::azureml::plan(
+        RuleAction::AzureMl(azureml) => ActionPlan::AzureMl(crate::domain::azureml::plan(
             azureml,
             event.source.as_ref(),
             model.name.as_ref(),

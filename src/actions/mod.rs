@@ -9,85 +9,10 @@ pub mod github;
 
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use thiserror::Error;
 
-use crate::config::RepoSlug;
-
-/// A fully rendered action. Stored in the ledger record, so `Reconcile` can retry it without the
-/// event or the config (it holds no secrets).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ActionPlan {
-    /// A GitHub dispatch.
-    Github(GithubPlan),
-    /// A direct deployment with a rollout.
-    #[serde(rename = "azureml")]
-    AzureMl(azureml::AzureMlPlan),
-}
-
-/// A GitHub dispatch: which repository, which API, which body.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct GithubPlan {
-    /// `owner/repo`.
-    pub repository: RepoSlug,
-    /// The request.
-    pub request: GithubRequest,
-}
-
-/// The two dispatch APIs.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "api", rename_all = "snake_case")]
-pub enum GithubRequest {
-    /// `POST /repos/{o}/{r}/dispatches`.
-    RepositoryDispatch {
-        /// `event_type`.
-        event_type: String,
-        /// `client_payload`.
-        client_payload: Value,
-    },
-    /// `POST /repos/{o}/{r}/actions/workflows/{workflow}/dispatches`.
-    WorkflowDispatch {
-        /// File name or id.
-        workflow: String,
-        /// `ref`.
-        git_ref: String,
-        /// `inputs`.
-        inputs: Map<String, Value>,
-    },
-}
-
-impl ActionPlan {
-    /// A short description, e.g. `send repository_dispatch "deploy-model" to contoso/ml-deploy`.
-    pub fn describe(&self) -> String {
-        match self {
-            ActionPlan::Github(GithubPlan {
-                repository,
-                request,
-            }) => match request {
-                GithubRequest::RepositoryDispatch { event_type, .. } => {
-                    format!("send repository_dispatch {event_type:?} to {repository}")
-                }
-                GithubRequest::WorkflowDispatch {
-                    workflow, git_ref, ..
-                } => format!(
-                    "run workflow {workflow} on {git_ref} in {repository} (workflow_dispatch)"
-                ),
-            },
-            ActionPlan::AzureMl(plan) => format!(
-                "deploy {} as {} on endpoint {} ({})",
-                plan.model_id
-                    .rsplit("/models/")
-                    .next()
-                    .unwrap_or(&plan.model_id)
-                    .replace("/versions/", ":"),
-                plan.deployment,
-                plan.endpoint,
-                plan.rollout.strategy.as_str()
-            ),
-        }
-    }
-}
+pub use crate::domain::action::{ActionPlan, GithubPlan, GithubRequest};
 
 /// The HTTP request an action would send, for dry runs. Secrets are already redacted.
 #[derive(Debug, Clone, PartialEq)]

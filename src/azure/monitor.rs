@@ -22,7 +22,6 @@ pub const TOP_SERIES: u32 = 50;
 const REQUESTS_FILTER: &str = "deployment eq '*' and statusCode eq '*'";
 const LATENCY_FILTER: &str = "deployment eq '*'";
 
-
 impl ArmClient {
     /// Every deployment's requests, failed requests and `latency` statistic on the endpoint
     /// `endpoint_id` in `window`.

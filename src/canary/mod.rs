@@ -19,7 +19,6 @@ use crate::azure::monitor::{LatencyStat, Window};
 /// zero before they fill in. Windows end this many minutes before the current minute.
 pub const INGESTION_LAG_MINUTES: i64 = 2;
 
-
 /// What to do when a step has too few requests to judge (`on_insufficient_data`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,7 +65,6 @@ pub struct AnalysisSpec {
     pub max_bake_minutes: u32,
 }
 
-
 /// The window a step started at `step_started` is judged on at `now`: complete minutes only,
 /// ending [`INGESTION_LAG_MINUTES`] before the current minute, at most `window_minutes` long and
 /// starting no earlier than the first full minute of the step. `None` while that is empty.
@@ -99,7 +97,6 @@ fn minute_floor(t: OffsetDateTime) -> Option<i64> {
     let secs = t.unix_timestamp();
     secs.checked_div_euclid(60)?.checked_mul(60)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -28,12 +28,12 @@ use crate::env::{Env, ProcessEnv};
 use crate::event::WorkspaceId;
 use problems::{Walker, present};
 
+pub use crate::folder::{ConfigFolder, PathProblem, lexical};
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
 pub use github::{
     DEFAULT_GITHUB_API_URL, GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS,
     MAX_WORKFLOW_INPUTS_GHES, RepoSlug, max_workflow_inputs,
 };
-pub use crate::folder::{ConfigFolder, PathProblem, lexical};
 pub use problems::ConfigProblem;
 pub use rollout::{ApprovalSpec, RolloutSpec, Strategy};
 pub use rules::{Mode, NameIndex, Rule, RuleAction, RuleName};

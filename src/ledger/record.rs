@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::actions::ActionPlan;
-use crate::actions::azureml::rollout::RolloutState;
+use crate::domain::action::ActionPlan;
+use crate::domain::rollout::RolloutState;
 use crate::gate::GateSummary;
 
 /// RFC 3339 text of a time, for messages.

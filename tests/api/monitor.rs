@@ -11,11 +11,11 @@ use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions}
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use aml_autodeploy::azure::monitor::{LatencyStat, Window};
-use aml_autodeploy::canary::window;
 use aml_autodeploy::azure::Cloud;
 use aml_autodeploy::azure::arm::{ArmClient, ArmSettings};
 use aml_autodeploy::azure::monitor::MonitorError;
+use aml_autodeploy::azure::monitor::{LatencyStat, Window};
+use aml_autodeploy::canary::window;
 
 use crate::fake_monitor::{self, MonitorState};
 

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use super::InlineEnvironment;
 use super::code::CodeFolder;
-use crate::deployment::translate::translate;
 use crate::actions::azureml::{AzureMlPlan, plan};
 use crate::config::{AzureMlAction, Template};
+use crate::deployment::translate::translate;
 
 /// Where az ml refuses and we knowingly do not (each documented in docs/direct-deployment.md).
 const WE_ACCEPT: &[(&str, &str)] = &[

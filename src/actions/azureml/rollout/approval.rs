@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::machine::*;
@@ -18,34 +17,6 @@ use crate::logs::InvocationLog;
 /// `AUTODEPLOY_MIN_STEP_SECS` (which the deployer applies); never zero (that would re-read
 /// within the same visit).
 const APPROVAL_RECHECK: Duration = Duration::from_millis(1);
-
-/// The approval a rollout waits for. Stored in the record's `rollout.approval`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApprovalState {
-    /// When the rollout began waiting.
-    #[serde(with = "time::serde::rfc3339")]
-    pub requested_at: OffsetDateTime,
-    /// The tag that approves.
-    pub tag: String,
-    /// Rolled back when not approved by then.
-    #[serde(with = "time::serde::rfc3339")]
-    pub deadline: OffsetDateTime,
-    /// The decision, once made.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<ApprovalDecision>,
-}
-
-/// Approved or rejected, by whom, when, how.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApprovalDecision {
-    /// Approved (else rejected).
-    pub approved: bool,
-    /// Who: the identity that ran `approve`/`reject` when known, or `tag NAME`.
-    pub by: String,
-    /// When.
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-}
 
 impl RolloutEngine {
     /// Enters `awaiting_approval`.

@@ -6,50 +6,20 @@
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret as _;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::machine::*;
 use super::*;
 use crate::actions::azureml::AzureMlPlan;
+use crate::actions::azureml::upload::{self, SasContainer, UploadError};
+use crate::azure::arm::ArmError;
 use crate::deployment::assets::code::CodeFolder;
 use crate::deployment::assets::environment::ANONYMOUS_ENVIRONMENT;
-use crate::actions::azureml::upload::{self, SasContainer, UploadError};
 use crate::deployment::assets::{InlineEnvironment, LocalCode};
-use crate::azure::arm::ArmError;
 use crate::logs::InvocationLog;
 
 /// Longest time one step spends uploading files before recording its progress.
 const UPLOAD_STEP_BUDGET: Duration = Duration::from_secs(20);
-
-/// What the assets phase has done so far. Stored in the record's `rollout.assets`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AssetProgress {
-    /// Data assets registered (in the plan's order).
-    #[serde(default)]
-    pub data_registered: usize,
-    /// The code version's name: a fresh UUID, as az ml mints one per run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code_name: Option<String>,
-    /// The workspace was asked for a code version with the same content hash.
-    #[serde(default)]
-    pub code_looked_up: bool,
-    /// The pending upload's container (no authorization; the SAS is asked for again each step).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blob_uri: Option<String>,
-    /// Files known to be in that container.
-    #[serde(default)]
-    pub files_uploaded: usize,
-    /// The completion marker is written.
-    #[serde(default)]
-    pub upload_complete: bool,
-    /// The code version's id (registered, or reused by hash).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code_id: Option<String>,
-    /// The environment version's id (registered, or `@latest` resolved).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment_id: Option<String>,
-}
 
 /// The role to grant when the workspace refuses an asset write.
 const ASSET_ROLE: &str = "grant the deploying identity the AzureML Data Scientist role on the workspace (or a custom role that reads and writes Microsoft.MachineLearningServices/workspaces/codes/*, …/environments/* and …/data/*, which includes starting a code version's pending upload)";

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::machine::*;
 use super::*;
 use crate::actions::azureml::AzureMlPlan;
-use crate::canary::{self, AnalysisSpec, OnInsufficientData, Verdict};
 use crate::azure::monitor::MonitorError;
+use crate::canary::{self, AnalysisSpec, OnInsufficientData, Verdict};
 use crate::ledger::record::rfc3339;
 use crate::logs::InvocationLog;
 
