@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::AnalysisSpec;
+use super::spec::AnalysisSpec;
 use crate::azure::monitor::{DeploymentFigures, EndpointFigures, LatencyStat, Window};
 
 /// Room for rounding when a figure equals its limit (limits are inclusive).

@@ -12,6 +12,8 @@
 
 pub mod blob;
 pub mod connection;
+mod names;
+mod options;
 pub mod record;
 pub mod store;
 pub mod write;
@@ -26,176 +28,16 @@ use time::OffsetDateTime;
 
 pub use record::{Attempt, Claim, Record, State};
 
-use crate::env::Env;
+use names::{INVERT_BASE, latest_name, millis, outbox_name, parse_outbox};
+pub use names::{Marker, record_key, workspace_key};
+pub use options::{LedgerOptions, container_from_env};
 pub use store::{ETag, MemoryStore, Store, StoreError};
-pub use write::{Absent, Edit, Json, Start, Stored, Swapped, Written};
-
-/// Timing knobs of the ledger.
-#[derive(Debug, Clone, Copy)]
-pub struct LedgerOptions {
-    /// A `dispatching` claim older than this is presumed dead and taken over.
-    pub claim_timeout: Duration,
-    /// Delay before the first retry; doubles per failed attempt, capped at an hour.
-    pub first_retry_delay: Duration,
-    /// After this long since the first delivery, a version that still failed is `failed`.
-    pub give_up_after: Duration,
-}
-
-impl Default for LedgerOptions {
-    fn default() -> Self {
-        Self {
-            claim_timeout: Duration::from_secs(120),
-            first_retry_delay: Duration::from_secs(60),
-            give_up_after: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-impl LedgerOptions {
-    /// `AUTODEPLOY_CLAIM_TIMEOUT_SECS`, `AUTODEPLOY_RETRY_FIRST_DELAY_SECS` and
-    /// `AUTODEPLOY_GIVE_UP_AFTER`; an unreadable value is a problem and the default applies.
-    pub fn from_env(env: &dyn Env, problems: &mut Vec<String>) -> Self {
-        let defaults = Self::default();
-        let mut duration =
-            |name: &str, default: Duration| crate::env::duration(env, name, default, problems);
-        Self {
-            claim_timeout: duration("AUTODEPLOY_CLAIM_TIMEOUT_SECS", defaults.claim_timeout),
-            first_retry_delay: duration(
-                "AUTODEPLOY_RETRY_FIRST_DELAY_SECS",
-                defaults.first_retry_delay,
-            ),
-            give_up_after: duration("AUTODEPLOY_GIVE_UP_AFTER", defaults.give_up_after),
-        }
-    }
-}
-
-/// `AUTODEPLOY_CONTAINER` (default `autodeploy`); a name Blob Storage would refuse is a problem.
-pub fn container_from_env(env: &dyn Env, problems: &mut Vec<String>) -> String {
-    let container = env
-        .get("AUTODEPLOY_CONTAINER")
-        .map(|c| c.trim().to_string())
-        .unwrap_or_else(|| "autodeploy".to_string());
-    let container_ok = (3..=63).contains(&container.len())
-        && container
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !container.starts_with('-')
-        && !container.ends_with('-')
-        && !container.contains("--");
-    if !container_ok {
-        problems.push(format!(
-                "AUTODEPLOY_CONTAINER {container:?} is not a valid blob container name (3-63 lowercase letters, digits and single hyphens)"
-            ));
-    }
-    container
-}
+pub use write::{Absent, Edit, Json, Ledger, Start, Stored, Swapped, Written};
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
-const INVERT_BASE: i128 = 9_999_999_999_999;
-
-/// The ledger over a [`Store`].
-pub struct Ledger {
-    store: Arc<dyn Store>,
-    /// Timing knobs.
-    pub options: LedgerOptions,
-    /// Record keys this process saw exist. A delivery of a known version reads the record first
-    /// instead of sending a create that is bound to fail (a duplicate then costs one read, not a
-    /// refused write and a read). Only a hint: create-only writes still decide who is first.
-    existing: Mutex<HashSet<String>>,
-}
 
 /// How many record keys [`Ledger`] remembers as existing before it starts over.
 const EXISTING_KEYS_LIMIT: usize = 4096;
-
-/// The short, stable, blob-safe key of a workspace: its name plus a hash of the full id.
-pub fn workspace_key(workspace: &str) -> String {
-    // Every record key needs it and an app sees one workspace: remember the last one per thread
-    // (the hash was a twentieth of an invocation's CPU time).
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(String, String)>> = const { std::cell::RefCell::new(None) };
-    }
-    if let Some(key) = LAST.with_borrow(|last| {
-        last.as_ref()
-            .filter(|(w, _)| w == workspace)
-            .map(|(_, key)| key.clone())
-    }) {
-        return key;
-    }
-    let key = compute_workspace_key(workspace);
-    LAST.set(Some((workspace.to_string(), key.clone())));
-    key
-}
-
-fn compute_workspace_key(workspace: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let normalized = workspace.trim().trim_end_matches('/').to_ascii_lowercase();
-    let hash = Sha256::digest(normalized.as_bytes());
-    let hex: String = hash
-        .iter()
-        .take(6)
-        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
-        .map(char::from)
-        .collect();
-    let name: String = normalized
-        .rsplit('/')
-        .next()
-        .unwrap_or("ws")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(40)
-        .collect();
-    format!("{}-{hex}", if name.is_empty() { "ws" } else { &name })
-}
-
-/// The record's blob name.
-pub fn record_key(workspace: &str, model: &str, version: &str) -> String {
-    format!(
-        "records/{model}/{}/{version}.json",
-        workspace_key(workspace)
-    )
-}
-
-fn millis(at: OffsetDateTime) -> i128 {
-    (at.unix_timestamp_nanos() / 1_000_000).max(0)
-}
-
-/// An outbox entry: `key` needs attention at `due`. The name carries a nonce, so two deliveries
-/// scheduling the same record in the same millisecond never share (and delete) one marker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
-    /// The blob name.
-    pub name: String,
-    /// When it is due.
-    pub due: OffsetDateTime,
-    /// The record it points at.
-    pub key: String,
-}
-
-fn outbox_name(key: &str, due: OffsetDateTime) -> String {
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    format!("outbox/{:013}-{}/{key}", millis(due), &nonce[..8])
-}
-
-fn index_name(key: &str, received: OffsetDateTime) -> String {
-    format!("index/{:013}/{key}", INVERT_BASE - millis(received))
-}
-
-fn latest_name(workspace: &str, rule: &str, model: &str) -> String {
-    format!("latest/{model}/{}/{rule}.json", workspace_key(workspace))
-}
-
-/// Parses `outbox/{millis}-{nonce}/{key}`.
-fn parse_outbox(name: &str) -> Option<Marker> {
-    let rest = name.strip_prefix("outbox/")?;
-    let (stamp, key) = rest.split_once('/')?;
-    let ms: i128 = stamp.split('-').next()?.parse().ok()?;
-    let due = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()?;
-    Some(Marker {
-        name: name.to_string(),
-        due,
-        key: key.to_string(),
-    })
-}
 
 /// Adds a std duration to a time, saturating.
 pub fn after(at: OffsetDateTime, d: Duration) -> OffsetDateTime {
@@ -506,6 +348,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::names::index_name;
     use time::macros::datetime;
 
     #[test]

@@ -10,8 +10,13 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::names::index_name;
+use super::options::LedgerOptions;
+use super::record::Record;
+use super::store::Store;
 use super::store::{ETag, StoreError};
-use super::{Ledger, Record, index_name};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 /// How many times a write re-reads and re-applies its edit after losing a race before it gives
 /// up with [`StoreError::Conflict`]. Races are between deliveries of one version and Reconcile:
@@ -36,6 +41,17 @@ pub enum Absent<'a, T> {
     Edit(T),
     /// Nothing: report [`Swapped::Missing`].
     Missing,
+}
+
+/// The ledger over a [`Store`].
+pub struct Ledger {
+    pub(super) store: Arc<dyn Store>,
+    /// Timing knobs.
+    pub options: LedgerOptions,
+    /// Record keys this process saw exist. A delivery of a known version reads the record first
+    /// instead of sending a create that is bound to fail (a duplicate then costs one read, not a
+    /// refused write and a read). Only a hint: create-only writes still decide who is first.
+    pub(super) existing: Mutex<HashSet<String>>,
 }
 
 /// What [`Ledger::swap`] knows of the stored object before its first try.

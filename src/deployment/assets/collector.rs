@@ -99,7 +99,7 @@ impl CollectorSpec {
                         continue;
                     };
                     let at = format!("data_collector.collections.{name}");
-                    let text = |v: Option<&serde_norway::Value>| v.and_then(super::scalar);
+                    let text = |v: Option<&serde_norway::Value>| v.and_then(super::values::scalar);
                     let data = entry.get("data");
                     if let Some(data) = data
                         && !data.is_mapping()
@@ -112,7 +112,7 @@ impl CollectorSpec {
                     {
                         problems.push(format!(
                             "{at}.data.version: Not a valid string (quote it: version: \"{}\")",
-                            super::scalar(version).unwrap_or_default()
+                            super::values::scalar(version).unwrap_or_default()
                         ));
                     }
                     collections.push(Collection {
@@ -150,7 +150,7 @@ impl CollectorSpec {
         let capture_headers = match map.get("request_logging").map(|r| r.get("capture_headers")) {
             None | Some(None) => None,
             Some(Some(list)) => match list.as_sequence() {
-                Some(items) => Some(items.iter().filter_map(super::scalar).collect()),
+                Some(items) => Some(items.iter().filter_map(super::values::scalar).collect()),
                 None => {
                     problems.push(
                         "data_collector.request_logging.capture_headers must be a list of header names"

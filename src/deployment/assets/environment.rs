@@ -284,7 +284,7 @@ fn inline(
     };
     let text_map = |key: &str, problems: &mut Vec<String>| -> Option<Map<String, Value>> {
         let v = get(key)?;
-        match super::json_map(v) {
+        match super::values::json_map(v) {
             Some(m) => Some(m),
             None => {
                 problems.push(format!("environment.{key} must be a mapping"));
@@ -300,7 +300,7 @@ fn inline(
     let os_type = get("os_type").and_then(|v| v.as_str()).map(str::to_string);
     let name = match get("name") {
         None => None,
-        Some(v) => match super::scalar(v) {
+        Some(v) => match super::values::scalar(v) {
             Some(n) if !n.is_empty() => Some(n),
             _ => {
                 problems.push("environment.name must be text".into());
@@ -312,7 +312,7 @@ fn inline(
     let version = name
         .as_ref()
         .and_then(|_| get("version"))
-        .and_then(super::scalar);
+        .and_then(super::values::scalar);
     if !problems.is_empty() {
         return Err(problems);
     }
