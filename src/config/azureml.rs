@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use serde_norway::Value;
 
 use super::problems::{Walker, join, present};
-use super::{RolloutSpec, Template, workspace_arm_id};
+use super::problems::workspace_arm_id;
+use super::rollout::RolloutSpec;
+use super::template::Template;
 use crate::deployment::translate::{DeploymentTemplate, translate};
 use crate::event::WorkspaceId;
 

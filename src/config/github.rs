@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_norway::{Mapping, Value};
 
-use super::Template;
+use super::template::Template;
 use super::problems::{ConfigProblem, Walker, join, kind, present, scalar_text};
 use super::template::Placeholder;
 

@@ -26,7 +26,7 @@ use thiserror::Error;
 
 use crate::env::{Env, ProcessEnv};
 use crate::event::WorkspaceId;
-use problems::{Walker, present};
+use problems::{Walker, present, workspace_arm_id};
 
 pub use crate::folder::{ConfigFolder, PathProblem, lexical};
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
@@ -155,14 +155,6 @@ impl Config {
             }),
         }
     }
-}
-
-/// `workspace:` and `target_workspace:` must be workspace ARM ids; `hint` ends the message.
-fn workspace_arm_id(raw: &str, hint: &str) -> Result<WorkspaceId, String> {
-    WorkspaceId::parse(raw)
-        .ok()
-        .filter(WorkspaceId::is_workspace_arm_id)
-        .ok_or_else(|| format!("{raw:?} is not an Azure ML workspace ARM id{hint}"))
 }
 
 impl Walker<'_> {

@@ -9,8 +9,18 @@ use std::path::PathBuf;
 
 use serde_norway::{Mapping, Value};
 
-use super::{ConfigFolder, Template};
+use super::template::Template;
+use crate::folder::ConfigFolder;
 use crate::env::Env;
+use crate::event::WorkspaceId;
+
+/// `workspace:` and `target_workspace:` must be workspace ARM ids; `hint` ends the message.
+pub(super) fn workspace_arm_id(raw: &str, hint: &str) -> Result<WorkspaceId, String> {
+    WorkspaceId::parse(raw)
+        .ok()
+        .filter(WorkspaceId::is_workspace_arm_id)
+        .ok_or_else(|| format!("{raw:?} is not an Azure ML workspace ARM id{hint}"))
+}
 
 /// One problem in a config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,8 @@ use serde_norway::{Mapping, Value};
 
 use super::gate::GateSpec;
 use super::problems::{Walker, describe, join, kind, present, scalar_text};
-use super::{AzureMlAction, GithubAction};
+use super::azureml::AzureMlAction;
+use super::github::GithubAction;
 
 /// One rule.
 #[derive(Debug, Clone)]
