@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde_norway::Value;
 
-use super::problems::{Walker, join, present};
 use super::problems::workspace_arm_id;
+use super::problems::{Walker, join, present};
 use super::rollout::RolloutSpec;
 use super::template::Template;
 use crate::deployment::translate::{DeploymentTemplate, translate};

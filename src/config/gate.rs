@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
-use super::problems::{Walker, join, present};
 use super::azureml::valid_azureml_name;
+use super::problems::{Walker, join, present};
 // The `notify:` types' first home: `crate::config::gate::NotifyTarget` and friends keep working.
 pub use super::notify::{NOTIFY_OUTCOMES, NotifyFormat, NotifyTarget};
 

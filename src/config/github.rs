@@ -5,9 +5,9 @@ use std::fmt;
 
 use serde_norway::{Mapping, Value};
 
-use super::template::Template;
 use super::problems::{ConfigProblem, Walker, join, kind, present, scalar_text};
 use super::template::Placeholder;
+use super::template::Template;
 
 /// Default GitHub REST API base URL.
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use serde_norway::{Mapping, Value};
 
 use super::template::Template;
-use crate::folder::ConfigFolder;
 use crate::env::Env;
 use crate::event::WorkspaceId;
+use crate::folder::ConfigFolder;
 
 /// `workspace:` and `target_workspace:` must be workspace ARM ids; `hint` ends the message.
 pub(super) fn workspace_arm_id(raw: &str, hint: &str) -> Result<WorkspaceId, String> {

@@ -9,10 +9,10 @@ use std::fmt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_norway::{Mapping, Value};
 
-use super::gate::GateSpec;
-use super::problems::{Walker, describe, join, kind, present, scalar_text};
 use super::azureml::AzureMlAction;
+use super::gate::GateSpec;
 use super::github::GithubAction;
+use super::problems::{Walker, describe, join, kind, present, scalar_text};
 
 /// One rule.
 #[derive(Debug, Clone)]

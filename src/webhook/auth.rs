@@ -7,8 +7,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::json_response;
 use super::keys::{EntraValidator, TokenError};
+use super::response::json_response;
 
 /// Whether `presented` is the key, in constant time (`subtle`), so a wrong key's timing says
 /// nothing about the right one. Both full lengths take part (as `u64`, never truncated), so the

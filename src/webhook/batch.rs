@@ -15,7 +15,9 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
-use super::{WebhookState, auth, json_response};
+use super::auth;
+use super::response::json_response;
+use super::state::WebhookState;
 use crate::logs::InvocationLog;
 use crate::pipeline::{Execution, Invocation, Outcome, Pipeline, PipelineError};
 

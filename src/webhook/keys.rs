@@ -14,8 +14,10 @@ use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 use thiserror::Error;
 
-use super::EVENT_GRID_ROLE;
 use crate::http::Http;
+
+/// The app role Event Grid's service principal holds (secure webhook delivery).
+pub const EVENT_GRID_ROLE: &str = "AzureEventGridSecureWebhookSubscriber";
 
 /// Longest fetch of the OpenID metadata or the signing keys.
 const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(10);

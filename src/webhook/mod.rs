@@ -9,6 +9,8 @@
 mod auth;
 mod batch;
 mod keys;
+mod response;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,35 +18,24 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::Instrument;
 
 use crate::logs::InvocationLog;
 use crate::pipeline::Pipeline;
 
 pub use auth::WebhookAuth;
-pub use keys::{EntraValidator, TokenError};
+pub use keys::{EVENT_GRID_ROLE, EntraValidator, TokenError};
+use response::json_response;
+pub use state::WebhookState;
 
 /// Event Grid delivers at most 1 MB per request; a little slack for the envelope.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024 + 64 * 1024;
-/// The app role Event Grid's service principal holds (secure webhook delivery).
-pub const EVENT_GRID_ROLE: &str = "AzureEventGridSecureWebhookSubscriber";
 /// Default deadline of one delivery (`AUTODEPLOY_WEBHOOK_DEADLINE_SECS`): Event Grid waits 30 s.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(25);
-
-/// The webhook server's state.
-#[derive(Clone)]
-pub struct WebhookState {
-    /// The event pipeline.
-    pub pipeline: Arc<Pipeline>,
-    /// Authentication.
-    pub auth: Arc<WebhookAuth>,
-    /// One delivery's deadline, shared by its events (`AUTODEPLOY_WEBHOOK_DEADLINE_SECS`).
-    pub deadline: Duration,
-}
 
 /// The router: `POST /api/events`, `OPTIONS /api/events`, `GET /healthz`; anything else `404`
 /// after reading the body.
@@ -55,15 +46,6 @@ pub fn router(state: WebhookState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
-}
-
-fn json_response(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// Unknown paths. The body is read first (bounded): answering while a client still sends it
