@@ -7,11 +7,18 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use super::client::Reply;
 use crate::actions::ActionError;
 use crate::http::SendError;
 use crate::redact::Redactor;
 use crate::retry::retry_after;
+
+/// A response we did not retry: success or a final refusal.
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) content_type: Option<String>,
+    pub(super) body: Vec<u8>,
+    pub(super) attempts: u32,
+}
 
 /// `None` when the reply is final; else `Some` of the wait GitHub asked for (`None` inside: the
 /// backoff's).

@@ -1,7 +1,6 @@
 //! GitHub App authentication: a signed app JWT, the installation for a repository, and
 //! installation tokens cached per installation until shortly before they expire.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Method, StatusCode};
@@ -11,25 +10,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::answers::refusal;
+use super::client::GithubClient;
 use super::settings::{GithubAppCredential, GithubCredential};
-use super::*;
+use super::tokens::{CachedToken, TOKEN_RENEW_MARGIN};
 use crate::actions::ActionError;
 use crate::config::RepoSlug;
 use crate::logs::InvocationLog;
-
-/// An installation token is renewed when less than this is left of its hour.
-pub(super) const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-#[derive(Default)]
-pub(super) struct AppTokenCache {
-    pub(super) installation_by_repo: HashMap<String, u64>,
-    pub(super) tokens: HashMap<u64, CachedToken>,
-}
-
-pub(super) struct CachedToken {
-    pub(super) token: SecretString,
-    pub(super) renew_at: Instant,
-}
 
 impl GithubClient {
     /// The bearer token for `repo`: the PAT, or a (cached) GitHub App installation token.

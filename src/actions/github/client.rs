@@ -3,15 +3,18 @@
 
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use tokio::sync::Mutex;
 
+use super::answers::Reply;
 use super::answers::{refused_redirect, retry_wait, transport_error};
-use super::settings::GithubCredential;
-use super::*;
+use super::settings::{GithubCredential, GithubSettings};
+use super::tokens::AppTokenCache;
 use crate::actions::ActionError;
+use crate::http::Http;
 use crate::logs::InvocationLog;
 use crate::retry::{Backoff, Failure, Stop, retry};
 
@@ -24,12 +27,41 @@ pub(super) const BACKOFF: Backoff = Backoff {
     jitter: true,
 };
 
-/// A response we did not retry: success or a final refusal.
-pub(super) struct Reply {
-    pub(super) status: StatusCode,
-    pub(super) content_type: Option<String>,
-    pub(super) body: Vec<u8>,
-    pub(super) attempts: u32,
+/// The REST API version we speak (supported by github.com and current GitHub Enterprise Server).
+pub const API_VERSION: &str = "2022-11-28";
+
+/// The GitHub action executor. One per process: it owns the HTTP client and the App token cache.
+pub struct GithubClient {
+    pub(super) api_url: String,
+    pub(super) credential: Result<Option<GithubCredential>, String>,
+    pub(super) budget: Duration,
+    pub(super) user_agent: String,
+    pub(super) http: Http,
+    pub(super) app_tokens: Mutex<AppTokenCache>,
+}
+
+impl std::fmt::Debug for GithubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubClient")
+            .field("api_url", &self.api_url)
+            .field("credential", &self.credential)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GithubClient {
+    /// A client for `settings`, retrying within `budget` per action, sending through `http`.
+    pub fn new(settings: &GithubSettings, budget: Duration, http: Http) -> Self {
+        Self {
+            api_url: settings.api_url.clone(),
+            credential: settings.auth.clone(),
+            budget,
+            user_agent: format!("aml-autodeploy/{}", env!("CARGO_PKG_VERSION")),
+            http,
+            app_tokens: Mutex::new(AppTokenCache::default()),
+        }
+    }
 }
 
 impl GithubClient {

@@ -10,8 +10,8 @@ use std::time::Instant;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::GithubClient;
 use super::answers::refusal;
+use super::client::GithubClient;
 use super::settings::GithubCredential;
 use crate::actions::GithubPlan;
 use crate::actions::{ActionError, ActionOutcome};

@@ -13,57 +13,22 @@ mod auth;
 pub mod client;
 pub mod dispatch;
 mod settings;
+mod tokens;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
 
 use super::{ActionError, ActionOutcome, ActionPlan, GithubPlan, GithubRequest, PreparedRequest};
 use answers::refusal;
-use auth::AppTokenCache;
+pub use client::{API_VERSION, GithubClient};
 
-use crate::http::Http;
 use crate::logs::InvocationLog;
 pub use settings::{GithubAppCredential, GithubCredential, GithubSettings};
 
-/// The REST API version we speak (supported by github.com and current GitHub Enterprise Server).
-pub const API_VERSION: &str = "2022-11-28";
-/// The GitHub action executor. One per process: it owns the HTTP client and the App token cache.
-pub struct GithubClient {
-    api_url: String,
-    credential: Result<Option<GithubCredential>, String>,
-    budget: Duration,
-    user_agent: String,
-    http: Http,
-    app_tokens: Mutex<AppTokenCache>,
-}
-
-impl std::fmt::Debug for GithubClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GithubClient")
-            .field("api_url", &self.api_url)
-            .field("credential", &self.credential)
-            .field("budget", &self.budget)
-            .finish_non_exhaustive()
-    }
-}
-
 impl GithubClient {
-    /// A client for `settings`, retrying within `budget` per action, sending through `http`.
-    pub fn new(settings: &GithubSettings, budget: Duration, http: Http) -> Self {
-        Self {
-            api_url: settings.api_url.clone(),
-            credential: settings.auth.clone(),
-            budget,
-            user_agent: format!("aml-autodeploy/{}", env!("CARGO_PKG_VERSION")),
-            http,
-            app_tokens: Mutex::new(AppTokenCache::default()),
-        }
-    }
-
     fn endpoint(&self, plan: &GithubPlan) -> (String, Value) {
         let repo = &plan.repository;
         match &plan.request {
