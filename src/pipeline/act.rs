@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 
 use super::delivery::{Claimed, Delivery, claim};
 use super::gate::GatePassed;
+use super::invocation::{Handled, Pipeline, PipelineError};
 use super::outcome::{Label, Outcome, RolloutView};
-use super::{Handled, Pipeline, PipelineError};
 use crate::actions::github::dispatch::Sent;
 use crate::actions::{ActionOutcome, ActionPlan, PreparedRequest};
 use crate::ledger::record::rfc3339;

@@ -5,8 +5,8 @@
 use time::OffsetDateTime;
 
 use super::delivery::Delivery;
+use super::invocation::{Invocation, Pipeline, PipelineError};
 use super::outcome::{Label, Outcome};
-use super::{Invocation, Pipeline, PipelineError};
 use crate::event::{self, EventKind};
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Edit, State, StoreError, Written};

@@ -5,7 +5,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Invocation, Pipeline, PipelineError};
+use super::invocation::{Invocation, Pipeline, PipelineError};
 use crate::event::{Event, ModelRegistered};
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Attempt, Claim, ETag, Edit, Record, State, StoreError, Written};

@@ -5,8 +5,8 @@
 use time::OffsetDateTime;
 
 use super::delivery::Delivery;
+use super::invocation::{Pipeline, PipelineError};
 use super::outcome::{Label, Outcome};
-use super::{Pipeline, PipelineError};
 use crate::actions::{ActionError, ActionPlan};
 use crate::config::Config;
 use crate::config::gate::GateSpec;
@@ -81,7 +81,7 @@ impl Pipeline {
             return Ok(Some(passed));
         };
         let acting = matches!(d.decision, Decision::Act(_));
-        let dry_run = d.invocation.execution == super::Execution::DryRun;
+        let dry_run = d.invocation.execution == super::invocation::Execution::DryRun;
         let overrides = Overrides {
             force: d.invocation.force || tag_is_true(d, "autodeploy.force"),
             skip: tag_is_true(d, "autodeploy.skip"),
