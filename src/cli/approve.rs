@@ -15,7 +15,7 @@ use crate::ledger::{Edit, Ledger, Written};
 use crate::startup::Settings;
 use crate::startup::open_ledger;
 
-use super::{CliError, LedgerCommandError};
+use super::errors::{CliError, LedgerCommandError};
 
 /// `approve|reject MODEL:VERSION [--storage CONNECTION]`.
 #[derive(Debug, Clone, clap::Args)]

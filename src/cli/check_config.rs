@@ -7,7 +7,8 @@ use std::path::Path;
 use crate::config::{Config, GithubTarget, Mode, RuleAction, lexical};
 use crate::startup::Settings;
 
-use super::{CliError, ConfigArg};
+use super::config_arg::ConfigArg;
+use super::errors::CliError;
 
 /// `check-config [--config F] [--list-files]`.
 #[derive(Debug, Clone, clap::Args)]

@@ -14,8 +14,9 @@ use crate::pipeline::{Execution, Invocation, Pipeline};
 use crate::startup::Settings;
 use crate::startup::{build_pipeline, open_ledger};
 
+use super::config_arg::ConfigArg;
+use super::errors::CliError;
 use super::replay::{execution, ledger_for, print_outcome};
-use super::{CliError, ConfigArg};
 
 /// `evaluate MODEL:VERSION... [--execute] [--force] [--config F] [--workspace ID]`.
 #[derive(Debug, Clone, clap::Args)]

@@ -2,24 +2,25 @@
 //! to one module per subcommand. Each module holds its arguments, its setup, and the command itself
 //! (written against `&mut dyn Write` so it can be tested without a process).
 
-use std::net::AddrParseError;
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
-use crate::ledger::StoreError;
 use crate::startup::Settings;
 use crate::telemetry::LogStdout;
 use crate::telemetry::Sink;
 
 pub mod approve;
 pub mod check_config;
+mod config_arg;
+mod errors;
 pub mod evaluate;
 pub mod replay;
 pub mod rollback;
 pub mod serve;
 pub mod status;
 pub mod watch;
+
+pub use config_arg::ConfigArg;
+pub use errors::{CliError, LedgerCommandError};
 
 /// `aml-autodeploy [COMMAND]`.
 #[derive(Debug, Parser)]
@@ -89,23 +90,6 @@ impl Command {
     }
 }
 
-/// `--config`, shared by every subcommand that reads the rules file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ConfigArg {
-    /// Config file (default: AUTODEPLOY_CONFIG, else autodeploy.yml).
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
-
-impl ConfigArg {
-    /// The rules file: `--config`, else the app's (`AUTODEPLOY_CONFIG`, else `autodeploy.yml`).
-    pub fn resolve(&self, settings: &Settings) -> PathBuf {
-        self.config
-            .clone()
-            .unwrap_or_else(|| settings.config_path.clone())
-    }
-}
-
 /// Runs `command`. `Ok(false)`: the command ran and its verdict is a failure (exit 1), having said
 /// why on its output.
 pub async fn run(command: Command, settings: Settings) -> Result<bool, CliError> {
@@ -123,66 +107,4 @@ pub async fn run(command: Command, settings: Settings) -> Result<bool, CliError>
         Command::Approve(args) => approve::run(args, true, settings, &http).await,
         Command::Reject(args) => approve::run(args, false, settings, &http).await,
     }
-}
-
-/// Why a command could not reach its verdict. Each message is printed with its causes after it,
-/// separated by `: ` (main's `{:#}`).
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// A server could not bind its address.
-    #[error("failed to bind {address}")]
-    Bind {
-        /// The address asked for.
-        address: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A server stopped with an error.
-    #[error("server failed")]
-    Serve(#[source] std::io::Error),
-    /// `serve --webhook` without valid authentication settings: no credentials, no server.
-    #[error("refusing to start the webhook: {0}")]
-    WebhookAuth(String),
-    /// `--bind` is not a socket address.
-    #[error("--bind {bind:?} is not an address")]
-    BindAddress {
-        /// What was passed.
-        bind: String,
-        /// Why it does not parse.
-        #[source]
-        source: AddrParseError,
-    },
-    /// An input file could not be read.
-    #[error("failed to read {}", path.display())]
-    ReadFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `status` could not read the ledger.
-    #[error("failed to read the ledger")]
-    ReadLedger(#[source] LedgerCommandError),
-    /// `rollback` stopped on the ledger or the output.
-    #[error("rollback failed")]
-    Rollback(#[source] LedgerCommandError),
-    /// A setting, the config or an argument stops the command before it starts (said in full).
-    #[error("{0}")]
-    Setup(String),
-    /// Writing the output failed.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-/// Why a command working on the ledger (`status`, `rollback`) stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerCommandError {
-    /// The ledger could not be read or written.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Writing the output failed.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
 }

@@ -13,7 +13,8 @@ use crate::pipeline::{Execution, Handled, Invocation, Label, Pipeline, PipelineE
 use crate::startup::Settings;
 use crate::startup::{LedgerChoice, build_pipeline};
 
-use super::{CliError, ConfigArg};
+use super::config_arg::ConfigArg;
+use super::errors::CliError;
 
 /// `replay FILE [--config F] [--execute]`.
 #[derive(Debug, Clone, clap::Args)]

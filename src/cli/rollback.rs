@@ -12,7 +12,8 @@ use crate::ledger::State;
 use crate::startup::Settings;
 use crate::startup::{LedgerChoice, build_pipeline};
 
-use super::{CliError, ConfigArg, LedgerCommandError};
+use super::config_arg::ConfigArg;
+use super::errors::{CliError, LedgerCommandError};
 
 /// `rollback ENDPOINT [--workspace ID] [--config F]`.
 #[derive(Debug, Clone, clap::Args)]

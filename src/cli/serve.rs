@@ -7,7 +7,7 @@ use crate::startup::Settings;
 use crate::startup::{Application, LedgerChoice, WebhookApplication, build_pipeline};
 use crate::webhook::WebhookAuth;
 
-use super::CliError;
+use super::errors::CliError;
 
 /// `serve [--webhook [--bind ADDR]]`.
 #[derive(Debug, Clone, Default, clap::Args)]

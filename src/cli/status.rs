@@ -9,7 +9,7 @@ use crate::ledger::{Ledger, Record};
 use crate::startup::Settings;
 use crate::startup::open_ledger;
 
-use super::{CliError, LedgerCommandError};
+use super::errors::{CliError, LedgerCommandError};
 
 /// `status [MODEL[:VERSION]] [--json] [--limit N] [--storage CONNECTION]`.
 #[derive(Debug, Clone, clap::Args)]

@@ -11,7 +11,7 @@ use crate::actions::azureml::rollout::{Phase, RolloutState};
 use crate::ledger::record::rfc3339;
 use crate::ledger::{Ledger, Record};
 
-use super::LedgerCommandError;
+use super::errors::LedgerCommandError;
 
 /// Refreshes the view of `target` every `every` until its rollout ends.
 pub async fn watch(
