@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use super::engine::{Next, RolloutEngine};
 use super::machine::*;
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
 use crate::config::ApprovalSpec;
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::{ApprovalDecision, ApprovalState, Phase, RolloutState};
 use crate::ledger::record::rfc3339;
 use crate::logs::InvocationLog;
 

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 
+use super::engine::{Next, RolloutEngine};
 use super::machine::*;
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
 use crate::actions::azureml::upload::{self, SasContainer, UploadError};
 use crate::azure::arm::ArmError;
 use crate::deployment::assets::code::CodeFolder;
 use crate::deployment::assets::environment::ANONYMOUS_ENVIRONMENT;
 use crate::deployment::assets::{InlineEnvironment, LocalCode};
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::{AssetProgress, RolloutState};
 use crate::logs::InvocationLog;
 
 /// Longest time one step spends uploading files before recording its progress.

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use super::engine::{Next, RolloutEngine};
 use super::machine::*;
 use super::traffic::*;
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::{Phase, RolloutState};
 use crate::ledger::after;
 use crate::logs::InvocationLog;
 

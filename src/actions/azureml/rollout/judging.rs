@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use super::engine::RolloutEngine;
 use super::machine::*;
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
 use crate::azure::monitor::MonitorError;
 use crate::canary::{self, AnalysisSpec, OnInsufficientData, Verdict};
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::{MAX_JUDGEMENTS, RolloutState, StepJudgement};
 use crate::ledger::record::rfc3339;
 use crate::logs::InvocationLog;
 

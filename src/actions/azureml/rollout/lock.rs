@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
+use super::engine::RolloutEngine;
+use crate::domain::azureml::AzureMlPlan;
 use crate::ledger::{State, StoreError};
 
 /// The endpoint lock blob: one rollout at a time per endpoint, and the queue behind it.

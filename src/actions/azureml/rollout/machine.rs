@@ -6,9 +6,10 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
+use super::engine::{Next, RolloutEngine};
 use crate::azure::arm::{ArmError, Operation};
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::{PendingOperation, Phase, RolloutState};
 use crate::event::WorkspaceId;
 use crate::logs::InvocationLog;
 

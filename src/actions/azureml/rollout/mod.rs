@@ -13,15 +13,9 @@
 //!                                          ‡ only with `rollout.approval`
 //! ```
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::azure::arm::ArmClient;
-use crate::ledger::Ledger;
-use azure_core::credentials::TokenCredential;
-
 mod approval;
 mod assets;
+mod engine;
 mod finish;
 mod judging;
 mod lock;
@@ -35,47 +29,6 @@ pub use crate::domain::rollout::{
     RolloutState, StepJudgement, TrafficTarget,
 };
 pub use assets::code_uri;
+pub use engine::{Next, RolloutEngine};
 pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
 pub use traffic::canary_split;
-
-/// When the next step is due.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Next {
-    /// Step again right away.
-    Now,
-    /// Step again after this long.
-    After(Duration),
-    /// Nothing more to do.
-    Finished,
-}
-
-/// Runs rollout steps against ARM and the scoring endpoint.
-pub struct RolloutEngine {
-    arm: Arc<ArmClient>,
-    credential: Arc<dyn TokenCredential>,
-    ledger: Arc<Ledger>,
-    http: crate::http::Http,
-}
-
-impl RolloutEngine {
-    /// An engine over `arm`, using `credential` for Entra-authenticated scoring and `http` for
-    /// the smoke test.
-    pub fn new(
-        arm: Arc<ArmClient>,
-        credential: Arc<dyn TokenCredential>,
-        ledger: Arc<Ledger>,
-        http: crate::http::Http,
-    ) -> Self {
-        Self {
-            arm,
-            credential,
-            ledger,
-            http,
-        }
-    }
-
-    /// The ARM client.
-    pub fn arm(&self) -> &ArmClient {
-        &self.arm
-    }
-}

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use super::engine::{Next, RolloutEngine};
 use super::machine::*;
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::RolloutState;
 use crate::logs::InvocationLog;
 
 /// The longest a scoring request may take, unless the outbound budget is shorter.

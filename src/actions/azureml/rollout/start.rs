@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use super::engine::{Next, RolloutEngine};
 use super::machine::*;
 use super::traffic::*;
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::{AssetProgress, Phase, RolloutState};
 use crate::event::WorkspaceId;
 use crate::logs::InvocationLog;
 

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::engine::{Next, RolloutEngine};
 use super::machine::*;
-use super::*;
-use crate::actions::azureml::AzureMlPlan;
-use crate::azure::arm::{ArmError, Operation};
+use crate::azure::arm::{ArmClient, ArmError, Operation};
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::{Phase, RolloutState, TrafficTarget};
 use crate::event::WorkspaceId;
 use crate::logs::InvocationLog;
 
