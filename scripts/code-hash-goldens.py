@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden vectors for src/actions/azureml/assets/code.rs, computed by the real Azure ML SDK.
+"""Golden vectors for src/deployment/assets/code.rs, computed by the real Azure ML SDK.
 
 For every case folder tests/fixtures/code-folders/<case>/ this writes
 tests/fixtures/code-folders/<case>.golden.json with what azure-ai-ml 1.35.2 computes for a

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the PyYAML test vectors for src/actions/azureml/assets/pyyaml.
+"""Writes the PyYAML test vectors for src/deployment/assets/pyyaml.
 
 Each case is an input conda file `tests/fixtures/pyyaml/<case>.yml` and the
 exact text az ml derives from it, `<case>.dump`:

@@ -180,6 +180,38 @@ impl Http {
     }
 }
 
+/// An upstream's answer, read to its end: status, headers, content type and body (the body's
+/// read error kept: callers differ on whether a cut-off success may be retried).
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// `Content-Type`, when readable.
+    pub content_type: Option<String>,
+    /// The body, or why it could not be read whole.
+    pub body: Result<Vec<u8>, reqwest::Error>,
+}
+
+impl Answer {
+    /// Reads `response` to its end.
+    pub async fn read(response: Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response.bytes().await.map(|b| b.to_vec());
+        Answer {
+            status,
+            headers,
+            content_type,
+            body,
+        }
+    }
+}
+
 /// `scheme://host[:port]` of `url`: what a message may show of a URL it did not choose.
 pub fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use super::Cloud;
 use crate::event::WorkspaceId;
-use crate::http::Http;
+use crate::http::{Answer, Http};
 use crate::retry::{Backoff, Failure, Stop, retry, retry_after};
 
 /// The pinned `Microsoft.MachineLearningServices` API version (`AUTODEPLOY_ARM_API_VERSION`
@@ -300,16 +300,13 @@ impl ArmClient {
                     },
                     asked: None,
                 })?;
-                let status = response.status();
-                let headers = response.headers().clone();
-                let content_type = headers
-                    .get(reqwest::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok());
+                let answer = Answer::read(response).await;
+                let (status, headers, bytes) = (answer.status, answer.headers, answer.body);
+                let content_type = answer.content_type.as_deref();
                 // ARM answers JSON. A success whose body is cut off or unreadable is not a
                 // success we can act on (the change may not have been applied, and the
                 // operation to follow may be lost with it): retry it, as every ARM PUT,
                 // DELETE and listKeys/token POST is idempotent.
-                let bytes = response.bytes().await;
                 let parsed: Option<Value> = match &bytes {
                     Ok(b) if b.is_empty() => Some(Value::Null),
                     Ok(b) => serde_json::from_slice(b).ok(),

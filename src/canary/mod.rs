@@ -76,87 +76,37 @@ mod tests {
 
     #[test]
     fn windows_cover_complete_minutes_of_the_step_only() {
-        let t = |s: OffsetDateTime| Some(s);
-        // (now, step started, window minutes, expected start/end or None)
-        type Case = (
-            OffsetDateTime,
-            OffsetDateTime,
-            u32,
-            Option<(OffsetDateTime, OffsetDateTime)>,
-        );
-        let cases: Vec<Case> = vec![
+        // On 2026-11-26: (now, step started, window minutes, expected start–end or None).
+        let at = |hms: &str| {
+            let f = time::macros::format_description!("[hour]:[minute]:[second]");
+            time::Time::parse(hms, &f)
+                .map(|t| datetime!(2026-11-26 00:00 UTC).replace_time(t))
+                .unwrap()
+        };
+        let cases = [
             // A long-running step: the last 10 complete minutes, 2 minutes of lag.
-            (
-                datetime!(2026-11-26 10:00:30 UTC),
-                datetime!(2026-11-26 09:00:00 UTC),
-                10,
-                Some((
-                    datetime!(2026-11-26 09:48 UTC),
-                    datetime!(2026-11-26 09:58 UTC),
-                )),
-            ),
+            ("10:00:30", "09:00:00", 10, Some(("09:48:00", "09:58:00"))),
             // Clipped to the first full minute after the step began.
-            (
-                datetime!(2026-11-26 10:00:30 UTC),
-                datetime!(2026-11-26 09:52:10 UTC),
-                10,
-                Some((
-                    datetime!(2026-11-26 09:53 UTC),
-                    datetime!(2026-11-26 09:58 UTC),
-                )),
-            ),
+            ("10:00:30", "09:52:10", 10, Some(("09:53:00", "09:58:00"))),
             // A step starting on a whole minute keeps that minute.
-            (
-                datetime!(2026-11-26 10:00:00 UTC),
-                datetime!(2026-11-26 09:55:00 UTC),
-                10,
-                Some((
-                    datetime!(2026-11-26 09:55 UTC),
-                    datetime!(2026-11-26 09:58 UTC),
-                )),
-            ),
+            ("10:00:00", "09:55:00", 10, Some(("09:55:00", "09:58:00"))),
             // Too young: nothing complete yet.
-            (
-                datetime!(2026-11-26 10:00:59 UTC),
-                datetime!(2026-11-26 09:57:01 UTC),
-                10,
-                None,
-            ),
-            (
-                datetime!(2026-11-26 10:00:59 UTC),
-                datetime!(2026-11-26 09:57:00 UTC),
-                10,
-                Some((
-                    datetime!(2026-11-26 09:57 UTC),
-                    datetime!(2026-11-26 09:58 UTC),
-                )),
-            ),
-            // Other offsets are read in UTC.
-            (
-                datetime!(2026-11-26 11:00:30 +01:00),
-                datetime!(2026-11-26 09:00:00 UTC),
-                1,
-                Some((
-                    datetime!(2026-11-26 09:57 UTC),
-                    datetime!(2026-11-26 09:58 UTC),
-                )),
-            ),
+            ("10:00:59", "09:57:01", 10, None),
+            ("10:00:59", "09:57:00", 10, Some(("09:57:00", "09:58:00"))),
             // A step "starting" in the future has no window.
-            (
-                datetime!(2026-11-26 10:00:00 UTC),
-                datetime!(2026-11-26 10:30:00 UTC),
-                10,
-                None,
-            ),
+            ("10:00:00", "10:30:00", 10, None),
         ];
         for (now, started, minutes, expected) in cases {
-            let got = window(now, started, minutes).map(|w| (w.start, w.end));
-            assert_eq!(
-                got,
-                expected.and_then(|(s, e)| t(s).zip(t(e))),
-                "{now} {started} {minutes}"
-            );
+            let got = window(at(now), at(started), minutes).map(|w| (w.start, w.end));
+            let expected = expected.map(|(s, e)| (at(s), at(e)));
+            assert_eq!(got, expected, "{now} {started} {minutes}");
         }
+        // Other offsets are read in UTC.
+        let w = window(datetime!(2026-11-26 11:00:30 +01:00), at("09:00:00"), 1);
+        assert_eq!(
+            w.map(|w| (w.start, w.end)),
+            Some((at("09:57:00"), at("09:58:00")))
+        );
     }
 
     #[test]

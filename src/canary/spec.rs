@@ -49,3 +49,22 @@ pub struct AnalysisSpec {
     /// How long `wait` may extend a step's bake, in minutes from the step's start.
     pub max_bake_minutes: u32,
 }
+
+#[cfg(test)]
+impl AnalysisSpec {
+    /// The documented example (`rollout.analysis` in docs/direct-deployment.md), shared by the
+    /// judge's tests and the config reader's.
+    pub(crate) fn example() -> Self {
+        Self {
+            window_minutes: 10,
+            max_error_rate: Some(0.01),
+            max_error_rate_increase: Some(0.005),
+            latency: LatencyStat::P95,
+            max_latency_ms: Some(800.0),
+            max_latency_increase: Some(0.2),
+            min_requests: 100,
+            on_insufficient_data: OnInsufficientData::Wait,
+            max_bake_minutes: 120,
+        }
+    }
+}

@@ -14,7 +14,7 @@ use super::answers::{refused_redirect, retry_wait, transport_error};
 use super::settings::{GithubCredential, GithubSettings};
 use super::tokens::AppTokenCache;
 use crate::actions::ActionError;
-use crate::http::Http;
+use crate::http::{Answer, Http};
 use crate::logs::InvocationLog;
 use crate::retry::{Backoff, Failure, Stop, retry};
 
@@ -135,17 +135,9 @@ impl GithubClient {
                         asked: None,
                     },
                 })?;
-                let status = response.status();
-                let headers = response.headers().clone();
-                let content_type = headers
-                    .get(reqwest::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let body = response
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default();
+                let answer = Answer::read(response).await;
+                let (status, headers) = (answer.status, answer.headers);
+                let (content_type, body) = (answer.content_type, answer.body.unwrap_or_default());
                 match retry_wait(status, &headers, &body) {
                     None => Ok(Reply {
                         status,

@@ -43,20 +43,7 @@ max_bake_minutes: 120
 "#,
     );
     assert_eq!(problems, Vec::<String>::new());
-    assert_eq!(
-        spec,
-        Some(AnalysisSpec {
-            window_minutes: 10,
-            max_error_rate: Some(0.01),
-            max_error_rate_increase: Some(0.005),
-            latency: LatencyStat::P95,
-            max_latency_ms: Some(800.0),
-            max_latency_increase: Some(0.2),
-            min_requests: 100,
-            on_insufficient_data: OnInsufficientData::Wait,
-            max_bake_minutes: 120,
-        })
-    );
+    assert_eq!(spec, Some(AnalysisSpec::example()));
 }
 
 #[test]
