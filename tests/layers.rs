@@ -55,11 +55,7 @@ fn imports_point_down_the_layers_and_form_no_circle() {
     for circle in graph.circles() {
         problems.push(format!(
             "import circle: {}",
-            circle
-                .iter()
-                .map(|m| name(m))
-                .collect::<Vec<_>>()
-                .join(" → ")
+            circle.iter().map(name).collect::<Vec<_>>().join(" → ")
         ));
     }
     assert!(
@@ -84,10 +80,10 @@ fn documented_layers(lib: &str) -> Vec<String> {
         }
         // `N. [`room`], [`room`]: what they are`: several rooms on a line are in order too.
         for part in line.split("[`").skip(1) {
-            if let Some(room) = part.split('`').next() {
-                if !room.contains("::") {
-                    out.push(room.to_string());
-                }
+            if let Some(room) = part.split('`').next()
+                && !room.contains("::")
+            {
+                out.push(room.to_string());
             }
         }
     }
