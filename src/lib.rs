@@ -30,7 +30,7 @@
 //! Functions host (`serve --webhook`): Event Grid's handshakes, batches within a deadline and
 //! mandatory authentication, with an internal `Reconcile` timer.
 //!
-//! Around them: [`cli`] (`cli/`, one file per subcommand), [`env`] (the environment, through the
+//! Around them: [`cli`] (`cli/`, one file per subcommand), [`env`](mod@env) (the environment, through the
 //! [`env::Env`] seam; each part reads its own settings and [`startup`] composes them), [`azure`]
 //! (`azure/`: clouds, credentials, the ARM client and Azure ML resources, Azure Monitor metrics
 //! and the figures they answer with), [`http`] (the process's one HTTP client, with the
@@ -44,7 +44,7 @@
 //! (`scripts/layers.sh` prints the arrows). Within a line, a room may use those left of it.
 //! Layers, bottom first:
 //!
-//! 1. [`env`]: reading the environment; imports nothing of ours.
+//! 1. [`env`](mod@env): reading the environment; imports nothing of ours.
 //! 2. [`redact`], [`retry`], [`logs`], [`telemetry`], [`http`]: the process's plumbing.
 //! 3. [`folder`], [`event`], [`host`]: a config's folder, the typed event, the host envelope.
 //! 4. [`azure`]: the Azure clients and the answers they give.

@@ -3,7 +3,7 @@
 //!
 //! This file holds what a judgement is about: the rule's [`AnalysisSpec`] (stored in the plan),
 //! the [`Window`] of complete minutes to read, and the figures read for it
-//! ([`EndpointFigures`], from [`crate::azure::monitor`]). [`judge`] (in `canary/judge.rs`) is
+//! ([`EndpointFigures`](crate::azure::monitor::EndpointFigures), from [`crate::azure::monitor`]). [`judge`] (in `canary/judge.rs`) is
 //! pure: figures in, a [`Judgement`] with its reasons out.
 
 mod judge;
