@@ -191,6 +191,8 @@ impl ArmClient {
 
 /// Where a pending upload goes: the container (`blobUri`) and its SAS URL. `Debug` is redacted.
 pub struct PendingUpload {
+    /// `pendingUploadId`: asking again with it gives the same container and a fresh SAS.
+    pub id: Option<String>,
     /// `blobReferenceForConsumption.blobUri`: the container, without authorization.
     pub blob_uri: String,
     /// `blobReferenceForConsumption.credential.sasUri`: the container with its SAS.
@@ -242,20 +244,27 @@ impl ArmClient {
         Ok(Some(version["id"].as_str().unwrap_or(id).to_string()))
     }
 
-    /// `POST codes/{name}/versions/{version}/startPendingUpload`: a container to upload to.
+    /// `POST codes/{name}/versions/{version}/startPendingUpload` (`PendingUploadRequestDto`): a
+    /// container to upload to. With `id` (`pendingUploadId`, which the service otherwise picks
+    /// as a random GUID) the same pending upload again: its container, with a fresh SAS.
     pub async fn start_pending_upload(
         &self,
         workspace: &WorkspaceId,
         name: &str,
         version: &str,
+        id: Option<&str>,
     ) -> Result<PendingUpload, ArmError> {
+        let mut body = serde_json::json!({"pendingUploadType": "TemporaryBlobReference"});
+        if let Some(id) = id {
+            body["pendingUploadId"] = id.into();
+        }
         let answer = self
             .post(
                 &format!(
                     "{}/startPendingUpload",
                     Self::asset_id(workspace, "codes", name, Some(version))
                 ),
-                Some(&serde_json::json!({"pendingUploadType": "TemporaryBlobReference"})),
+                Some(&body),
             )
             .await?;
         let reference = &answer["blobReferenceForConsumption"];
@@ -278,6 +287,7 @@ impl ArmClient {
             }
         }
         Ok(PendingUpload {
+            id: answer["pendingUploadId"].as_str().map(str::to_string),
             blob_uri: blob_uri.to_string(),
             sas_uri: SecretString::from(sas_uri.to_string()),
         })

@@ -92,6 +92,23 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
                     rule.name,
                     rule.model_patterns.join(", ")
                 )?;
+                // Loading only lists code folders; the hash is computed here, as a plan would.
+                if let RuleAction::AzureMl(azureml) = &rule.action
+                    && let Some(code) = &azureml.template.assets.code
+                {
+                    let code = code.hashed();
+                    match &code.problem {
+                        None => writeln!(
+                            out,
+                            "    code folder {}: {} file(s), sha256 {}",
+                            code.yaml_path, code.files, code.hash
+                        )?,
+                        Some(why) => {
+                            writeln!(out, "    code folder {}: {why}", code.yaml_path)?;
+                            return Ok(false);
+                        }
+                    }
+                }
             }
             for warning in &config.warnings {
                 writeln!(out, "warning: {}: {warning}", path.display())?;
