@@ -33,6 +33,44 @@ pub struct ModelVersion {
     pub job_name: Option<String>,
     /// `systemData.createdAt`: when it was registered.
     pub created_at: Option<String>,
+    /// `systemData`: who registered it, and who changed it last and when.
+    pub system_data: SystemData,
+}
+
+/// ARM's `systemData` of a resource (each part only when present and well-formed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SystemData {
+    /// `createdBy`: the identity that registered it.
+    pub created_by: Option<String>,
+    /// `createdByType` (`User`, `Application`, `ManagedIdentity`, `Key`).
+    pub created_by_type: Option<String>,
+    /// `lastModifiedAt`: when it last changed (tags included).
+    pub last_modified_at: Option<OffsetDateTime>,
+    /// `lastModifiedBy`: who changed it last.
+    pub last_modified_by: Option<String>,
+    /// `lastModifiedByType`.
+    pub last_modified_by_type: Option<String>,
+}
+
+impl SystemData {
+    fn from_value(value: &Value) -> Self {
+        let text = |key: &str| {
+            value[key]
+                .as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Self {
+            created_by: text("createdBy"),
+            created_by_type: text("createdByType"),
+            last_modified_at: value["lastModifiedAt"]
+                .as_str()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
+            last_modified_by: text("lastModifiedBy"),
+            last_modified_by_type: text("lastModifiedByType"),
+        }
+    }
 }
 
 /// An online endpoint's scoring keys. `Debug` is redacted.
@@ -87,6 +125,7 @@ impl ArmClient {
                 .as_str()
                 .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
                 .map(str::to_string),
+            system_data: SystemData::from_value(&value["systemData"]),
         })
     }
 

@@ -1,6 +1,7 @@
 //! Black-box tests: the real binary, driven through the Functions host contract, with `wiremock`
 //! standing in for GitHub.
 
+mod approvals;
 mod assets;
 mod azure;
 mod azureml;

@@ -153,6 +153,11 @@ async fn injected(fault: Fault) -> Response {
     }
 }
 
+/// Who registers model versions in the fake.
+pub const REGISTRAR: &str = "registrar@contoso.com";
+/// Who changes their tags by default.
+pub const APPROVER: &str = "ada@contoso.com";
+
 #[derive(Debug, Default)]
 pub struct ArmState {
     pub endpoints: BTreeMap<String, Endpoint>,
@@ -195,6 +200,8 @@ pub struct ArmState {
     pub violations: Vec<String>,
     /// Model versions: (name, version) → `properties` (tags, properties, jobName).
     pub models: BTreeMap<(String, String), Value>,
+    /// Model versions' `systemData`, when set through [`FakeArm::set_model`].
+    pub model_system: BTreeMap<(String, String), Value>,
     /// MLflow runs by id (the `run` object of `runs/get`).
     pub runs: BTreeMap<String, Value>,
     /// The next N MLflow calls answer 503.
@@ -307,12 +314,35 @@ impl FakeArm {
             .collect()
     }
 
-    /// Registers model `credit-risk` version `version` with these tags (and a training job).
+    /// Registers model `credit-risk` version `version` with these tags (and a training job), by
+    /// [`REGISTRAR`]; when it exists, changes its tags as [`APPROVER`] (systemData follows).
     pub fn add_model(&self, version: &str, tags: Value, job: Option<&str>) {
-        self.state.lock().unwrap().models.insert(
-            ("credit-risk".into(), version.into()),
-            json!({"tags": tags, "properties": {}, "jobName": job}),
-        );
+        self.set_model(version, tags, job, APPROVER);
+    }
+
+    /// [`FakeArm::add_model`], changed by `by` when the version exists.
+    pub fn set_model(&self, version: &str, tags: Value, job: Option<&str>, by: &str) {
+        let mut s = self.state.lock().unwrap();
+        let key = ("credit-risk".to_string(), version.to_string());
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let system = match s.model_system.get(&key) {
+            Some(old) => {
+                let mut system = old.clone();
+                system["lastModifiedAt"] = json!(now);
+                system["lastModifiedBy"] = json!(by);
+                system["lastModifiedByType"] = json!("User");
+                system
+            }
+            None => json!({
+                "createdAt": now, "createdBy": REGISTRAR, "createdByType": "User",
+                "lastModifiedAt": now, "lastModifiedBy": REGISTRAR, "lastModifiedByType": "User"
+            }),
+        };
+        s.model_system.insert(key.clone(), system);
+        s.models
+            .insert(key, json!({"tags": tags, "properties": {}, "jobName": job}));
     }
 
     /// An MLflow run with `metrics` and an optional parent.
@@ -530,7 +560,10 @@ async fn handle(
                 ),
                 Some(props) => axum::Json(json!({
                     "id": path, "name": version,
-                    "systemData": {"createdAt": "2026-11-20T10:00:00Z"},
+                    "systemData": s.model_system
+                        .get(&(name.to_string(), version.to_string()))
+                        .cloned()
+                        .unwrap_or_else(|| json!({"createdAt": "2026-11-20T10:00:00Z"})),
                     "properties": props
                 }))
                 .into_response(),

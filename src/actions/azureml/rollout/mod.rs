@@ -36,7 +36,7 @@ mod smoke;
 mod start;
 mod traffic;
 
-pub use approval::{ApprovalDecision, ApprovalState};
+pub use approval::{ApprovalDecision, ApprovalState, MAX_IDENTITIES};
 pub use assets::{AssetProgress, code_uri};
 pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
 pub use traffic::canary_split;
