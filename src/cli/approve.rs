@@ -50,7 +50,7 @@ pub async fn run(
         &args.target,
         approved,
         &who,
-        &mut std::io::stdout(),
+        &mut super::terminal::Visible::new(std::io::stdout()),
     )
     .await
     .map_err(CliError::ReadLedger)

@@ -25,9 +25,9 @@ pub struct CheckConfigArgs {
 pub fn run(args: CheckConfigArgs, settings: Settings) -> Result<bool, CliError> {
     let path = args.config.resolve(&settings);
     let ok = if args.list_files {
-        list_config_files(&path, &mut std::io::stdout())?
+        list_config_files(&path, &mut super::terminal::Visible::new(std::io::stdout()))?
     } else {
-        check_config(&path, &mut std::io::stdout())?
+        check_config(&path, &mut super::terminal::Visible::new(std::io::stdout()))?
     };
     Ok(ok)
 }

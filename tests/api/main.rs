@@ -27,5 +27,6 @@ mod logging;
 mod monitor;
 mod package;
 mod secrets;
+mod terminal;
 mod uploads;
 mod webhook;

@@ -188,6 +188,8 @@ pub struct ArmState {
     pub hook: Option<Hook>,
     /// Scoring status per deployment (default 200).
     pub scoring_status: HashMap<String, u16>,
+    /// Scoring answer body per deployment, as text (default a JSON prediction).
+    pub scoring_body: HashMap<String, String>,
     /// Every request, as "METHOD /path" (no query).
     pub requests: Vec<String>,
     /// Traffic PUT bodies, in order: (traffic, mirror).
@@ -460,6 +462,14 @@ async fn handle(
             return error(StatusCode::UNAUTHORIZED, "Unauthorized", "bad key");
         }
         let status = s.scoring_status.get(&deployment).copied().unwrap_or(200);
+        if let Some(body) = s.scoring_body.get(&deployment) {
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                [("content-type", "text/plain")],
+                body.clone(),
+            )
+                .into_response();
+        }
         return (
             StatusCode::from_u16(status).unwrap(),
             axum::Json(json!({"prediction": [1]})),
