@@ -57,7 +57,7 @@ impl ArmClient {
         let latencies = self
             .metric(endpoint_id, window, latency.metric_name(), LATENCY_FILTER)
             .await?;
-        Ok(figures::endpoint_figures(&requests, &latencies))
+        figures::endpoint_figures(&requests, &latencies)
     }
 
     /// One metric's series in `window`, split as `filter` says.
