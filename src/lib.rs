@@ -14,7 +14,7 @@
 //!    quality gate's verdict (pure) and its metric [`gate::lookup`] in Azure ML.
 //! 6. [`actions`] (`actions/`): one home per action: [`actions::github`] (client, App auth,
 //!    dispatch) and [`actions::azureml`]: the `az ml` YAML translation and the assets it registers
-//!    first ([`actions::azureml::assets`]: code folder hash and upload, inline environments,
+//!    first ([`actions::azureml::assets`]: code folder listing, hash and streaming upload, inline environments,
 //!    labels, data collectors), canary [`actions::azureml::analysis`] (pure judge), the rollout
 //!    (lock, assets phase, smoke test, traffic steps, judging, approval, phase machine), and
 //!    [`actions::azureml::deploy`], which runs rollouts from the ledger.

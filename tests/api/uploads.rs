@@ -270,3 +270,28 @@ async fn a_slow_upload_stops_at_its_deadline_and_continues_from_there() {
         "no file sent twice"
     );
 }
+
+#[test]
+fn loading_a_config_lists_code_folders_and_hashes_them_only_when_a_plan_needs_it() {
+    use aml_autodeploy::config::{Config, RuleAction};
+    let (dir, config) = seed();
+    let path = dir.path().join("autodeploy.yml");
+    std::fs::write(&path, config).unwrap();
+    let loaded = Config::load(&path).unwrap();
+    let RuleAction::AzureMl(azureml) = &loaded.rules[0].action else {
+        panic!("a direct deployment rule");
+    };
+    let code = azureml.template.assets.code.as_ref().unwrap();
+    assert_eq!(code.hash, "", "start-up reads no file's content");
+    let hashed = code.hashed();
+    assert_eq!(hashed.hash.len(), 64);
+    assert_eq!(hashed.upload_digest.len(), 64);
+    // Kept while the listing is the same; computed again once a file changes.
+    assert_eq!(code.hashed().hash, hashed.hash);
+    std::thread::sleep(Duration::from_millis(20));
+    let score = dir.path().join("aml_yamls/scripts/score.py");
+    let mut text = std::fs::read(&score).unwrap();
+    text[0] ^= 1;
+    std::fs::write(&score, text).unwrap();
+    assert_ne!(code.hashed().hash, hashed.hash);
+}
