@@ -5,8 +5,9 @@
 //! with it, and a config must never be a way to read (or print) a file elsewhere on the machine.
 //!
 //! A reference is refused when it is absolute, or when it leaves the folder after `..` and
-//! symlinks are resolved. Files reached through symlinks *inside* a code folder are az ml's
-//! semantics (its code hash follows them) and stay allowed; see `docs/direct-deployment.md`.
+//! symlinks are resolved. The files of a code folder are held to the same rule, each after its
+//! symlinks are resolved (`deployment::assets::code`): a symlink may point only inside the
+//! folder; see `docs/direct-deployment.md`.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -62,6 +63,11 @@ impl ConfigFolder {
             folder: folder.to_path_buf(),
             real,
         }
+    }
+
+    /// The real (symlink-free) location.
+    pub fn real(&self) -> &Path {
+        &self.real
     }
 
     /// The folder as given: relative references from the config file resolve against it.

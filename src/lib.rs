@@ -16,7 +16,7 @@
 //!    quality gate's verdict (pure) and its metric [`gate::lookup`] in Azure ML. What a rule
 //!    decided, and a rollout's progress, are [`domain`] types (`domain/`), stored in the record.
 //! 6. [`actions`] (`actions/`): one home per action: [`actions::github`] (settings, client, App
-//!    auth, dispatch) and [`actions::azureml`]: the rollout (lock, assets phase and code upload,
+//!    auth, dispatch) and [`actions::azureml`]: the rollout (lock, assets phase and streaming code upload,
 //!    smoke test, traffic steps, judging by the pure [`canary`] judge, approval, phase machine),
 //!    and [`actions::azureml::deploy`], which runs rollouts from the ledger.
 //! 7. [`ledger`] (`ledger/`): one durable record per model version, written only through its

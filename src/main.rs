@@ -31,7 +31,11 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             // `{:#}` prints the causes after the message, `: `-separated.
-            eprintln!("aml-autodeploy: {:#}", anyhow::Error::from(e));
+            // Errors quote upstream text: no escape sequence reaches the terminal.
+            eprintln!(
+                "aml-autodeploy: {}",
+                aml_autodeploy::cli::terminal::visible(&format!("{:#}", anyhow::Error::from(e)))
+            );
             ExitCode::FAILURE
         }
     }

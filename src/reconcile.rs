@@ -18,9 +18,11 @@ use crate::pipeline::{Execution, Invocation, Label, Pipeline, claim};
 
 /// At most this many records per pass; the rest wait for the next timer tick.
 const MAX_PER_PASS: usize = 50;
-/// A pass stops starting new work after this long: one record can still take a GitHub retry
-/// budget and a few storage calls, and the host's functionTimeout is 5 minutes.
-const PASS_BUDGET: Duration = Duration::from_secs(150);
+/// A pass stops starting new work after this long, and a rollout visit starts no step and sends
+/// no upload request after it (requests already sent are cut 15 s later): what runs on is at
+/// most one step's requests, each within the retry budget (at most 25 s), and a few storage
+/// writes. The host's functionTimeout is 5 minutes; docs/direct-deployment.md states the bound.
+pub const PASS_BUDGET: Duration = Duration::from_secs(150);
 /// While paused, due records are looked at again this much later.
 const PAUSED_RECHECK: Duration = Duration::from_secs(300);
 
@@ -60,7 +62,7 @@ pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value
             log.warn("Reconcile: pass budget used up; the rest waits for the next run");
             break;
         }
-        if let Err(e) = visit(pipeline, &marker, &mut tally, log).await {
+        if let Err(e) = visit(pipeline, &marker, started + PASS_BUDGET, &mut tally, log).await {
             tally.errors += 1;
             log.error(format!("Reconcile: {}: {e}", marker.key));
             if let StoreError::Corrupt(why) = &e {
@@ -87,6 +89,7 @@ pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value
 async fn visit(
     pipeline: &Pipeline,
     marker: &Marker,
+    deadline: Instant,
     tally: &mut Tally,
     log: &InvocationLog,
 ) -> Result<(), StoreError> {
@@ -116,7 +119,7 @@ async fn visit(
             .deployer()
             .map_err(|why| StoreError::Unavailable(why.to_string()))?;
         let record = deployer
-            .advance(record, etag, marker, pipeline.paused(), log)
+            .advance(record, etag, marker, pipeline.paused(), deadline, log)
             .await?;
         tally.rollouts += 1;
         if let Some(rollout) = &record.rollout {

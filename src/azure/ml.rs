@@ -33,6 +33,44 @@ pub struct ModelVersion {
     pub job_name: Option<String>,
     /// `systemData.createdAt`: when it was registered.
     pub created_at: Option<String>,
+    /// `systemData`: who registered it, and who changed it last and when.
+    pub system_data: SystemData,
+}
+
+/// ARM's `systemData` of a resource (each part only when present and well-formed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SystemData {
+    /// `createdBy`: the identity that registered it.
+    pub created_by: Option<String>,
+    /// `createdByType` (`User`, `Application`, `ManagedIdentity`, `Key`).
+    pub created_by_type: Option<String>,
+    /// `lastModifiedAt`: when it last changed (tags included).
+    pub last_modified_at: Option<OffsetDateTime>,
+    /// `lastModifiedBy`: who changed it last.
+    pub last_modified_by: Option<String>,
+    /// `lastModifiedByType`.
+    pub last_modified_by_type: Option<String>,
+}
+
+impl SystemData {
+    fn from_value(value: &Value) -> Self {
+        let text = |key: &str| {
+            value[key]
+                .as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Self {
+            created_by: text("createdBy"),
+            created_by_type: text("createdByType"),
+            last_modified_at: value["lastModifiedAt"]
+                .as_str()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
+            last_modified_by: text("lastModifiedBy"),
+            last_modified_by_type: text("lastModifiedByType"),
+        }
+    }
 }
 
 /// An online endpoint's scoring keys. `Debug` is redacted.
@@ -87,6 +125,7 @@ impl ArmClient {
                 .as_str()
                 .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
                 .map(str::to_string),
+            system_data: SystemData::from_value(&value["systemData"]),
         })
     }
 
@@ -191,6 +230,8 @@ impl ArmClient {
 
 /// Where a pending upload goes: the container (`blobUri`) and its SAS URL. `Debug` is redacted.
 pub struct PendingUpload {
+    /// `pendingUploadId`: asking again with it gives the same container and a fresh SAS.
+    pub id: Option<String>,
     /// `blobReferenceForConsumption.blobUri`: the container, without authorization.
     pub blob_uri: String,
     /// `blobReferenceForConsumption.credential.sasUri`: the container with its SAS.
@@ -242,20 +283,27 @@ impl ArmClient {
         Ok(Some(version["id"].as_str().unwrap_or(id).to_string()))
     }
 
-    /// `POST codes/{name}/versions/{version}/startPendingUpload`: a container to upload to.
+    /// `POST codes/{name}/versions/{version}/startPendingUpload` (`PendingUploadRequestDto`): a
+    /// container to upload to. With `id` (`pendingUploadId`, which the service otherwise picks
+    /// as a random GUID) the same pending upload again: its container, with a fresh SAS.
     pub async fn start_pending_upload(
         &self,
         workspace: &WorkspaceId,
         name: &str,
         version: &str,
+        id: Option<&str>,
     ) -> Result<PendingUpload, ArmError> {
+        let mut body = serde_json::json!({"pendingUploadType": "TemporaryBlobReference"});
+        if let Some(id) = id {
+            body["pendingUploadId"] = id.into();
+        }
         let answer = self
             .post(
                 &format!(
                     "{}/startPendingUpload",
                     Self::asset_id(workspace, "codes", name, Some(version))
                 ),
-                Some(&serde_json::json!({"pendingUploadType": "TemporaryBlobReference"})),
+                Some(&body),
             )
             .await?;
         let reference = &answer["blobReferenceForConsumption"];
@@ -278,6 +326,7 @@ impl ArmClient {
             }
         }
         Ok(PendingUpload {
+            id: answer["pendingUploadId"].as_str().map(str::to_string),
             blob_uri: blob_uri.to_string(),
             sas_uri: SecretString::from(sas_uri.to_string()),
         })

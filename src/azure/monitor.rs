@@ -11,14 +11,14 @@ mod figures;
 mod metrics;
 
 use super::arm::{ArmClient, ArmError};
-pub use metrics::{DeploymentFigures, EndpointFigures, LatencyStat, MonitorError, Window};
+pub use metrics::{
+    DeploymentFigures, EndpointFigures, LatencyStat, MonitorError, TOP_SERIES, Window,
+};
 
 /// The metrics API version (the newest stable `metrics_API.json`); not Machine Learning's.
 pub const METRICS_API_VERSION: &str = "2024-02-01";
 /// Requests per minute, with `deployment`, `statusCode`, `statusCodeClass`, `modelStatusCode`.
 pub const REQUESTS_METRIC: &str = "RequestsPerMinute";
-/// Series per answer: the service's default of 10 would cut off deployments × status codes.
-pub const TOP_SERIES: u32 = 50;
 const REQUESTS_FILTER: &str = "deployment eq '*' and statusCode eq '*'";
 const LATENCY_FILTER: &str = "deployment eq '*'";
 
@@ -37,7 +37,7 @@ impl ArmClient {
         let latencies = self
             .metric(endpoint_id, window, latency.metric_name(), LATENCY_FILTER)
             .await?;
-        Ok(figures::endpoint_figures(&requests, &latencies))
+        figures::endpoint_figures(&requests, &latencies)
     }
 
     /// One metric's series in `window`, split as `filter` says.

@@ -154,8 +154,9 @@ fn baseline_figures(
     let (mut weighted, mut weight) = (0.0, 0.0);
     for name in &names {
         let f = figures.of(name);
-        total.requests += f.requests;
-        total.errors += f.errors;
+        // Saturating: counts come from upstream, and a sum must never wrap (or panic).
+        total.requests = total.requests.saturating_add(f.requests);
+        total.errors = total.errors.saturating_add(f.errors);
         if let Some(latency) = f.latency_ms
             && f.requests > 0
         {

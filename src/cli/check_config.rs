@@ -26,9 +26,9 @@ pub struct CheckConfigArgs {
 pub fn run(args: CheckConfigArgs, settings: Settings) -> Result<bool, CliError> {
     let path = args.config.resolve(&settings);
     let ok = if args.list_files {
-        list_config_files(&path, &mut std::io::stdout())?
+        list_config_files(&path, &mut super::terminal::Visible::new(std::io::stdout()))?
     } else {
-        check_config(&path, &mut std::io::stdout())?
+        check_config(&path, &mut super::terminal::Visible::new(std::io::stdout()))?
     };
     Ok(ok)
 }
@@ -93,6 +93,23 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
                     rule.name,
                     rule.model_patterns.join(", ")
                 )?;
+                // Loading only lists code folders; the hash is computed here, as a plan would.
+                if let RuleAction::AzureMl(azureml) = &rule.action
+                    && let Some(code) = &azureml.template.assets.code
+                {
+                    let code = code.hashed();
+                    match &code.problem {
+                        None => writeln!(
+                            out,
+                            "    code folder {}: {} file(s), sha256 {}",
+                            code.yaml_path, code.files, code.hash
+                        )?,
+                        Some(why) => {
+                            writeln!(out, "    code folder {}: {why}", code.yaml_path)?;
+                            return Ok(false);
+                        }
+                    }
+                }
             }
             for warning in &config.warnings {
                 writeln!(out, "warning: {}: {warning}", path.display())?;

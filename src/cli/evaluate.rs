@@ -56,7 +56,7 @@ pub async fn run(args: EvaluateArgs, settings: Settings, http: &Http) -> Result<
     let workspace =
         WorkspaceId::parse(&workspace).map_err(|e| CliError::Setup(format!("--workspace {e}")))?;
     let credential = settings.credential.clone().map_err(CliError::Setup)?;
-    let mut out = std::io::stdout();
+    let mut out = super::terminal::Visible::new(std::io::stdout());
     writeln!(
         out,
         "Azure credential: {} · ARM: {} (api-version {})",

@@ -17,6 +17,7 @@ pub mod replay;
 pub mod rollback;
 pub mod serve;
 pub mod status;
+pub mod terminal;
 pub mod watch;
 
 pub use config_arg::ConfigArg;

@@ -40,7 +40,7 @@ pub async fn run(args: ReplayArgs, settings: Settings, http: &Http) -> Result<bo
         &pipeline,
         &text,
         execution(args.execute),
-        &mut std::io::stdout(),
+        &mut super::terminal::Visible::new(std::io::stdout()),
     )
     .await?;
     Ok(ok)

@@ -60,9 +60,14 @@ pub async fn run(args: RollbackArgs, settings: Settings, http: &Http) -> Result<
     let deployer = pipeline
         .deployer()
         .map_err(|e| CliError::Setup(e.to_string()))?;
-    rollback(deployer, &workspace, &endpoint, &mut std::io::stdout())
-        .await
-        .map_err(CliError::Rollback)
+    rollback(
+        deployer,
+        &workspace,
+        &endpoint,
+        &mut super::terminal::Visible::new(std::io::stdout()),
+    )
+    .await
+    .map_err(CliError::Rollback)
 }
 
 /// `rollback ENDPOINT`: restores the traffic map from before the last rollout this program

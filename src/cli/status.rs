@@ -50,7 +50,7 @@ pub async fn run(args: StatusArgs, mut settings: Settings, http: &Http) -> Resul
             &ledger,
             args.target.as_deref().unwrap_or_default(),
             std::time::Duration::from_secs(args.interval.max(1)),
-            &mut std::io::stdout(),
+            &mut super::terminal::Visible::new(std::io::stdout()),
         )
         .await
         .map_err(CliError::ReadLedger);
@@ -60,7 +60,7 @@ pub async fn run(args: StatusArgs, mut settings: Settings, http: &Http) -> Resul
         args.target.as_deref(),
         args.json,
         args.limit.max(1),
-        &mut std::io::stdout(),
+        &mut super::terminal::Visible::new(std::io::stdout()),
     )
     .await
     .map_err(CliError::ReadLedger)

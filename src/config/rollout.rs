@@ -44,10 +44,14 @@ pub struct RolloutSpec {
 /// `rollout.approval`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApprovalSpec {
-    /// The model version tag that approves when `true`.
+    /// The model version tag that approves when `true` (set after the approval was requested).
     pub tag: String,
     /// Not approved by then: rolled back.
     pub timeout_hours: f64,
+    /// `distinct_approver`: the approver must not be the identity that registered the version
+    /// (`systemData.createdBy`), and an approval by an OS user (no Azure identity) is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub distinct_approver: bool,
 }
 
 impl RolloutSpec {
@@ -190,7 +194,11 @@ impl Walker<'_> {
 
     fn approval(&mut self, value: &Value, location: &str) -> Option<ApprovalSpec> {
         let map = self.mapping(value, location)?;
-        self.check_keys(map, &["tag", "timeout_hours"], location);
+        self.check_keys(
+            map,
+            &["tag", "timeout_hours", "distinct_approver"],
+            location,
+        );
         let tag = match present(map, "tag") {
             None => Some("autodeploy.approved".to_string()),
             Some(v) => match v.as_str().map(str::trim) {
@@ -217,9 +225,23 @@ impl Walker<'_> {
                 }
             },
         };
+        let distinct_approver = match present(map, "distinct_approver") {
+            None => Some(false),
+            Some(v) => match v.as_bool() {
+                Some(b) => Some(b),
+                None => {
+                    self.problem(
+                        &join(location, "distinct_approver"),
+                        "must be true or false",
+                    );
+                    None
+                }
+            },
+        };
         Some(ApprovalSpec {
             tag: tag?,
             timeout_hours: timeout_hours?,
+            distinct_approver: distinct_approver?,
         })
     }
 }

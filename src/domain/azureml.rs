@@ -163,7 +163,12 @@ pub fn plan(
     AzureMlPlan {
         assets: Box::new(AssetPlan {
             data,
-            code: template.code.clone(),
+            // Hashed now (once per listing; see `LocalCode::hashed`), so the record holds the
+            // hash the upload must match.
+            code: template
+                .code
+                .as_ref()
+                .map(crate::deployment::assets::LocalCode::hashed),
             environment: template.environment.clone(),
         }),
         workspace,

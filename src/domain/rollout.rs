@@ -238,7 +238,7 @@ pub struct TrafficTarget {
 /// The approval a rollout waits for. Stored in the record's `rollout.approval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalState {
-    /// When the rollout began waiting.
+    /// When the rollout began waiting. Only a tag set after this approves.
     #[serde(with = "time::serde::rfc3339")]
     pub requested_at: OffsetDateTime,
     /// The tag that approves.
@@ -249,6 +249,10 @@ pub struct ApprovalState {
     /// The decision, once made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<ApprovalDecision>,
+    /// Why the tag or an `approve` did not count (the last time one was seen), and how to
+    /// approve instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// Approved or rejected, by whom, when, how.
@@ -256,12 +260,30 @@ pub struct ApprovalState {
 pub struct ApprovalDecision {
     /// Approved (else rejected).
     pub approved: bool,
-    /// Who: the identity that ran `approve`/`reject` when known, or `tag NAME`.
+    /// Who: the tag's `systemData.lastModifiedBy` (`ada@contoso.com (tag NAME)`), or the
+    /// identity that ran `approve`/`reject`.
     pub by: String,
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// How: `tag`, `credential` (`approve`/`reject` with an Azure identity) or `os_user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// The names the approver's token gives (`upn`, `oid`, `appid`…), to compare with who
+    /// registered the version (`approval.distinct_approver`). At most [`MAX_IDENTITIES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+    /// The request it answers (`requested_at`): a decision belongs to one rollout.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub for_request: Option<OffsetDateTime>,
 }
+
+/// How many of the approver's names a decision keeps.
+pub const MAX_IDENTITIES: usize = 8;
 
 /// What the assets phase has done so far. Stored in the record's `rollout.assets`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -275,12 +297,19 @@ pub struct AssetProgress {
     /// The workspace was asked for a code version with the same content hash.
     #[serde(default)]
     pub code_looked_up: bool,
+    /// The pending upload's `pendingUploadId`: each step asks `startPendingUpload` with it, for
+    /// the same container and a fresh SAS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_upload_id: Option<String>,
     /// The pending upload's container (no authorization; the SAS is asked for again each step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob_uri: Option<String>,
-    /// Files known to be in that container.
+    /// Files known to be in that container (the first ones in upload order).
     #[serde(default)]
     pub files_uploaded: usize,
+    /// The upload digest over those files, from the bytes sent (hex; see `UploadChain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_digest: Option<String>,
     /// The completion marker is written.
     #[serde(default)]
     pub upload_complete: bool,

@@ -50,7 +50,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The seed layout (`aml_yamls/`), with one rule for `fraud-model`, in a temporary folder.
-fn seed() -> (tempfile::TempDir, String) {
+pub(crate) fn seed() -> (tempfile::TempDir, String) {
     layout(
         "seed",
         &[(
@@ -63,7 +63,7 @@ fn seed() -> (tempfile::TempDir, String) {
 
 /// A direct-deployment harness whose fake ARM hands out pending uploads in Azurite, behind
 /// the recording proxy.
-async fn with_uploads() -> (Direct, Azurite, UploadProxy) {
+pub(crate) async fn with_uploads() -> (Direct, Azurite, UploadProxy) {
     let t = Direct::new().await;
     let azurite = Azurite::from_connection_string(&azurite());
     let proxy = UploadProxy::start(&azurite).await;
@@ -132,9 +132,13 @@ async fn the_seed_layout_deploys_with_the_requests_az_ml_sends() {
         starts[0].path,
         format!("codes/{name}/versions/1/startPendingUpload")
     );
+    // With our own pendingUploadId (recorded first), so a later step gets the same container.
+    let pending_id = record["rollout"]["assets"]["pending_upload_id"]
+        .as_str()
+        .expect("pending_upload_id recorded");
     assert_eq!(
         starts[0].body,
-        json!({"pendingUploadType": "TemporaryBlobReference"})
+        json!({"pendingUploadType": "TemporaryBlobReference", "pendingUploadId": pending_id})
     );
 
     // The uploaded blobs: names, bytes, and the completion marker on the indicator.

@@ -305,7 +305,7 @@ async fn a_foreign_scoring_uri_gets_no_credentials_and_the_rollout_rolls_back() 
 }
 
 /// Runs a CLI command against this harness's ledger and fakes.
-fn cli(t: &Direct, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(t: &Direct, args: &[&str]) -> (i32, String, String) {
     let env = t.env();
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let dir = tempfile::tempdir().unwrap();

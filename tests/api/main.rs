@@ -1,6 +1,7 @@
 //! Black-box tests: the real binary, driven through the Functions host contract, with `wiremock`
 //! standing in for GitHub.
 
+mod approvals;
 mod assets;
 mod azure;
 mod azureml;
@@ -26,4 +27,6 @@ mod logging;
 mod monitor;
 mod package;
 mod secrets;
+mod terminal;
+mod uploads;
 mod webhook;

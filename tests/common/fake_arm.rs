@@ -153,6 +153,11 @@ async fn injected(fault: Fault) -> Response {
     }
 }
 
+/// Who registers model versions in the fake.
+pub const REGISTRAR: &str = "registrar@contoso.com";
+/// Who changes their tags by default.
+pub const APPROVER: &str = "ada@contoso.com";
+
 #[derive(Debug, Default)]
 pub struct ArmState {
     pub endpoints: BTreeMap<String, Endpoint>,
@@ -183,6 +188,8 @@ pub struct ArmState {
     pub hook: Option<Hook>,
     /// Scoring status per deployment (default 200).
     pub scoring_status: HashMap<String, u16>,
+    /// Scoring answer body per deployment, as text (default a JSON prediction).
+    pub scoring_body: HashMap<String, String>,
     /// Every request, as "METHOD /path" (no query).
     pub requests: Vec<String>,
     /// Traffic PUT bodies, in order: (traffic, mirror).
@@ -195,6 +202,8 @@ pub struct ArmState {
     pub violations: Vec<String>,
     /// Model versions: (name, version) → `properties` (tags, properties, jobName).
     pub models: BTreeMap<(String, String), Value>,
+    /// Model versions' `systemData`, when set through [`FakeArm::set_model`].
+    pub model_system: BTreeMap<(String, String), Value>,
     /// MLflow runs by id (the `run` object of `runs/get`).
     pub runs: BTreeMap<String, Value>,
     /// The next N MLflow calls answer 503.
@@ -307,12 +316,35 @@ impl FakeArm {
             .collect()
     }
 
-    /// Registers model `credit-risk` version `version` with these tags (and a training job).
+    /// Registers model `credit-risk` version `version` with these tags (and a training job), by
+    /// [`REGISTRAR`]; when it exists, changes its tags as [`APPROVER`] (systemData follows).
     pub fn add_model(&self, version: &str, tags: Value, job: Option<&str>) {
-        self.state.lock().unwrap().models.insert(
-            ("credit-risk".into(), version.into()),
-            json!({"tags": tags, "properties": {}, "jobName": job}),
-        );
+        self.set_model(version, tags, job, APPROVER);
+    }
+
+    /// [`FakeArm::add_model`], changed by `by` when the version exists.
+    pub fn set_model(&self, version: &str, tags: Value, job: Option<&str>, by: &str) {
+        let mut s = self.state.lock().unwrap();
+        let key = ("credit-risk".to_string(), version.to_string());
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let system = match s.model_system.get(&key) {
+            Some(old) => {
+                let mut system = old.clone();
+                system["lastModifiedAt"] = json!(now);
+                system["lastModifiedBy"] = json!(by);
+                system["lastModifiedByType"] = json!("User");
+                system
+            }
+            None => json!({
+                "createdAt": now, "createdBy": REGISTRAR, "createdByType": "User",
+                "lastModifiedAt": now, "lastModifiedBy": REGISTRAR, "lastModifiedByType": "User"
+            }),
+        };
+        s.model_system.insert(key.clone(), system);
+        s.models
+            .insert(key, json!({"tags": tags, "properties": {}, "jobName": job}));
     }
 
     /// An MLflow run with `metrics` and an optional parent.
@@ -430,6 +462,14 @@ async fn handle(
             return error(StatusCode::UNAUTHORIZED, "Unauthorized", "bad key");
         }
         let status = s.scoring_status.get(&deployment).copied().unwrap_or(200);
+        if let Some(body) = s.scoring_body.get(&deployment) {
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                [("content-type", "text/plain")],
+                body.clone(),
+            )
+                .into_response();
+        }
         return (
             StatusCode::from_u16(status).unwrap(),
             axum::Json(json!({"prediction": [1]})),
@@ -530,7 +570,10 @@ async fn handle(
                 ),
                 Some(props) => axum::Json(json!({
                     "id": path, "name": version,
-                    "systemData": {"createdAt": "2026-11-20T10:00:00Z"},
+                    "systemData": s.model_system
+                        .get(&(name.to_string(), version.to_string()))
+                        .cloned()
+                        .unwrap_or_else(|| json!({"createdAt": "2026-11-20T10:00:00Z"})),
                     "properties": props
                 }))
                 .into_response(),

@@ -44,6 +44,10 @@ pub struct AssetState {
     pub calls: Vec<AssetCall>,
     /// Every asset write is refused (403), e.g. a missing role assignment.
     pub refuse_writes: bool,
+    /// `startPendingUpload` calls so far.
+    pub pending_uploads: usize,
+    /// Container → the pendingUploadId it was made for.
+    pub pending_upload_ids: BTreeMap<String, String>,
 }
 
 impl AssetState {
@@ -136,7 +140,11 @@ pub fn handle(
             }
         }
         ("POST", ["codes", name, "versions", _, "startPendingUpload"]) => {
-            if body != &json!({"pendingUploadType": "TemporaryBlobReference"}) {
+            let id = body["pendingUploadId"].as_str().map(str::to_string);
+            let expected_keys = if id.is_some() { 2 } else { 1 };
+            if body["pendingUploadType"] != "TemporaryBlobReference"
+                || body.as_object().map_or(0, |o| o.len()) != expected_keys
+            {
                 s.violations.push(format!("startPendingUpload body {body}"));
             }
             let Some((base, sas)) = a.uploads.clone() else {
@@ -146,14 +154,29 @@ pub fn handle(
                     "no upload storage configured in this test",
                 ));
             };
-            let container = container_for(name);
+            // As the service: the same pendingUploadId is the same container (with a fresh SAS);
+            // without one, a random id and so a new container each time.
+            a.pending_uploads += 1;
+            let (container, id) = match id {
+                Some(id) => (container_for(name), id),
+                None => (
+                    format!("{}-{}", container_for(name), a.pending_uploads),
+                    format!("random-{}", a.pending_uploads),
+                ),
+            };
+            if let Some(earlier) = a.pending_upload_ids.insert(container.clone(), id.clone())
+                && earlier != id
+            {
+                s.violations
+                    .push(format!("pendingUploadId {id} for a container of {earlier}"));
+            }
             axum::Json(json!({
                 "blobReferenceForConsumption": {
                     "blobUri": format!("{base}/{container}"),
                     "storageAccountArmId": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml-rg/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
                     "credential": {"credentialType": "SAS", "sasUri": format!("{base}/{container}?{sas}")}
                 },
-                "pendingUploadId": format!("pending-{name}"),
+                "pendingUploadId": id,
                 "pendingUploadType": "TemporaryBlobReference"
             }))
             .into_response()
@@ -458,8 +481,18 @@ pub struct ProxyState {
     pub requests: Vec<String>,
     /// Requests that carried an `Authorization` header (none may: the SAS is the authorization).
     pub authorized: Vec<String>,
-    /// Blob PUTs answered so far.
+    /// Blob writes answered so far: Put Blob and Put Block List (one per file).
     pub blob_puts: usize,
+    /// Put Block requests answered so far.
+    pub block_puts: usize,
+    /// Put Blob and Put Block List requests received so far.
+    pub file_puts_arrived: usize,
+    /// After this many Put Block requests arrived, the container goes away (as `fail_after_puts`).
+    pub fail_after_blocks: Option<usize>,
+    /// Put Block requests received so far.
+    pub blocks_arrived: usize,
+    /// Every PUT waits this long before it is forwarded (a slow link).
+    pub put_delay: Option<std::time::Duration>,
     /// After this many blob PUTs, the container goes away: every request fails at the connection.
     pub fail_after_puts: Option<usize>,
     /// Every request is refused with 403 (the SAS not accepted, e.g. storage network rules).
@@ -496,7 +529,11 @@ impl UploadProxy {
             reqwest::Client::new(),
             azurite.clone(),
         );
-        let app = Router::new().fallback(forward).with_state(Arc::new(shared));
+        // Blocks are up to 4 MiB.
+        let app = Router::new()
+            .fallback(forward)
+            .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
+            .with_state(Arc::new(shared));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -533,11 +570,26 @@ async fn forward(
             )
                 .into_response();
         }
-        if s.fail_after_puts.is_some_and(|n| s.blob_puts >= n) {
+        // Counted as they arrive: with requests in flight together, later ones find it down.
+        if s.fail_after_puts.is_some_and(|n| s.file_puts_arrived >= n) {
             drop(s);
             // Unwinding the connection's task drops the socket without an answer.
             panic!("upload proxy: storage is down");
         }
+        if s.fail_after_blocks.is_some_and(|n| s.blocks_arrived >= n) {
+            drop(s);
+            panic!("upload proxy: storage is down");
+        }
+        let query = uri.query().unwrap_or_default();
+        if method == Method::PUT && (!query.contains("comp=") || query.contains("comp=blocklist")) {
+            s.file_puts_arrived += 1;
+        } else if method == Method::PUT && query.contains("comp=block") {
+            s.blocks_arrived += 1;
+        }
+    }
+    let delay = state.lock().unwrap().put_delay;
+    if let Some(delay) = delay.filter(|_| method == Method::PUT) {
+        tokio::time::sleep(delay).await;
     }
     // The service creates a pending upload's container; here it appears on first use.
     let container = uri.path().split('/').nth(2).unwrap_or_default().to_string();
@@ -567,11 +619,13 @@ async fn forward(
         return StatusCode::BAD_GATEWAY.into_response();
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
-    if method == Method::PUT
-        && uri.query().is_none_or(|q| !q.contains("comp="))
-        && status.is_success()
-    {
-        state.lock().unwrap().blob_puts += 1;
+    let query = uri.query().unwrap_or_default();
+    if method == Method::PUT && status.is_success() {
+        if !query.contains("comp=") || query.contains("comp=blocklist") {
+            state.lock().unwrap().blob_puts += 1;
+        } else if query.contains("comp=block") {
+            state.lock().unwrap().block_puts += 1;
+        }
     }
     let mut response = Response::builder().status(status);
     for (name, value) in answer.headers() {

@@ -315,9 +315,10 @@ async fn approval_by_tag_moves_to_100_and_a_timeout_rolls_back() {
         .add_model("27", json!({"autodeploy.approved": "true"}), None);
     let record = drive(&app, "27", state_is("succeeded")).await;
     assert_eq!(record["rollout"]["approval"]["decision"]["approved"], true);
+    // The approver is who set the tag (systemData.lastModifiedBy).
     assert_eq!(
         record["rollout"]["approval"]["decision"]["by"],
-        "tag autodeploy.approved"
+        "ada@contoso.com (tag autodeploy.approved)"
     );
     let told = hook.received_requests().await.unwrap();
     let payload: Value = serde_json::from_slice(&told[0].body).unwrap();
@@ -405,5 +406,100 @@ async fn all_at_once_with_approval_waits_for_it_before_any_traffic() {
     assert_eq!(
         t.arm.traffic("credit-ep"),
         [("credit-risk-34".to_string(), 100)].into()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_set_before_the_request_approves_nothing_until_it_is_set_again() {
+    let t = Direct::new(healthy("credit-risk-35")).await;
+    // Registered with the tag already set: whoever registers could approve in advance.
+    t.arm
+        .add_model("35", json!({"autodeploy.approved": "true"}), None);
+    t.arm.with(|s| {
+        let key = ("credit-risk".to_string(), "35".to_string());
+        let system = s.model_system.get_mut(&key).unwrap();
+        system["lastModifiedAt"] = json!("2026-01-01T00:00:00Z");
+    });
+    let app = t
+        .spawn(
+            "wait",
+            ", approval: { tag: autodeploy.approved, timeout_hours: 1 }",
+        )
+        .await;
+    app.post_event(&credit("35")).await;
+    drive(&app, "35", |r| r["rollout"]["phase"] == "awaiting_approval").await;
+    for _ in 0..4 {
+        app.post_reconcile().await;
+    }
+    let waiting = app.record("credit-risk", "35").await;
+    assert_eq!(
+        waiting["rollout"]["phase"], "awaiting_approval",
+        "{waiting:#}"
+    );
+    assert!(waiting["rollout"]["approval"]["decision"].is_null());
+    let refused = waiting["rollout"]["approval"]["refused"].as_str().unwrap();
+    assert!(
+        refused.contains("already set when the approval was requested"),
+        "{refused}"
+    );
+    let next = waiting["rollout"]["next_step"].as_str().unwrap();
+    assert!(
+        next.contains("set the tag autodeploy.approved=true again"),
+        "{next}"
+    );
+    assert!(t.arm.traffic("credit-ep")["credit-risk-35"] == 60);
+    // Set again, now: approved, and the record says by whom.
+    t.arm.set_model(
+        "35",
+        json!({"autodeploy.approved": "true"}),
+        None,
+        "bo@contoso.com",
+    );
+    let record = drive(&app, "35", state_is("succeeded")).await;
+    assert_eq!(
+        record["rollout"]["approval"]["decision"]["by"],
+        "bo@contoso.com (tag autodeploy.approved)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn distinct_approver_refuses_the_registrar_and_accepts_someone_else() {
+    let t = Direct::new(healthy("credit-risk-36")).await;
+    t.arm.add_model("36", json!({}), None);
+    let app = t
+        .spawn(
+            "wait",
+            ", approval: { tag: autodeploy.approved, timeout_hours: 1, distinct_approver: true }",
+        )
+        .await;
+    app.post_event(&credit("36")).await;
+    drive(&app, "36", |r| r["rollout"]["phase"] == "awaiting_approval").await;
+    // The registrar approves their own model.
+    t.arm.set_model(
+        "36",
+        json!({"autodeploy.approved": "true"}),
+        None,
+        crate::fake_arm::REGISTRAR,
+    );
+    for _ in 0..3 {
+        app.post_reconcile().await;
+    }
+    let waiting = app.record("credit-risk", "36").await;
+    assert_eq!(
+        waiting["rollout"]["phase"], "awaiting_approval",
+        "{waiting:#}"
+    );
+    let refused = waiting["rollout"]["approval"]["refused"].as_str().unwrap();
+    assert!(refused.contains("who registered the version"), "{refused}");
+    t.arm.set_model(
+        "36",
+        json!({"autodeploy.approved": "true"}),
+        None,
+        "bo@contoso.com",
+    );
+    let record = drive(&app, "36", state_is("succeeded")).await;
+    assert_eq!(
+        record["rollout"]["approval"]["decision"]["by"],
+        "bo@contoso.com (tag autodeploy.approved)"
     );
 }

@@ -3,7 +3,7 @@
 //! The record's `rollout` field holds the whole state; any instance can continue it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -83,9 +83,19 @@ impl Deployer {
                 // Bounded: the invocation answers Event Grid in time even when ARM is slow; an
                 // unfinished start is continued by Reconcile (the lock is already ours).
                 let budget = self.engine.arm().budget().min(Duration::from_secs(15));
+                // Uploads stop well before the cut-off, so it rarely cuts anything.
+                let deadline = Instant::now() + budget / 2;
                 let started = tokio::time::timeout(
                     budget,
-                    self.run(record.clone(), etag.clone(), rollout, &plan, true, log),
+                    self.run(
+                        record.clone(),
+                        etag.clone(),
+                        rollout,
+                        &plan,
+                        true,
+                        deadline,
+                        log,
+                    ),
                 )
                 .await;
                 let record = match started {
@@ -191,13 +201,15 @@ impl Deployer {
         Ok(())
     }
 
-    /// One visit from `Reconcile`: continue the rollout where the record says it is.
+    /// One visit from `Reconcile`: continue the rollout where the record says it is. No step
+    /// starts after `deadline` (the pass's), and an upload stops sending by then.
     pub async fn advance(
         &self,
         record: Record,
         etag: ETag,
         marker: &Marker,
         paused: bool,
+        deadline: Instant,
         log: &InvocationLog,
     ) -> Result<Record, StoreError> {
         let Some(plan) = plan_of(&record) else {
@@ -248,14 +260,17 @@ impl Deployer {
                 }
             }
         }
-        let (record, _) = self.run(record, etag, rollout, &plan, false, log).await?;
+        let (record, _) = self
+            .run(record, etag, rollout, &plan, false, deadline, log)
+            .await?;
         self.ledger.unschedule(marker).await?;
         Ok(record)
     }
 
     /// Steps until the rollout must wait, records the result, and schedules the next visit.
     /// `inline` (inside an event's invocation) stops at the first wait of any length: provisioning
-    /// is `Reconcile`'s job, never the invocation's.
+    /// is `Reconcile`'s job, never the invocation's. No step starts after `deadline`.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         mut record: Record,
@@ -263,6 +278,7 @@ impl Deployer {
         mut rollout: RolloutState,
         plan: &AzureMlPlan,
         inline: bool,
+        deadline: Instant,
         log: &InvocationLog,
     ) -> Result<(Record, ETag), StoreError> {
         let mut next = Next::Now;
@@ -270,9 +286,10 @@ impl Deployer {
         for _ in 0..MAX_STEPS_PER_VISIT {
             let before = rollout.phase;
             let assets_before = rollout.assets.clone();
+            let approval_before = rollout.approval.clone();
             next = self
                 .engine
-                .step(plan, &mut rollout, record.forced, log)
+                .step(plan, &mut rollout, record.forced, deadline, log)
                 .await;
             if rollout.phase != before {
                 let now = OffsetDateTime::now_utc();
@@ -319,9 +336,16 @@ impl Deployer {
             // ARM. Resuming several steps back could, e.g., send traffic to a deployment that an
             // unrecorded cleanup already deleted.
             // Asset progress too: a fresh code name or a finished upload is not repeated.
-            if rollout.phase != before || rollout.assets != assets_before {
+            if rollout.phase != before
+                || rollout.assets != assets_before
+                || rollout.approval != approval_before
+            {
                 record.rollout = Some(Box::new(rollout.clone()));
                 etag = self.ledger.save(&record, &etag).await?;
+            }
+            if Instant::now() >= deadline {
+                // The pass's time is up: the next visit continues.
+                break;
             }
         }
         let now = OffsetDateTime::now_utc();

@@ -5,6 +5,7 @@
 
 pub mod deploy;
 pub mod rollout;
+pub mod stream;
 pub mod upload;
 
 pub use crate::domain::azureml::{AzureMlPlan, SmokeTestPlan, deployment_name, plan};

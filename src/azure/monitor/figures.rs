@@ -3,6 +3,11 @@
 //! Missing data, decided explicitly: a filter matching nothing is `"timeseries": []`; a minute
 //! without a sample carries only `timeStamp` (read as no requests, and never averaged into a
 //! latency); a metric whose `errorCode` is not `Success` is "not judged", not healthy.
+//!
+//! Impossible data is "not judged" too, never counted: a negative or non-finite value, a minute
+//! that appears twice in a series, a series (the same dimension values) that appears twice, sums
+//! too large to be finite, and an answer with as many series as `top` asked for (it may have been
+//! cut: the deployments left out would go unseen).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +15,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::metrics::{DeploymentFigures, EndpointFigures, MonitorError, Window};
+use super::metrics::{DeploymentFigures, EndpointFigures, MonitorError, TOP_SERIES, Window};
 
 /// One series of one metric: its dimension values and its minute averages.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -60,7 +65,13 @@ pub(crate) fn series(
     }
     let (start, end) = (window.start.unix_timestamp(), window.end.unix_timestamp());
     let timeseries = entry["timeseries"].as_array().map(Vec::as_slice);
-    Ok(timeseries
+    let count = timeseries.map_or(0, <[Value]>::len);
+    if count >= TOP_SERIES as usize {
+        return Err(MonitorError::NotJudged(format!(
+            "{metric}: the answer has {count} series, as many as `top` asked for ({TOP_SERIES}): it may have been cut, and a deployment left out would go unseen"
+        )));
+    }
+    let series: Vec<Series> = timeseries
         .unwrap_or_default()
         .iter()
         .map(|ts| Series {
@@ -90,7 +101,40 @@ pub(crate) fn series(
                 .filter(|(minute, _)| minute.is_none_or(|m| (start..end).contains(&m)))
                 .collect(),
         })
-        .collect())
+        .collect();
+    check(metric, &series)?;
+    Ok(series)
+}
+
+/// Refuses what no real answer holds: negative or non-finite values, a minute twice in a
+/// series, the same series twice.
+fn check(metric: &str, series: &[Series]) -> Result<(), MonitorError> {
+    let bad = |why: String| Err(MonitorError::NotJudged(format!("{metric}: {why}")));
+    let mut seen = std::collections::BTreeSet::new();
+    for s in series {
+        if !seen.insert(&s.dimensions) {
+            return bad(format!(
+                "the series {:?} appears twice; its samples are not counted",
+                s.dimensions
+            ));
+        }
+        let mut minutes = std::collections::BTreeSet::new();
+        for (minute, average) in &s.points {
+            if let Some(value) = average
+                && (!value.is_finite() || *value < 0.0)
+            {
+                return bad(format!("a sample of {value} is not a possible value"));
+            }
+            if let Some(m) = minute
+                && !minutes.insert(*m)
+            {
+                return bad(format!(
+                    "the minute {m} appears twice in one series; its samples are not counted"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a status code counts as failed: 5xx, 408 (the model timed out) and 424 (the model
@@ -106,7 +150,10 @@ pub(crate) fn is_failure(status: &str) -> bool {
 /// latency metric split by deployment. Requests are the sum of the per-series minute averages;
 /// latency is weighted by each minute's requests, or (no requests matched) the plain mean of the
 /// minutes that have a value.
-pub(crate) fn endpoint_figures(requests: &[Series], latencies: &[Series]) -> EndpointFigures {
+pub(crate) fn endpoint_figures(
+    requests: &[Series],
+    latencies: &[Series],
+) -> Result<EndpointFigures, MonitorError> {
     let mut totals: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut per_minute: BTreeMap<(String, i64), f64> = BTreeMap::new();
     for s in requests {
@@ -119,7 +166,7 @@ pub(crate) fn endpoint_figures(requests: &[Series], latencies: &[Series]) -> End
             .is_some_and(|c| is_failure(c));
         let total = totals.entry(deployment.clone()).or_default();
         for (minute, average) in &s.points {
-            let n = average.unwrap_or(0.0).max(0.0);
+            let n = average.unwrap_or(0.0);
             total.0 += n;
             if failed {
                 total.1 += n;
@@ -158,6 +205,11 @@ pub(crate) fn endpoint_figures(requests: &[Series], latencies: &[Series]) -> End
                     (*count > 0.0).then(|| sum / count)
                 }
             });
+        if !requests.is_finite() || latency_ms.is_some_and(|l| !l.is_finite()) {
+            return Err(MonitorError::NotJudged(format!(
+                "the figures of {name} are too large to add up"
+            )));
+        }
         figures.by_deployment.insert(
             name.clone(),
             DeploymentFigures {
@@ -167,7 +219,7 @@ pub(crate) fn endpoint_figures(requests: &[Series], latencies: &[Series]) -> End
             },
         );
     }
-    figures
+    Ok(figures)
 }
 
 #[cfg(test)]

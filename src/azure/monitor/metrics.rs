@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use time::OffsetDateTime;
 
+/// Series per answer: the service's default of 10 would cut off deployments × status codes.
+pub const TOP_SERIES: u32 = 50;
+
 /// Which latency statistic is judged (`rollout.analysis.latency`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -345,3 +345,15 @@ fn percentages_and_milliseconds_read_naturally() {
     assert_eq!(ms(800.0), "800 ms");
     assert_eq!(ms(812.34), "812.3 ms");
 }
+
+#[test]
+fn huge_baseline_counts_saturate_and_never_panic() {
+    let f = figures(&[
+        ("green", 1_000, 1, Some(100.0)),
+        ("blue", u64::MAX, u64::MAX, Some(100.0)),
+        ("red", u64::MAX, 7, Some(100.0)),
+    ]);
+    let baseline = vec!["blue".to_string(), "red".to_string()];
+    let judged = judge(&spec(), "green", &baseline, &f, &window());
+    assert_eq!(judged.figures.baseline_requests, u64::MAX, "{judged:?}");
+}

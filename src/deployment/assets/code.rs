@@ -25,6 +25,14 @@
 //! Where the SDK would hang, recurse without end or crash with a Python error (a symlink loop,
 //! a FIFO, a file name that is not UTF-8, a broken symlink, a pattern Python's `re` rejects),
 //! [`CodeFolder::scan`] returns an error instead.
+//!
+//! Unlike the SDK, nothing outside a boundary (the config file's folder) is listed or read: a
+//! file, a folder or an ignore file that resolves (after symlinks) outside it is refused, naming
+//! the entry and where it points. Otherwise a symlink to `/proc/self/environ` or `../../.env`
+//! would upload the app's secrets to the workspace's storage.
+//!
+//! Listing ([`CodeFolder::list`]) reads no file's content: it is what start-up pays. The content
+//! hash reads every byte, so it is computed when a plan needs it ([`CodeFolder::scan`]).
 
 use std::cmp::Ordering;
 use std::ffi::OsStr;
@@ -47,14 +55,19 @@ pub struct CodeFile {
     pub size: u64,
 }
 
-/// A scanned code folder: the files az ml would upload, and their content hash.
+/// A listed (and, from [`CodeFolder::scan`], hashed) code folder: the files az ml would upload,
+/// and their content hash.
 ///
-/// Only [`CodeFolder::scan`] builds one, so it always holds at least one file.
+/// Only [`CodeFolder::list`] and [`CodeFolder::scan`] build one, so it always holds at least one
+/// file.
 #[derive(Debug, Clone)]
 pub struct CodeFolder {
     folder_name: String,
     files: Vec<CodeFile>,
+    /// Empty until hashed.
     hash: String,
+    /// The digest of what is uploaded (see [`UploadChain`]); empty until hashed.
+    upload_digest: String,
     /// A copy of the first file in upload order (so that no lookup can fail).
     indicator: CodeFile,
 }
@@ -94,6 +107,21 @@ pub enum CodeError {
         /// What is wrong with it.
         why: String,
     },
+    /// An entry that resolves (after symlinks) outside the boundary: never listed or read.
+    #[error(
+        "{path} points to {target}, outside the config file's folder {boundary}: every file of a code folder must resolve inside it (replace the symlink with a copy of what it points to, or move that inside the folder)"
+    )]
+    Outside {
+        /// The entry in the code folder.
+        path: PathBuf,
+        /// Where it resolves to.
+        target: PathBuf,
+        /// The folder it must stay inside.
+        boundary: PathBuf,
+    },
+    /// A file's size changed while it was read.
+    #[error("{0} changed while it was read; the code folder must not change while it is hashed")]
+    Changed(PathBuf),
     /// Something in the folder that az ml cannot upload either.
     #[error("{path}: {why}")]
     Unsupported {
@@ -105,9 +133,19 @@ pub enum CodeError {
 }
 
 impl CodeFolder {
-    /// Walks `folder`, applies its ignore file, and computes the content hash (streaming each
-    /// file's bytes; files are not held in memory).
-    pub fn scan(folder: &Path) -> Result<CodeFolder, CodeError> {
+    /// [`CodeFolder::list`], then the content hash and the upload digest (streaming each file's
+    /// bytes once; files are not held in memory).
+    pub fn scan(folder: &Path, boundary: &Path) -> Result<CodeFolder, CodeError> {
+        let mut listed = Self::list(folder, boundary)?;
+        listed.digest()?;
+        Ok(listed)
+    }
+
+    /// Walks `folder` and applies its ignore file, reading no file's content. Every listed file,
+    /// every folder walked and the ignore file must resolve inside `boundary` (a folder; the
+    /// config file's) and every file must be a regular file.
+    pub fn list(folder: &Path, boundary: &Path) -> Result<CodeFolder, CodeError> {
+        let boundary = fs::canonicalize(boundary).map_err(|e| io_error(boundary, e))?;
         let meta = fs::metadata(folder).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => CodeError::NotFound(folder.to_path_buf()),
             _ => io_error(folder, source),
@@ -118,15 +156,16 @@ impl CodeFolder {
         // The SDK resolves the folder before walking and names the blobs after the resolved
         // folder's own name (`os.path.basename(Path(source).resolve())`).
         let root = fs::canonicalize(folder).map_err(|e| io_error(folder, e))?;
+        inside(folder, &root, &boundary)?;
         let folder_name = match root.file_name() {
             Some(name) => utf8(name, &root)?.to_owned(),
             None => String::new(),
         };
-        let ignore = IgnoreRules::load(&root)?;
+        let ignore = IgnoreRules::load(&root, &boundary)?;
 
         let mut found = Vec::new();
         let mut stack = Vec::new();
-        walk(&root, &root, "", &mut stack, &mut found, true)?;
+        walk(&root, &root, "", &boundary, &mut stack, &mut found, true)?;
 
         let mut files = Vec::with_capacity(found.len());
         for entry in found {
@@ -145,6 +184,7 @@ impl CodeFolder {
                     }
                 })?;
             let path = fs::canonicalize(&on_disk).map_err(|e| io_error(&on_disk, e))?;
+            inside(&on_disk, &path, &boundary)?;
             let meta = fs::metadata(&path).map_err(|e| io_error(&path, e))?;
             if !meta.is_file() {
                 return Err(CodeError::Unsupported {
@@ -167,13 +207,55 @@ impl CodeFolder {
         let Some(indicator) = files.iter().min_by(|a, b| upload_cmp(a, b)).cloned() else {
             return Err(CodeError::Empty(folder.to_path_buf()));
         };
-        let hash = content_hash(&files)?;
         Ok(CodeFolder {
             folder_name,
             files,
-            hash,
+            hash: String::new(),
+            upload_digest: String::new(),
             indicator,
         })
+    }
+
+    /// Reads every file once: the content hash (in hash order) and each file's SHA-256, folded
+    /// into the upload digest (in upload order).
+    fn digest(&mut self) -> Result<(), CodeError> {
+        let mut hasher = Sha256::new();
+        hasher.update(self.files.len().to_string().as_bytes());
+        for file in &self.files {
+            hasher.update(format!("#{}#{}", file.relative, file.size).as_bytes());
+        }
+        let mut per_file = std::collections::HashMap::with_capacity(self.files.len());
+        let mut buffer = vec![0u8; 256 * 1024];
+        for file in &self.files {
+            let mut reader = fs::File::open(&file.path).map_err(|e| io_error(&file.path, e))?;
+            let mut own = Sha256::new();
+            let mut read = 0u64;
+            loop {
+                let n = io::Read::read(&mut reader, &mut buffer)
+                    .map_err(|e| io_error(&file.path, e))?;
+                if n == 0 {
+                    break;
+                }
+                read += n as u64;
+                hasher.update(&buffer[..n]);
+                own.update(&buffer[..n]);
+            }
+            if read != file.size {
+                return Err(CodeError::Changed(file.path.clone()));
+            }
+            per_file.insert(file.relative.as_str(), <[u8; 32]>::from(own.finalize()));
+        }
+        let mut chain = UploadChain::default();
+        for file in self.upload_order() {
+            chain.fold(
+                &self.blob_name(file),
+                file.size,
+                &per_file[file.relative.as_str()],
+            );
+        }
+        self.hash = hex(&hasher.finalize());
+        self.upload_digest = chain.hex();
+        Ok(())
     }
 
     /// The folder's own name after resolving it (`./src` → `src`, `.` → the current
@@ -187,9 +269,38 @@ impl CodeFolder {
         &self.files
     }
 
-    /// The content hash (`hash_sha256`, `hash_version` 202208): 64 lower-case hex characters.
+    /// The content hash (`hash_sha256`, `hash_version` 202208): 64 lower-case hex characters
+    /// (empty when only listed).
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The [`UploadChain`] over every file in upload order, as hex (empty when only listed).
+    pub fn upload_digest(&self) -> &str {
+        &self.upload_digest
+    }
+
+    /// Cheap evidence of the listing (names, sizes, modification times): equal fingerprints
+    /// mean an earlier hash still applies, without reading a byte.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for file in &self.files {
+            let modified = fs::metadata(&file.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            hasher.update(
+                format!(
+                    "{}\0{}\0{}\0{modified}\n",
+                    file.relative,
+                    file.path.display(),
+                    file.size
+                )
+                .as_bytes(),
+            );
+        }
+        hex(&hasher.finalize())
     }
 
     /// The blob a file is uploaded to: `<folder name>/<relative path>`.
@@ -242,6 +353,7 @@ fn walk(
     dir: &Path,
     dir_real: &Path,
     prefix: &str,
+    boundary: &Path,
     stack: &mut Vec<PathBuf>,
     found: &mut Vec<Found>,
     prefix_is_utf8: bool,
@@ -272,6 +384,8 @@ fn walk(
     for name in subdirs {
         let sub = dir.join(&name);
         let sub_real = fs::canonicalize(&sub).map_err(|e| io_error(&sub, e))?;
+        // Never list a folder outside (a symlink to `/`, `/proc` or `..`).
+        inside(&sub, &sub_real, boundary)?;
         if stack.contains(&sub_real) {
             return Err(CodeError::Unsupported {
                 path: sub,
@@ -280,7 +394,15 @@ fn walk(
         }
         let sub_prefix = format!("{prefix}{}/", name.to_string_lossy());
         let sub_is_utf8 = prefix_is_utf8 && name.to_str().is_some();
-        walk(&sub, &sub_real, &sub_prefix, stack, found, sub_is_utf8)?;
+        walk(
+            &sub,
+            &sub_real,
+            &sub_prefix,
+            boundary,
+            stack,
+            found,
+            sub_is_utf8,
+        )?;
     }
     stack.pop();
     Ok(())
@@ -306,22 +428,59 @@ fn relative_to(path: &Path, base: &Path) -> String {
     }
 }
 
-/// SHA-256 of the count, the `#path#size` headers, then every file's bytes (streamed).
-fn content_hash(files: &[CodeFile]) -> Result<String, CodeError> {
-    let mut hasher = Sha256::new();
-    hasher.update(files.len().to_string().as_bytes());
-    for file in files {
-        hasher.update(format!("#{}#{}", file.relative, file.size).as_bytes());
+/// The digest of an upload, file by file in upload order: `d = SHA-256(d ‖ blob name ‖ NUL ‖
+/// size (8 bytes, little-endian) ‖ SHA-256(file))`, from 32 zero bytes. Computed when the plan is
+/// made, and again from the bytes actually sent; 32 bytes of state carry it from one visit to the
+/// next, so a resumed upload still checks everything it sent against the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadChain([u8; 32]);
+
+impl UploadChain {
+    /// Adds one file.
+    pub fn fold(&mut self, blob: &str, size: u64, file_sha256: &[u8; 32]) {
+        let mut hasher = Sha256::new();
+        hasher.update(self.0);
+        hasher.update(blob.as_bytes());
+        hasher.update([0]);
+        hasher.update(size.to_le_bytes());
+        hasher.update(file_sha256);
+        self.0 = hasher.finalize().into();
     }
-    for file in files {
-        let mut reader = fs::File::open(&file.path).map_err(|e| io_error(&file.path, e))?;
-        io::copy(&mut reader, &mut hasher).map_err(|e| io_error(&file.path, e))?;
+
+    /// As 64 lower-case hex characters.
+    pub fn hex(&self) -> String {
+        hex(&self.0)
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+
+    /// From [`UploadChain::hex`]'s form.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses `real` (where `path` resolves) outside `boundary`.
+fn inside(path: &Path, real: &Path, boundary: &Path) -> Result<(), CodeError> {
+    if real.starts_with(boundary) {
+        Ok(())
+    } else {
+        Err(CodeError::Outside {
+            path: path.to_path_buf(),
+            target: real.to_path_buf(),
+            boundary: boundary.to_path_buf(),
+        })
+    }
 }
 
 fn io_error(path: &Path, source: io::Error) -> CodeError {
@@ -359,7 +518,7 @@ struct Rule {
 impl IgnoreRules {
     /// `get_ignore_file`: `.amlignore`, else `.gitignore`, in the folder itself (an existing
     /// target counts: a broken symlink is no ignore file).
-    fn load(root: &Path) -> Result<IgnoreRules, CodeError> {
+    fn load(root: &Path, boundary: &Path) -> Result<IgnoreRules, CodeError> {
         let none = IgnoreRules {
             base: root.to_path_buf(),
             rules: Vec::new(),
@@ -372,6 +531,7 @@ impl IgnoreRules {
             return Ok(none);
         };
         let resolved = fs::canonicalize(&file).map_err(|e| io_error(&file, e))?;
+        inside(&file, &resolved, boundary)?;
         let bytes = fs::read(&resolved).map_err(|e| io_error(&file, e))?;
         // Read as Python's "utf-8-sig" text: one leading BOM dropped, strict UTF-8.
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);

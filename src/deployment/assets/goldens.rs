@@ -171,7 +171,7 @@ fn compare_code(
     match (&plan.assets.code, golden) {
         (None, Value::Null) => {}
         (Some(code), Value::Object(_)) => {
-            let folder = CodeFolder::scan(&code.folder).unwrap();
+            let folder = CodeFolder::scan(&code.folder, code.boundary()).unwrap();
             let files: Vec<Value> = folder
                 .files()
                 .iter()

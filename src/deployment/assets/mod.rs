@@ -15,6 +15,7 @@ mod pyyaml;
 mod values;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,10 @@ pub use environment::{EnvironmentRef, InlineEnvironment};
 pub(crate) use values::json_map;
 
 /// A local `code_configuration.code` folder, hashed as az ml hashes it.
+///
+/// Loading a config only lists the folder (start-up reads no file's content, whatever the
+/// folder's size); the hash is computed when a plan needs it ([`LocalCode::hashed`]) and kept
+/// for as long as the listing (names, sizes, modification times) stays the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalCode {
     /// The value in the YAML (`./scripts`).
@@ -33,10 +38,78 @@ pub struct LocalCode {
     pub folder: PathBuf,
     /// The folder's own name: the blob prefix (`scripts`).
     pub folder_name: String,
-    /// The content hash (`hash_version` 202208).
+    /// The content hash (`hash_version` 202208); empty until hashed.
     pub hash: String,
+    /// The digest of the files in upload order ([`code::UploadChain`]): what the upload checks
+    /// the bytes it sends against. Empty until hashed (and in records from older releases).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub upload_digest: String,
+    /// Why the folder could not be hashed when the plan was made, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// How many files are uploaded (after the ignore file).
     pub files: usize,
+    /// The folder every file must resolve inside: the config file's folder, resolved. (Records
+    /// from older releases have none: the code folder itself is the boundary then.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boundary: Option<PathBuf>,
+    /// The hash computed for this config, shared by its clones.
+    #[serde(skip)]
+    cache: HashCache,
+}
+
+/// The last hash of a folder and the listing fingerprint it was computed for.
+#[derive(Debug, Clone, Default)]
+struct HashCache(Arc<Mutex<Option<(String, String, String)>>>);
+
+impl PartialEq for HashCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl LocalCode {
+    /// The folder every file must stay inside.
+    pub fn boundary(&self) -> &Path {
+        self.boundary.as_deref().unwrap_or(&self.folder)
+    }
+
+    /// This code with its hash and upload digest (computed now unless the listing is unchanged
+    /// since the last time), or with `problem` set when the folder cannot be read.
+    pub fn hashed(&self) -> LocalCode {
+        let mut out = self.clone();
+        if !out.hash.is_empty() {
+            return out;
+        }
+        match self.compute() {
+            Ok((hash, digest, files)) => {
+                out.hash = hash;
+                out.upload_digest = digest;
+                out.files = files;
+            }
+            Err(e) => out.problem = Some(e.to_string()),
+        }
+        out
+    }
+
+    fn compute(&self) -> Result<(String, String, usize), code::CodeError> {
+        let listed = code::CodeFolder::list(&self.folder, self.boundary())?;
+        let fingerprint = listed.fingerprint();
+        let mut cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, hash, digest)) = cache.as_ref()
+            && *seen == fingerprint
+        {
+            return Ok((hash.clone(), digest.clone(), listed.files().len()));
+        }
+        let scanned = code::CodeFolder::scan(&self.folder, self.boundary())?;
+        let out = (
+            scanned.hash().to_string(),
+            scanned.upload_digest().to_string(),
+            scanned.files().len(),
+        );
+        *cache = Some((fingerprint, out.0.clone(), out.1.clone()));
+        Ok(out)
+    }
 }
 
 /// The assets of a deployment YAML, as far as they are known without an event.
@@ -80,10 +153,16 @@ impl AssetPlan {
             .map(|d| format!("register data asset {}:{} ({})", d.name, d.version, d.path))
             .collect();
         if let Some(code) = &self.code {
-            steps.push(format!(
-                "code folder {} ({} file(s), sha256 {}): reuse a code version with this hash, else upload it to a pending upload and register it as a new anonymous code version",
-                code.yaml_path, code.files, code.hash
-            ));
+            match &code.problem {
+                Some(why) => steps.push(format!(
+                    "code folder {}: cannot be hashed ({why}); the rollout would fail",
+                    code.yaml_path
+                )),
+                None => steps.push(format!(
+                    "code folder {} ({} file(s), sha256 {}): reuse a code version with this hash, else upload it to a pending upload and register it as a new anonymous code version",
+                    code.yaml_path, code.files, code.hash
+                )),
+            }
         }
         if let Some(env) = &self.environment {
             steps.push(env.describe());
@@ -102,10 +181,9 @@ pub enum CodeRef {
 }
 
 /// Resolves `code_configuration.code` relative to the YAML's folder `base` (a local folder must
-/// be inside `root`, the config file's folder; files reached through symlinks inside it are
-/// az ml's semantics and allowed): registered references
-/// become ids; anything else is a local folder, scanned and hashed now (and checked to hold the
-/// scoring script). `files` collects the folder's files. Errors name the key under
+/// be inside `root`, the config file's folder, and so must every file in it after symlinks):
+/// registered references become ids; anything else is a local folder, listed now (not hashed:
+/// see [`LocalCode::hashed`]) and checked to hold the scoring script. `files` collects the folder's files. Errors name the key under
 /// `code_configuration` they are about (`code` or `scoring_script`).
 pub fn code_ref(
     reference: &str,
@@ -186,14 +264,19 @@ fn code_reference(
         ));
     }
     let folder = root.resolve(base, trimmed).map_err(|e| e.to_string())?;
-    let scanned = code::CodeFolder::scan(&folder).map_err(|e| e.to_string())?;
-    files.extend(scanned.files().iter().map(|f| folder.join(&f.relative)));
+    let boundary = root.real().to_path_buf();
+    let listed = code::CodeFolder::list(&folder, &boundary).map_err(|e| e.to_string())?;
+    files.extend(listed.files().iter().map(|f| folder.join(&f.relative)));
     Ok(CodeRef::Local(LocalCode {
         yaml_path: trimmed.to_string(),
-        folder_name: scanned.folder_name().to_string(),
-        hash: scanned.hash().to_string(),
-        files: scanned.files().len(),
+        folder_name: listed.folder_name().to_string(),
+        hash: String::new(),
+        upload_digest: String::new(),
+        problem: None,
+        files: listed.files().len(),
+        boundary: Some(boundary),
         folder,
+        cache: HashCache::default(),
     }))
 }
 

@@ -10,9 +10,10 @@ use serde_json::json;
 
 use super::engine::{Next, RolloutEngine};
 use super::machine::*;
-use crate::actions::azureml::upload::{self, SasContainer, UploadError};
+use crate::actions::azureml::stream::{self, Outgoing};
+use crate::actions::azureml::upload::{SasContainer, UploadError};
 use crate::azure::arm::ArmError;
-use crate::deployment::assets::code::CodeFolder;
+use crate::deployment::assets::code::{CodeFolder, UploadChain};
 use crate::deployment::assets::environment::ANONYMOUS_ENVIRONMENT;
 use crate::deployment::assets::{InlineEnvironment, LocalCode};
 use crate::domain::azureml::AzureMlPlan;
@@ -21,6 +22,9 @@ use crate::logs::InvocationLog;
 
 /// Longest time one step spends uploading files before recording its progress.
 const UPLOAD_STEP_BUDGET: Duration = Duration::from_secs(20);
+/// How long requests already sent may run past a step's end before they are cut off (the
+/// next step finds what they did).
+const UPLOAD_GRACE: Duration = Duration::from_secs(15);
 
 /// The role to grant when the workspace refuses an asset write.
 const ASSET_ROLE: &str = "grant the deploying identity the AzureML Data Scientist role on the workspace (or a custom role that reads and writes Microsoft.MachineLearningServices/workspaces/codes/*, …/environments/* and …/data/*, which includes starting a code version's pending upload)";
@@ -41,6 +45,10 @@ fn asset_error(e: ArmError, doing: &str) -> StepError {
 fn upload_error(e: UploadError) -> StepError {
     match e {
         UploadError::Unavailable { .. } => StepError::Transient(e.to_string()),
+        UploadError::Changed { .. } | UploadError::Differs { .. } => StepError::Fail {
+            why: format!("uploading the code folder: {e}"),
+            configuration: true,
+        },
         UploadError::Refused { status: 403, .. } => StepError::Fail {
             why: format!(
                 "uploading the code folder: {e}; the container's SAS from startPendingUpload was refused (check the workspace storage account's network rules and that the identity may call startPendingUpload)"
@@ -55,17 +63,18 @@ fn upload_error(e: UploadError) -> StepError {
 }
 
 impl RolloutEngine {
-    /// One step of `preparing_assets`.
+    /// One step of `preparing_assets`; an upload stops sending by `deadline`.
     pub(super) async fn preparing(
         &self,
         plan: &AzureMlPlan,
         state: &mut RolloutState,
+        deadline: Instant,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
         let workspace = ws(&plan.workspace)?;
         let mut progress = state.assets.clone().unwrap_or_default();
         let next = self
-            .asset_step(plan, &workspace, &mut progress, state, log)
+            .asset_step(plan, &workspace, &mut progress, state, deadline, log)
             .await;
         state.assets = Some(progress);
         next
@@ -77,6 +86,7 @@ impl RolloutEngine {
         workspace: &crate::event::WorkspaceId,
         progress: &mut AssetProgress,
         state: &mut RolloutState,
+        deadline: Instant,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
         let assets = &plan.assets;
@@ -108,7 +118,9 @@ impl RolloutEngine {
         if let Some(code) = &assets.code
             && progress.code_id.is_none()
         {
-            return self.code_step(workspace, code, progress, state, log).await;
+            return self
+                .code_step(workspace, code, progress, state, deadline, log)
+                .await;
         }
         if let Some(environment) = &assets.environment
             && progress.environment_id.is_none()
@@ -133,8 +145,18 @@ impl RolloutEngine {
         code: &LocalCode,
         progress: &mut AssetProgress,
         state: &mut RolloutState,
+        deadline: Instant,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
+        if let Some(why) = &code.problem {
+            return Err(StepError::Fail {
+                why: format!(
+                    "code folder {} could not be hashed when the event was planned: {why}; fix it and replay the event",
+                    code.yaml_path
+                ),
+                configuration: true,
+            });
+        }
         let name = progress
             .code_name
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
@@ -158,7 +180,7 @@ impl RolloutEngine {
         }
         if !progress.upload_complete {
             return self
-                .upload_step(workspace, code, &name, progress, state, log)
+                .upload_step(workspace, code, &name, progress, state, deadline, log)
                 .await;
         }
         let Some(blob_uri) = progress.blob_uri.clone() else {
@@ -183,6 +205,7 @@ impl RolloutEngine {
         Ok(Next::Now)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn upload_step(
         &self,
         workspace: &crate::event::WorkspaceId,
@@ -190,34 +213,69 @@ impl RolloutEngine {
         name: &str,
         progress: &mut AssetProgress,
         state: &mut RolloutState,
+        deadline: Instant,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
-        // The files must still be the ones the plan hashed: the deployment must run what was
-        // planned (and checked) for this version, not whatever the folder holds now.
-        let folder = CodeFolder::scan(&code.folder).map_err(|e| StepError::Fail {
-            why: format!("code_configuration.code: {e}"),
+        let changed = |why: String| StepError::Fail {
+            why: format!(
+                "code folder {} changed since the event was planned ({why}); replay the event to deploy the current files",
+                code.yaml_path
+            ),
             configuration: true,
-        })?;
-        if folder.hash() != code.hash {
-            return Err(StepError::Fail {
-                why: format!(
-                    "code folder {} changed since this version was planned (content hash {} now, {} planned); replay the event to deploy the current files",
-                    code.yaml_path,
-                    folder.hash(),
-                    code.hash
-                ),
+        };
+        // Listed again (no content read): a file that now resolves outside the config folder
+        // is refused before anything is sent.
+        let folder =
+            CodeFolder::list(&code.folder, code.boundary()).map_err(|e| StepError::Fail {
+                why: format!("code_configuration.code: {e}"),
                 configuration: true,
-            });
+            })?;
+        let planned = if code.upload_digest.is_empty() {
+            // A record from an older release: hash now, and hold the files to the plan's hash.
+            let scanned =
+                CodeFolder::scan(&code.folder, code.boundary()).map_err(|e| StepError::Fail {
+                    why: format!("code_configuration.code: {e}"),
+                    configuration: true,
+                })?;
+            if scanned.hash() != code.hash {
+                return Err(changed(format!(
+                    "content hash {} now, {} planned",
+                    scanned.hash(),
+                    code.hash
+                )));
+            }
+            scanned.upload_digest().to_string()
+        } else {
+            code.upload_digest.clone()
+        };
+        if folder.files().len() != code.files {
+            return Err(changed(format!(
+                "{} file(s) now, {} planned",
+                folder.files().len(),
+                code.files
+            )));
         }
+        // Recorded before it is used: every later step asks for this same pending upload.
+        let id = progress
+            .pending_upload_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
+            .clone();
         let pending = self
             .arm
-            .start_pending_upload(workspace, name, "1")
+            .start_pending_upload(workspace, name, "1", Some(&id))
             .await
             .map_err(|e| asset_error(e, "starting the code upload (startPendingUpload)"))?;
         if progress.blob_uri.as_deref() != Some(pending.blob_uri.as_str()) {
+            if progress.blob_uri.is_some() {
+                log.warn(format!(
+                    "code folder {}: startPendingUpload answered another container than before; the upload starts again there",
+                    code.yaml_path
+                ));
+            }
             // Another container than last time: what was uploaded there does not count.
             progress.blob_uri = Some(pending.blob_uri.clone());
             progress.files_uploaded = 0;
+            progress.sent_digest = None;
         }
         let container =
             SasContainer::new(pending.sas_uri.expose_secret(), &self.http).map_err(upload_error)?;
@@ -231,23 +289,74 @@ impl RolloutEngine {
             state.next_step = "register the code version".into();
             return Ok(Next::Now);
         }
-        let files = folder.upload_order();
-        let started = Instant::now();
-        for file in files.iter().skip(progress.files_uploaded) {
-            let bytes = upload::read(&file.path).map_err(upload_error)?;
-            container
-                .put_new(&folder.blob_name(file), bytes)
-                .await
-                .map_err(upload_error)?;
-            progress.files_uploaded += 1;
-            if started.elapsed() > UPLOAD_STEP_BUDGET && progress.files_uploaded < files.len() {
+        let files: Vec<Outgoing> = folder
+            .upload_order()
+            .into_iter()
+            .map(|f| Outgoing {
+                blob: folder.blob_name(f),
+                path: f.path.clone(),
+                size: f.size,
+            })
+            .collect();
+        let chain = progress
+            .sent_digest
+            .as_deref()
+            .and_then(UploadChain::from_hex)
+            .unwrap_or_default();
+        let start = if progress.sent_digest.is_some() || progress.files_uploaded == 0 {
+            progress.files_uploaded.min(files.len())
+        } else {
+            // Progress from an older release, without a digest: check every file again.
+            0
+        };
+        let step_end = deadline.min(Instant::now() + UPLOAD_STEP_BUDGET);
+        let began = Instant::now();
+        // Cut off at the step's end plus a grace: nothing here may hold the pass longer.
+        let sent = tokio::time::timeout(
+            step_end.saturating_duration_since(Instant::now()) + UPLOAD_GRACE,
+            stream::send(&container, &files, start, chain, step_end),
+        )
+        .await;
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(_) => {
                 state.next_step = format!(
-                    "upload the code folder ({} of {} files done)",
+                    "upload the code folder ({} of {} files done; storage was slow)",
                     progress.files_uploaded,
                     files.len()
                 );
                 return Ok(Next::After(Duration::ZERO));
             }
+        };
+        let gained = sent.done.saturating_sub(start);
+        progress.files_uploaded = sent.done;
+        progress.sent_digest = Some(sent.chain.hex());
+        if gained > 0 || sent.bytes > 0 {
+            log.info(format!(
+                "code folder {}: {} of {} file(s) uploaded ({} MiB sent in {:.1}s)",
+                code.yaml_path,
+                sent.done,
+                files.len(),
+                sent.bytes / (1024 * 1024),
+                began.elapsed().as_secs_f64()
+            ));
+        }
+        if let Some(e) = sent.error {
+            return Err(upload_error(e));
+        }
+        if sent.done < files.len() {
+            state.next_step = format!(
+                "upload the code folder ({} of {} files done)",
+                sent.done,
+                files.len()
+            );
+            return Ok(Next::After(Duration::ZERO));
+        }
+        // What was sent, byte for byte, must be what the plan hashed.
+        if sent.chain.hex() != planned {
+            return Err(changed(
+                "the files sent differ from the files hashed when the event was planned".into(),
+            ));
         }
         // Last, as az ml: a folder without the marker is never taken for a finished upload.
         container

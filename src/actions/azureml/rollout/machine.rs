@@ -92,16 +92,18 @@ pub(super) fn older_version(ours: &str, live: &str) -> bool {
 
 impl RolloutEngine {
     /// One step. Unless `forced`, a version older than the one live on the endpoint is refused.
+    /// A step that can take long (an upload) stops starting new work at `deadline`.
     pub async fn step(
         &self,
         plan: &AzureMlPlan,
         state: &mut RolloutState,
         forced: bool,
+        deadline: std::time::Instant,
         log: &InvocationLog,
     ) -> Next {
         let result = match state.phase {
             Phase::Queued => self.begin(plan, state, forced, log).await,
-            Phase::PreparingAssets => self.preparing(plan, state, log).await,
+            Phase::PreparingAssets => self.preparing(plan, state, deadline, log).await,
             Phase::Creating => self.creating(plan, state, log).await,
             Phase::SmokeTest => self.smoke_phase(plan, state, log).await,
             Phase::Mirroring | Phase::Canary => self.baking(plan, state, log).await,

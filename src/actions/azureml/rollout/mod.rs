@@ -25,8 +25,8 @@ mod start;
 mod traffic;
 
 pub use crate::domain::rollout::{
-    ApprovalDecision, ApprovalState, AssetProgress, MAX_JUDGEMENTS, PendingOperation, Phase,
-    RolloutState, StepJudgement, TrafficTarget,
+    ApprovalDecision, ApprovalState, AssetProgress, MAX_IDENTITIES, MAX_JUDGEMENTS,
+    PendingOperation, Phase, RolloutState, StepJudgement, TrafficTarget,
 };
 pub use assets::code_uri;
 pub use engine::{Next, RolloutEngine};

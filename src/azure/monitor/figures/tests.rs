@@ -59,7 +59,7 @@ fn the_real_recording_reads_as_one_series_of_three_minutes() {
     assert_eq!(got[0].dimensions["statuscodeclass"], "5xx");
     let averages: Vec<_> = got[0].points.iter().map(|p| p.1).collect();
     assert_eq!(averages, [Some(0.0), Some(47.0), Some(102.0)]);
-    let figures = endpoint_figures(&got, &[]);
+    let figures = endpoint_figures(&got, &[]).unwrap();
     assert_eq!(figures.of("blue").requests, 149);
     // Split by class, not code: no status code, so nothing counts as failed.
     assert_eq!(figures.of("blue").errors, 0);
@@ -70,6 +70,7 @@ fn the_real_recording_reads_as_one_series_of_three_minutes() {
     };
     assert_eq!(
         endpoint_figures(&series(&body, "RequestsPerMinute", &later).unwrap(), &[])
+            .unwrap()
             .of("blue")
             .requests,
         47
@@ -115,7 +116,8 @@ fn requests_sum_every_status_series_and_failures_are_5xx_408_and_424() {
     let got = endpoint_figures(
         &series(&requests, "RequestsPerMinute", &window()).unwrap(),
         &[],
-    );
+    )
+    .unwrap();
     assert_eq!(
         got.of("blue"),
         DeploymentFigures {
@@ -165,7 +167,8 @@ fn latency_is_weighted_by_each_minutes_requests_and_never_averages_nulls() {
     let got = endpoint_figures(
         &series(&requests, "RequestsPerMinute", &window()).unwrap(),
         &series(&latency, "RequestLatency_P95", &window()).unwrap(),
-    );
+    )
+    .unwrap();
     assert_eq!(got.of("blue").latency_ms, Some(200.0)); // (300 × 100 + 100 × 500) / 400
     assert_eq!(got.of("green").latency_ms, Some(50.0));
     assert_eq!(
@@ -221,7 +224,8 @@ fn dimension_names_are_read_without_case() {
             &[("47", Some(2.0))],
         )],
     );
-    let got = endpoint_figures(&series(&body, "RequestsPerMinute", &window()).unwrap(), &[]);
+    let got =
+        endpoint_figures(&series(&body, "RequestsPerMinute", &window()).unwrap(), &[]).unwrap();
     assert_eq!(got.of("blue").errors, 2);
 }
 
@@ -244,4 +248,59 @@ fn failed_statuses() {
     for (code, failed) in cases {
         assert_eq!(is_failure(code), failed, "{code}");
     }
+}
+
+#[test]
+fn impossible_or_cut_answers_are_not_judged_never_counted() {
+    let ok = [("deployment", "blue"), ("statuscode", "200")];
+    let not_judged = |body: &Value, word: &str| match series(body, "RequestsPerMinute", &window()) {
+        Err(MonitorError::NotJudged(why)) => assert!(why.contains(word), "{why}"),
+        other => panic!("{word}: {other:?}"),
+    };
+    // A negative count, a minute twice, a series twice.
+    not_judged(
+        &answer("RequestsPerMinute", &[(&ok, &[("47", Some(-5.0))])]),
+        "not a possible value",
+    );
+    not_judged(
+        &answer(
+            "RequestsPerMinute",
+            &[(&ok, &[("47", Some(5.0)), ("47", Some(5.0))])],
+        ),
+        "appears twice",
+    );
+    not_judged(
+        &answer(
+            "RequestsPerMinute",
+            &[(&ok, &[("47", Some(5.0))]), (&ok, &[("48", Some(5.0))])],
+        ),
+        "appears twice",
+    );
+    // As many series as `top`: possibly cut.
+    let codes: Vec<String> = (0..TOP_SERIES).map(|c| format!("{}", 200 + c)).collect();
+    let dims: Vec<[(&str, &str); 2]> = codes
+        .iter()
+        .map(|c| [("deployment", "blue"), ("statuscode", c.as_str())])
+        .collect();
+    let many: Vec<Scripted> = dims
+        .iter()
+        .map(|d| (&d[..], &[("47", Some(1.0))][..]))
+        .collect();
+    not_judged(&answer("RequestsPerMinute", &many), "may have been cut");
+    // Counts that cannot add up: not judged, and no panic anywhere (the judge sums too).
+    let huge = answer(
+        "RequestsPerMinute",
+        &[
+            (&ok, &[("47", Some(f64::MAX)), ("48", Some(f64::MAX))]),
+            (
+                &[("deployment", "green"), ("statuscode", "200")],
+                &[("47", Some(1e300))],
+            ),
+        ],
+    );
+    let read = series(&huge, "RequestsPerMinute", &window()).unwrap();
+    assert!(matches!(
+        endpoint_figures(&read, &[]),
+        Err(MonitorError::NotJudged(why)) if why.contains("too large")
+    ));
 }

@@ -25,7 +25,7 @@ fn every_fixture_matches_the_sdk_golden() {
         )
         .expect("golden JSON");
         let name = case.display().to_string();
-        let scanned = CodeFolder::scan(&case);
+        let scanned = CodeFolder::scan(&case, Path::new(FIXTURES));
         if let Some(refused) = golden.get("refused") {
             let err = scanned.expect_err(&name);
             let expected = golden["sdk_exception"].as_str().expect("exception");
@@ -163,27 +163,30 @@ fn refuses_what_is_not_a_folder() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing");
     assert!(matches!(
-        CodeFolder::scan(&missing),
+        CodeFolder::scan(&missing, dir.path()),
         Err(CodeError::NotFound(_))
     ));
     let file = dir.path().join("file.py");
     fs::write(&file, "x").expect("write");
     assert!(matches!(
-        CodeFolder::scan(&file),
+        CodeFolder::scan(&file, dir.path()),
         Err(CodeError::NotADirectory(_))
     ));
     let empty = dir.path().join("empty");
     fs::create_dir_all(empty.join("sub/deeper")).expect("mkdir");
-    assert!(matches!(CodeFolder::scan(&empty), Err(CodeError::Empty(_))));
+    assert!(matches!(
+        CodeFolder::scan(&empty, dir.path()),
+        Err(CodeError::Empty(_))
+    ));
 }
 
 #[test]
 fn empty_folders_contribute_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("score.py"), "x = 1\n").expect("write");
-    let before = CodeFolder::scan(dir.path()).expect("scan");
+    let before = CodeFolder::scan(dir.path(), dir.path()).expect("scan");
     fs::create_dir_all(dir.path().join("empty/nested")).expect("mkdir");
-    let after = CodeFolder::scan(dir.path()).expect("scan");
+    let after = CodeFolder::scan(dir.path(), dir.path()).expect("scan");
     assert_eq!(before.hash(), after.hash());
     // sha256("1#score.py#6x = 1\n"), as the SDK computes it for this folder.
     assert_eq!(before.files().len(), 1);
@@ -196,13 +199,13 @@ fn symlink_loops_are_refused() {
     fs::write(dir.path().join("score.py"), "x").expect("write");
     fs::create_dir(dir.path().join("sub")).expect("mkdir");
     std::os::unix::fs::symlink("..", dir.path().join("sub/up")).expect("symlink");
-    let err = CodeFolder::scan(dir.path()).expect_err("loop");
+    let err = CodeFolder::scan(dir.path(), dir.path()).expect_err("loop");
     assert!(matches!(err, CodeError::Unsupported { .. }), "{err}");
     // Two links to the same folder are not a loop: the SDK uploads it twice.
     fs::remove_file(dir.path().join("sub/up")).expect("rm");
     fs::write(dir.path().join("sub/m.py"), "m").expect("write");
     std::os::unix::fs::symlink("sub", dir.path().join("again")).expect("symlink");
-    let folder = CodeFolder::scan(dir.path()).expect("scan");
+    let folder = CodeFolder::scan(dir.path(), dir.path()).expect("scan");
     let names: Vec<&str> = folder.files().iter().map(|f| f.relative.as_str()).collect();
     assert_eq!(names, ["again/m.py", "score.py", "sub/m.py"]);
 }
@@ -215,23 +218,82 @@ fn broken_symlinks_and_non_utf8_names() {
     fs::write(dir.path().join("score.py"), "x").expect("write");
     std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).expect("symlink");
     assert!(matches!(
-        CodeFolder::scan(dir.path()),
+        CodeFolder::scan(dir.path(), dir.path()),
         Err(CodeError::Io { .. })
     ));
     fs::write(dir.path().join(".amlignore"), "dangling\n*.bin\n").expect("write");
     assert!(
-        CodeFolder::scan(dir.path()).is_ok(),
+        CodeFolder::scan(dir.path(), dir.path()).is_ok(),
         "an ignored broken link is fine"
     );
     let odd = dir.path().join(OsStr::from_bytes(b"odd\xff"));
     fs::write(&odd, "x").expect("write");
     assert!(matches!(
-        CodeFolder::scan(dir.path()),
+        CodeFolder::scan(dir.path(), dir.path()),
         Err(CodeError::Unsupported { .. })
     ));
     fs::rename(&odd, dir.path().join(OsStr::from_bytes(b"odd\xff.bin"))).expect("rename");
     assert!(
-        CodeFolder::scan(dir.path()).is_ok(),
+        CodeFolder::scan(dir.path(), dir.path()).is_ok(),
         "an ignored odd name is fine"
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn nothing_outside_the_boundary_is_listed_or_read() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = root.path().join("config");
+    let code = config.join("src");
+    fs::create_dir_all(&code).expect("mkdir");
+    fs::create_dir_all(config.join("shared")).expect("mkdir");
+    fs::write(code.join("score.py"), "x").expect("write");
+    fs::write(config.join("shared/lib.py"), "y").expect("write");
+    fs::write(root.path().join("secret.env"), "TOKEN=1").expect("write");
+    // Inside the config folder, though outside the code folder: allowed.
+    symlink("../shared/lib.py", code.join("lib.py")).expect("symlink");
+    assert!(CodeFolder::scan(&code, &config).is_ok());
+    let cases: [(&str, &Path); 4] = [
+        ("env", Path::new("/proc/self/environ")),
+        ("up.env", Path::new("../../secret.env")),
+        ("rootdir", Path::new("/")),
+        (".amlignore", Path::new("../../secret.env")),
+    ];
+    for (name, target) in cases {
+        let link = code.join(name);
+        symlink(target, &link).expect("symlink");
+        let err = CodeFolder::list(&code, &config).expect_err(name);
+        let CodeError::Outside { path, .. } = &err else {
+            panic!("{name}: {err}");
+        };
+        assert!(path.ends_with(name), "{name}: {err}");
+        assert!(
+            err.to_string().contains("outside the config file's folder"),
+            "{err}"
+        );
+        fs::remove_file(&link).expect("rm");
+    }
+    // An ignored link is neither read nor uploaded: it stays allowed (a virtualenv's
+    // `bin/python` points outside, and `.gitignore` excludes it).
+    symlink("/usr/bin/env", code.join("tool")).expect("symlink");
+    fs::write(code.join(".amlignore"), "tool\n").expect("write");
+    let folder = CodeFolder::list(&code, &config).expect("ignored");
+    assert!(folder.files().iter().all(|f| f.relative != "tool"));
+}
+
+#[test]
+fn listing_reads_no_content_and_the_hash_matches_a_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(dir.path().join("score.py"), "x = 1\n").expect("write");
+    fs::write(dir.path().join("b.txt"), "b").expect("write");
+    let listed = CodeFolder::list(dir.path(), dir.path()).expect("list");
+    assert_eq!(listed.hash(), "");
+    let scanned = CodeFolder::scan(dir.path(), dir.path()).expect("scan");
+    assert_eq!(scanned.hash().len(), 64);
+    assert_eq!(scanned.upload_digest().len(), 64);
+    assert_eq!(listed.fingerprint(), scanned.fingerprint());
+    let chain = UploadChain::from_hex(scanned.upload_digest()).expect("hex");
+    assert_eq!(chain.hex(), scanned.upload_digest());
+    assert_eq!(UploadChain::from_hex("zz"), None);
 }
