@@ -114,6 +114,14 @@ pub fn record_key(workspace: &str, model: &str, version: &str) -> String {
     )
 }
 
+/// The model and version a record key names (see [`record_key`]); `None` for other names.
+pub fn record_model_version(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("records/")?;
+    let (model, rest) = rest.split_once('/')?;
+    let (_, file) = rest.split_once('/')?;
+    Some((model, file.strip_suffix(".json")?))
+}
+
 fn millis(at: OffsetDateTime) -> i128 {
     (at.unix_timestamp_nanos() / 1_000_000).max(0)
 }
@@ -344,6 +352,20 @@ impl Ledger {
         }
     }
 
+    /// Reads a JSON blob that is not a record, with its ETag, for a compare-and-swap that must
+    /// decide on exactly what it read ([`Ledger::swap`] with [`Start::Known`]).
+    pub async fn read_json_tagged<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<(T, ETag)>, StoreError> {
+        match self.store.read(name).await? {
+            None => Ok(None),
+            Some((bytes, etag)) => serde_json::from_slice(&bytes)
+                .map(|value| Some((value, etag)))
+                .map_err(|e| StoreError::Unavailable(format!("{name} is unreadable: {e}"))),
+        }
+    }
+
     /// Leader election on a lease blob (ETag compare-and-swap): `holder` leads while its lease is
     /// unexpired; a lease not renewed within `ttl` passes to the next replica that asks.
     pub async fn lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -481,6 +503,11 @@ mod tests {
             record_key("/x/ws", "credit", "7"),
             format!("records/credit/{}/7.json", workspace_key("/x/ws"))
         );
+        assert_eq!(
+            record_model_version(&record_key("/x/ws", "credit", "7")),
+            Some(("credit", "7"))
+        );
+        assert_eq!(record_model_version("endpoints/ws/ep.json"), None);
     }
 
     #[test]

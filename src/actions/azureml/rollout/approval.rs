@@ -86,7 +86,7 @@ impl RolloutEngine {
     ) -> Result<Next, StepError> {
         let Some(spec) = &plan.rollout.approval else {
             self.promote(plan, state);
-            return self.apply_pending(plan, state, log).await;
+            return Ok(Next::Now);
         };
         let Some(mut approval) = state.approval.clone() else {
             self.ask_approval(plan, spec, state, log);
@@ -108,8 +108,9 @@ impl RolloutEngine {
                     d.by,
                     rfc3339(d.at)
                 ));
+                // Write-ahead: 100% is recorded first and sent by the next step.
                 self.promote(plan, state);
-                self.apply_pending(plan, state, log).await
+                Ok(Next::Now)
             }
             Some(d) => Err(StepError::Fail {
                 why: format!("rejected by {} at {}", d.by, rfc3339(d.at)),

@@ -32,6 +32,7 @@ mod finish;
 mod judging;
 mod lock;
 mod machine;
+mod queue;
 mod smoke;
 mod start;
 mod traffic;
@@ -39,6 +40,7 @@ mod traffic;
 pub use approval::{ApprovalDecision, ApprovalState};
 pub use assets::{AssetProgress, code_uri};
 pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
+pub use queue::MAX_QUEUED;
 pub use traffic::canary_split;
 
 /// Where a rollout is.
