@@ -21,6 +21,7 @@ mod gate;
 mod github;
 mod helpers;
 mod host_contract;
+mod instances;
 mod ledger;
 mod logging;
 mod monitor;
