@@ -1,7 +1,10 @@
 //! The blue/green rollout state machine. The state lives in the ledger record (`rollout`); each
 //! [`RolloutEngine::step`] does at most one ARM request (or one poll, or one smoke test) and says
 //! when the next step is due, so the event handler returns within Event Grid's 30 s and `Reconcile`
-//! advances every unfinished rollout, on any instance, after any restart.
+//! advances every unfinished rollout, on any instance, after any restart. A step that decides a
+//! traffic change only records it, and the next step sends it (write-ahead, see `traffic.rs`);
+//! the deployer saves every step's result before the next one and runs them under a claim on the
+//! record.
 //!
 //! ```text
 //! queued ─lock─▶ preparing_assets† ─▶ creating ─Succeeded─▶ smoke_test ─▶ mirroring* ─▶ canary (each step) ─bake─▶ awaiting_approval‡ ─▶ promoting ─▶ retaining ─▶ cleaning ─▶ done
