@@ -110,7 +110,9 @@ async fn visit(
     // Direct deployments advance their rollout, one bounded step at a time.
     if matches!(record.action.as_deref(), Some(ActionPlan::AzureMl(_))) {
         // A rollout that has not started follows the current config (one that has, finishes).
+        // One whose first steps run right now (a live claim) is left to them.
         if record.state == State::Queued
+            && claim_expired(&record, ledger.options.claim_timeout, now)
             && let Some(why) = rule_no_longer_acts(pipeline, &record)
         {
             return skip_unwanted(pipeline, marker, record, &etag, &why, tally, log).await;

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 pub use record::{Attempt, Claim, Record, State};
 
 use names::{INVERT_BASE, latest_name, millis, outbox_name, parse_outbox};
-pub use names::{Marker, record_key, workspace_key};
+pub use names::{Marker, record_key, record_model_version, workspace_key};
 pub use options::{LedgerOptions, container_from_env};
 pub use store::{ETag, MemoryStore, Store, StoreError};
 pub use write::{Absent, Edit, Json, Ledger, Start, Stored, Swapped, Written};
@@ -227,6 +227,20 @@ impl Ledger {
         }
     }
 
+    /// Reads a JSON blob that is not a record, with its ETag, for a compare-and-swap that must
+    /// decide on exactly what it read ([`Ledger::swap`] with [`Start::Known`]).
+    pub async fn read_json_tagged<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<(T, ETag)>, StoreError> {
+        match self.store.read(name).await? {
+            None => Ok(None),
+            Some((bytes, etag)) => serde_json::from_slice(&bytes)
+                .map(|value| Some((value, etag)))
+                .map_err(|e| StoreError::Unavailable(format!("{name} is unreadable: {e}"))),
+        }
+    }
+
     /// Leader election on a lease blob (ETag compare-and-swap): `holder` leads while its lease is
     /// unexpired; a lease not renewed within `ttl` passes to the next replica that asks.
     pub async fn lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -365,6 +379,11 @@ mod tests {
             record_key("/x/ws", "credit", "7"),
             format!("records/credit/{}/7.json", workspace_key("/x/ws"))
         );
+        assert_eq!(
+            record_model_version(&record_key("/x/ws", "credit", "7")),
+            Some(("credit", "7"))
+        );
+        assert_eq!(record_model_version("endpoints/ws/ep.json"), None);
     }
 
     #[test]

@@ -53,6 +53,14 @@ pub fn record_key(workspace: &str, model: &str, version: &str) -> String {
     )
 }
 
+/// The model and version a record key names (see [`record_key`]); `None` for other names.
+pub fn record_model_version(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("records/")?;
+    let (model, rest) = rest.split_once('/')?;
+    let (_, file) = rest.split_once('/')?;
+    Some((model, file.strip_suffix(".json")?))
+}
+
 pub(super) fn millis(at: OffsetDateTime) -> i128 {
     (at.unix_timestamp_nanos() / 1_000_000).max(0)
 }

@@ -8,6 +8,7 @@ use super::delivery::{Claimed, Delivery, claim};
 use super::gate::GatePassed;
 use super::invocation::{Handled, Pipeline, PipelineError};
 use super::outcome::{Label, Outcome, RolloutView};
+use crate::actions::azureml::deploy::rollout_claim;
 use crate::actions::github::dispatch::Sent;
 use crate::actions::{ActionOutcome, ActionPlan, PreparedRequest};
 use crate::ledger::record::rfc3339;
@@ -178,7 +179,7 @@ impl Pipeline {
     async fn start_rollout(
         &self,
         d: &Delivery<'_>,
-        record: Record,
+        mut record: Record,
         outcome: Outcome,
     ) -> Result<Handled, PipelineError> {
         let deployer = match &self.deployer {
@@ -194,6 +195,10 @@ impl Pipeline {
             .schedule(&record.key, after(now, self.ledger.options.claim_timeout))
             .await?;
         let force = d.invocation.force;
+        // The first steps run in this invocation, under a claim taken with the record (a
+        // Reconcile pass meanwhile skips it); the claim marker is due when the claim times out.
+        let (claim, _running) = rollout_claim(now);
+        record.claim = Some(claim);
         let written = self
             .ledger
             .create_or_merge(&record, |existing| {
@@ -217,6 +222,7 @@ impl Pipeline {
                 existing.rule = record.rule.clone();
                 existing.action = record.action.clone();
                 existing.reasons.extend(record.reasons.iter().cloned());
+                existing.claim = record.claim.clone();
                 existing.transition(State::Queued, "acting on it now", now);
                 Edit::Save(true)
             })

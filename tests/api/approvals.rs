@@ -45,6 +45,7 @@ async fn a_rejection_recorded_during_the_visit_that_reads_the_approving_tag_wins
                 *seen.lock().unwrap() = format!("{code} {out}{err}");
             }),
             fired: false,
+            skip: 0,
         })
     });
     let record = t.reconcile_until(&app, "41", "rolled_back").await;

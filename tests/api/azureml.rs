@@ -45,6 +45,12 @@ impl Direct {
         }
     }
 
+    /// The ledger's container (read it straight from Azurite with [`ledger_record`] while the
+    /// handler's storage is cut).
+    pub(crate) fn container(&self) -> &str {
+        &self.container
+    }
+
     pub(crate) fn config(&self, endpoint: &str, rollout: &str) -> String {
         self.files.config(endpoint, rollout)
     }

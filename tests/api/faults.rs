@@ -766,6 +766,7 @@ async fn storage_stopping_between_a_traffic_change_and_its_record_never_strands_
             path: PathMatch::EndsWith("/onlineEndpoints/credit-ep".into()),
             action: std::sync::Arc::new(move || send_signal(pid, "-STOP")),
             fired: false,
+            skip: 0,
         })
     });
     let app = t.spawn(&t.config("credit-ep", FAST)).await;
@@ -899,7 +900,7 @@ impl FaultyStorage {
 }
 
 /// One request's head (request line and headers, without the blank line) and body.
-async fn read_raw_request(
+pub(crate) async fn read_raw_request(
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
 ) -> Option<(String, Vec<u8>)> {
@@ -930,7 +931,7 @@ async fn read_raw_request(
 }
 
 /// Sends one request to `upstream` with `Connection: close` and returns the whole answer.
-async fn relay(upstream: std::net::SocketAddr, head: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) async fn relay(upstream: std::net::SocketAddr, head: &str, body: &[u8]) -> Vec<u8> {
     let Ok(mut connection) = TcpStream::connect(upstream).await else {
         return Vec::new();
     };
@@ -954,7 +955,7 @@ async fn relay(upstream: std::net::SocketAddr, head: &str, body: &[u8]) -> Vec<u
 }
 
 /// The shared Azurite's blob address, from its connection string.
-fn azurite_address() -> std::net::SocketAddr {
+pub(crate) fn azurite_address() -> std::net::SocketAddr {
     let storage = azurite();
     let endpoint = storage
         .split(';')

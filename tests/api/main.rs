@@ -22,6 +22,7 @@ mod gate;
 mod github;
 mod helpers;
 mod host_contract;
+mod instances;
 mod ledger;
 mod logging;
 mod monitor;

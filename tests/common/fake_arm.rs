@@ -2,9 +2,11 @@
 //! It keeps endpoints and deployments, runs long-running operations that finish after N polls,
 //! enforces the service's rules (traffic sums to 0 or 100; only `Succeeded` deployments get
 //! traffic; a deployment with traffic cannot be deleted; mirror ≤ 50% and never on a live
-//! deployment; no read-only fields in a PUT), checks each deployment body against the fields and
-//! types of the official `OnlineDeployments_CreateOrUpdate` example, and serves a scoring URL.
-//! Every rule violation is recorded: a test that ends with violations fails.
+//! deployment; no read-only fields in a PUT; no second PUT of a deployment still provisioning),
+//! checks each deployment body against the fields and types of the official
+//! `OnlineDeployments_CreateOrUpdate` example, and serves a scoring URL. Every rule violation is
+//! recorded: a test that ends with violations fails. Every accepted change is logged in order
+//! ([`Change`]), so a test can check that rollouts on an endpoint never overlapped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -69,6 +71,19 @@ struct Op {
     failure: Option<(String, String)>,
     effect: Effect,
     done: bool,
+    /// The effect already took place (traffic applied when it was sent: `traffic_at_once`).
+    applied: bool,
+}
+
+/// A change ARM accepted, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A deployment PUT.
+    Create(String),
+    /// A traffic PUT: (traffic, mirror).
+    Traffic(BTreeMap<String, u32>, BTreeMap<String, u32>),
+    /// A deployment DELETE.
+    Delete(String),
 }
 
 /// Which requests an [`Injection`] hits.
@@ -111,6 +126,8 @@ pub struct Hook {
     pub path: PathMatch,
     pub action: Arc<dyn Fn() + Send + Sync>,
     pub fired: bool,
+    /// Matching requests let through before the one that fires it.
+    pub skip: u32,
 }
 
 impl std::fmt::Debug for Hook {
@@ -218,6 +235,15 @@ pub struct ArmState {
     pub assets: crate::fake_assets::AssetState,
     /// Deployment PUTs must reference only registered assets (tests that register them).
     pub check_asset_references: bool,
+    /// A traffic update takes effect when it is accepted, whether or not anyone polls its
+    /// operation (as ARM does); its operation still reports done on the first poll.
+    pub traffic_at_once: bool,
+    /// Every request waits this long before it is handled (so concurrent callers overlap).
+    pub latency: std::time::Duration,
+    /// Requests with this method whose path matches wait this long more (e.g. a slow DELETE).
+    pub slow: Option<(&'static str, PathMatch, std::time::Duration)>,
+    /// Every accepted change, in order.
+    pub changes: Vec<Change>,
     base: String,
 }
 
@@ -368,6 +394,53 @@ impl FakeArm {
         self.state.lock().unwrap().violations.clone()
     }
 
+    /// The deployments created, in order (one entry per accepted PUT).
+    pub fn created_deployments(&self) -> Vec<String> {
+        self.with(|s| {
+            s.changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Create(d) => Some(d.clone()),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    /// Where two rollouts ran on the endpoint at once: a rollout runs from its deployment's PUT
+    /// until that deployment gets 100% (promoted) or is deleted (rolled back); another deployment
+    /// PUT meanwhile means two rollouts held the endpoint.
+    pub fn overlapping_rollouts(&self) -> Vec<String> {
+        self.with(|s| {
+            let mut running: Option<String> = None;
+            let mut overlaps = Vec::new();
+            for change in &s.changes {
+                match change {
+                    Change::Create(d) => {
+                        if let Some(other) = running.as_ref().filter(|o| *o != d) {
+                            overlaps.push(format!("{d} created while {other} was rolling out"));
+                        }
+                        running = Some(d.clone());
+                    }
+                    Change::Traffic(traffic, _) => {
+                        if running
+                            .as_ref()
+                            .is_some_and(|r| traffic.get(r) == Some(&100))
+                        {
+                            running = None;
+                        }
+                    }
+                    Change::Delete(d) => {
+                        if running.as_ref() == Some(d) {
+                            running = None;
+                        }
+                    }
+                }
+            }
+            overlaps
+        })
+    }
+
     pub fn with<R>(&self, f: impl FnOnce(&mut ArmState) -> R) -> R {
         f(&mut self.state.lock().unwrap())
     }
@@ -399,6 +472,19 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    let delay = {
+        let s = state.lock().unwrap();
+        let slow = s
+            .slow
+            .as_ref()
+            .filter(|(m, p, _)| method.as_str() == *m && p.matches(&path))
+            .map(|(_, _, d)| *d)
+            .unwrap_or_default();
+        s.latency + slow
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let fault = {
         let mut s = state.lock().unwrap();
         match s.injection.as_mut() {
@@ -415,8 +501,13 @@ async fn handle(
             Some(hook)
                 if !hook.fired && method.as_str() == hook.method && hook.path.matches(&path) =>
             {
-                hook.fired = true;
-                Some(hook.action.clone())
+                if hook.skip > 0 {
+                    hook.skip -= 1;
+                    None
+                } else {
+                    hook.fired = true;
+                    Some(hook.action.clone())
+                }
             }
             _ => None,
         }
@@ -655,6 +746,7 @@ async fn handle(
             {
                 return StatusCode::NO_CONTENT.into_response();
             }
+            s.changes.push(Change::Delete(dep.to_string()));
             let id = new_op(
                 &mut s,
                 1,
@@ -708,9 +800,31 @@ fn new_op(
             failure,
             effect,
             done: false,
+            applied: false,
         },
     );
     id
+}
+
+/// Applies a traffic update to the endpoint.
+fn set_traffic(
+    s: &mut ArmState,
+    endpoint: &str,
+    traffic: &BTreeMap<String, u32>,
+    mirror: &BTreeMap<String, u32>,
+) {
+    if let Some(e) = s.endpoints.get_mut(endpoint) {
+        e.traffic = traffic
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        e.mirror = mirror
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+    }
 }
 
 fn put_endpoint(s: &mut ArmState, ep: &str, body: &Value) -> Response {
@@ -792,6 +906,12 @@ fn put_endpoint(s: &mut ArmState, ep: &str, body: &Value) -> Response {
             "traffic update failed".to_string(),
         )
     });
+    s.changes
+        .push(Change::Traffic(traffic.clone(), mirror.clone()));
+    let at_once = s.traffic_at_once && failure.is_none();
+    if at_once {
+        set_traffic(s, ep, &traffic, &mirror);
+    }
     let id = new_op(
         s,
         1,
@@ -802,6 +922,9 @@ fn put_endpoint(s: &mut ArmState, ep: &str, body: &Value) -> Response {
             mirror,
         },
     );
+    if let Some(op) = s.ops.get_mut(&id) {
+        op.applied = at_once;
+    }
     let base = s.base.clone();
     (
         StatusCode::OK,
@@ -890,6 +1013,15 @@ fn put_deployment(s: &mut ArmState, ep: &str, dep: &str, body: &Value) -> Respon
         s.violations
             .push(format!("PUT over {dep}, which serves traffic"));
     }
+    if s.deployments
+        .get(&key)
+        .is_some_and(|d| d.provisioning == "Creating")
+    {
+        s.violations.push(format!(
+            "a second PUT of {dep} while it is still provisioning"
+        ));
+    }
+    s.changes.push(Change::Create(dep.to_string()));
     s.deployments.insert(
         key,
         Deployment {
@@ -970,17 +1102,10 @@ fn poll(s: &mut ArmState, id: &str, location: bool) -> Response {
                 },
                 None,
             ) => {
-                if let Some(e) = s.endpoints.get_mut(endpoint) {
-                    e.traffic = traffic
-                        .iter()
-                        .filter(|(_, v)| **v > 0)
-                        .map(|(k, v)| (k.clone(), *v))
-                        .collect();
-                    e.mirror = mirror
-                        .iter()
-                        .filter(|(_, v)| **v > 0)
-                        .map(|(k, v)| (k.clone(), *v))
-                        .collect();
+                if !op.applied {
+                    let (endpoint, traffic, mirror) =
+                        (endpoint.clone(), traffic.clone(), mirror.clone());
+                    set_traffic(s, &endpoint, &traffic, &mirror);
                 }
             }
             (Effect::Traffic { .. }, Some(_)) => {}

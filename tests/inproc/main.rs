@@ -17,6 +17,7 @@ mod fake_assets;
 #[allow(dead_code)] // shared with the black-box suite
 mod fake_monitor;
 mod harness;
+mod instances;
 mod progressive;
 mod reconcile;
 mod rollout;

@@ -1,6 +1,14 @@
 //! Direct deployments in the ledger: starting a rollout from the event handler (take the endpoint,
 //! start the deployment PUT, return) and advancing it from `Reconcile`, one bounded step at a time.
 //! The record's `rollout` field holds the whole state; any instance can continue it.
+//!
+//! With several instances: a visit runs steps only under a claim on the record ([`claim`]), taken
+//! before any ARM call; every step's result is recorded before the next step calls ARM again
+//! (write-ahead); and the endpoint is given back before the record shows its final state.
+
+mod claim;
+
+pub(crate) use claim::rollout_claim;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +19,11 @@ use crate::actions::ActionPlan;
 use crate::actions::azureml::AzureMlPlan;
 use crate::actions::azureml::rollout::{Acquired, Next, Phase, RolloutEngine, RolloutState};
 use crate::ledger::record::rfc3339;
-use crate::ledger::{ETag, Edit, Ledger, Marker, Record, State, StoreError, Written, after};
+use crate::ledger::{
+    ETag, Edit, Ledger, Marker, Record, State, StoreError, Written, after, record_model_version,
+};
 use crate::logs::InvocationLog;
+use claim::Claimed;
 
 /// How long a queued rollout waits before checking the endpoint again on its own (normally the
 /// rollout ahead of it wakes it when it releases the endpoint).
@@ -101,6 +112,9 @@ impl Deployer {
                 let record = match started {
                     Ok(result) => result?.0,
                     Err(_) => {
+                        // The steps were dropped with their future: nothing of this visit runs any
+                        // more, so this process's next pass takes its claim over (the record is at
+                        // most one idempotent step behind ARM).
                         log.warn(format!(
                             "starting the deployment took longer than {}s; Reconcile continues it",
                             budget.as_secs()
@@ -114,15 +128,16 @@ impl Deployer {
                 Ok(record)
             }
             Acquired::Queued { superseded } => {
-                let active = self
-                    .engine
-                    .lock(&plan.workspace, &plan.endpoint)
-                    .await?
-                    .active
-                    .unwrap_or_default();
+                let lock = self.engine.lock(&plan.workspace, &plan.endpoint).await?;
                 for key in superseded {
                     self.supersede(&key, &record, log).await?;
                 }
+                // Nobody holds the endpoint but an older version waits first: make sure it starts.
+                let wake = lock.next_to_wake();
+                if let Some(head) = &wake {
+                    self.ledger.schedule(head, now).await?;
+                }
+                let active = lock.active.or(wake).unwrap_or_default();
                 rollout.next_step =
                     format!("wait for the rollout of {active} on {}", plan.endpoint);
                 log.info(format!(
@@ -147,10 +162,17 @@ impl Deployer {
                 let _ = self.ledger.unschedule(&claim_marker).await;
                 Ok(record)
             }
-            Acquired::Superseded => {
-                let why =
-                    "superseded: a newer version of this model is already waiting for the endpoint"
-                        .to_string();
+            Acquired::Superseded { by } => {
+                let why = match record_model_version(&by) {
+                    Some((model, version)) => format!(
+                        "superseded: {model} version {version}, newer, is already waiting for endpoint {}",
+                        plan.endpoint
+                    ),
+                    None => format!(
+                        "superseded: a newer version of {} is already waiting for endpoint {}",
+                        record.model, plan.endpoint
+                    ),
+                };
                 log.info(why.clone());
                 record.rollout = Some(Box::new(rollout.clone()));
                 record.claim = None;
@@ -169,8 +191,8 @@ impl Deployer {
         log: &InvocationLog,
     ) -> Result<(), StoreError> {
         let why = format!(
-            "superseded by version {} before its rollout started",
-            by.version
+            "superseded by {} version {} before its rollout started",
+            by.model, by.version
         );
         let written = self
             .ledger
@@ -203,6 +225,7 @@ impl Deployer {
 
     /// One visit from `Reconcile`: continue the rollout where the record says it is. No step
     /// starts after `deadline` (the pass's), and an upload stops sending by then.
+    #[allow(clippy::too_many_arguments)]
     pub async fn advance(
         &self,
         record: Record,
@@ -236,6 +259,16 @@ impl Deployer {
                 return Ok(record);
             }
             if record.state != State::Queued {
+                // No longer waiting (superseded, skipped): out of the queue, and the next may go.
+                let wake = self
+                    .engine
+                    .leave(&plan.workspace, &plan.endpoint, &record.key)
+                    .await?;
+                if let Some(next) = wake {
+                    self.ledger
+                        .schedule(&next, OffsetDateTime::now_utc())
+                        .await?;
+                }
                 self.ledger.unschedule(marker).await?;
                 return Ok(record);
             }
@@ -255,11 +288,44 @@ impl Deployer {
                     self.ledger
                         .schedule(&record.key, after(now, QUEUED_RECHECK))
                         .await?;
+                    // A free endpoint with an older version first in line: make sure it starts.
+                    let lock = self.engine.lock(&plan.workspace, &plan.endpoint).await?;
+                    if let Some(head) = lock.next_to_wake() {
+                        self.ledger.schedule(&head, now).await?;
+                    }
                     self.ledger.unschedule(marker).await?;
                     return Ok(record);
                 }
             }
         }
+        if rollout.phase.is_finished() && rollout.released {
+            // Nothing left to do (a stray marker): no claim, no write.
+            self.ledger.unschedule(marker).await?;
+            return Ok(record);
+        }
+        // The claim comes before any ARM call: a second pass skips the record.
+        let now = OffsetDateTime::now_utc();
+        let (record, etag, _running) = match claim::claim(&self.ledger, &record, &etag, now).await?
+        {
+            Claimed::Ours(record, etag, running) => (*record, etag, running),
+            Claimed::Busy(until) => {
+                log.info(format!(
+                    "{} {}: another pass or instance is running this rollout's step; skipped",
+                    record.model, record.version
+                ));
+                // Looked at again when that claim would time out (its visit may die).
+                self.ledger.schedule(&record.key, until).await?;
+                self.ledger.unschedule(marker).await?;
+                return Ok(record);
+            }
+            Claimed::Lost => {
+                log.info(format!(
+                    "{} {}: the record changed while it was being claimed; skipped this pass",
+                    record.model, record.version
+                ));
+                return Ok(record);
+            }
+        };
         let (record, _) = self
             .run(record, etag, rollout, &plan, false, deadline, log)
             .await?;
@@ -269,7 +335,8 @@ impl Deployer {
 
     /// Steps until the rollout must wait, records the result, and schedules the next visit.
     /// `inline` (inside an event's invocation) stops at the first wait of any length: provisioning
-    /// is `Reconcile`'s job, never the invocation's. No step starts after `deadline`.
+    /// is `Reconcile`'s job, never the invocation's. Runs under the record's claim (`record.claim`).
+    /// No step starts after `deadline`.
     #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
@@ -281,65 +348,39 @@ impl Deployer {
         deadline: Instant,
         log: &InvocationLog,
     ) -> Result<(Record, ETag), StoreError> {
+        let started = Instant::now();
+        // No step starts past half the claim's life: the claim must outlive the visit's ARM calls.
+        let steps_until = self.ledger.options.claim_timeout / 2;
         let mut next = Next::Now;
         let mut announced = None;
-        for _ in 0..MAX_STEPS_PER_VISIT {
+        for taken in 0..MAX_STEPS_PER_VISIT {
+            if taken > 0 && started.elapsed() >= steps_until {
+                break;
+            }
             let before = rollout.phase;
-            let assets_before = rollout.assets.clone();
-            let approval_before = rollout.approval.clone();
             next = self
                 .engine
                 .step(plan, &mut rollout, record.forced, deadline, log)
                 .await;
-            if rollout.phase != before {
-                let now = OffsetDateTime::now_utc();
-                let note = match (&rollout.failure, rollout.phase) {
-                    (
-                        Some(why),
-                        Phase::RollingBack
-                        | Phase::RemovingFailed
-                        | Phase::Failed
-                        | Phase::RolledBack,
-                    ) => {
-                        format!("{}: {why}", rollout.phase.as_str())
-                    }
-                    // The notification quotes it: say how to approve and until when.
-                    (_, Phase::AwaitingApproval) => rollout.next_step.clone(),
-                    _ => format!("{} → {}", before.as_str(), rollout.phase.as_str()),
-                };
-                let state = record_state(&rollout);
-                if rollout.phase == Phase::AwaitingApproval {
-                    announced = Some("awaiting_approval");
-                }
-                if state != record.state {
-                    announced = match state {
-                        State::Succeeded => Some("succeeded"),
-                        State::RolledBack => Some("rolled_back"),
-                        State::Failed => Some("failed"),
-                        State::Stale => Some("stale"),
-                        _ => announced,
-                    };
-                }
-                record.transition(state, note, now);
-                if let Some(why) = &rollout.failure
-                    && !record.reasons.contains(why)
-                {
-                    record.reasons.push(why.clone());
-                }
+            if settled(rollout.phase) && !rollout.released {
+                etag = self
+                    .give_back(&mut record, etag, &mut rollout, plan, log)
+                    .await?;
+            }
+            if let Some(outcome) = note(&mut record, before, &rollout) {
+                announced = Some(outcome);
             }
             // The service asked for no wait (Retry-After: 0): poll again within this visit.
             if next != Next::Now && (inline || next != Next::After(Duration::ZERO)) {
                 break;
             }
-            // Write ahead: record each transition before the next step changes the endpoint
-            // again, so a storage outage leaves the record at most one (idempotent) step behind
-            // ARM. Resuming several steps back could, e.g., send traffic to a deployment that an
-            // unrecorded cleanup already deleted.
-            // Asset progress too: a fresh code name or a finished upload is not repeated.
-            if rollout.phase != before
-                || rollout.assets != assets_before
-                || rollout.approval != approval_before
-            {
+            // Write ahead: record each step's result before the next step calls ARM, so a storage
+            // outage leaves the record at most one (idempotent) step behind ARM: a traffic change
+            // is recorded as the phase's `pending` target before it is sent (see `traffic.rs`),
+            // its operation before it is polled, asset progress (a fresh code name, a finished
+            // upload) before the next asset. Resuming further back could, e.g., send traffic to a
+            // deployment that an unrecorded cleanup already deleted.
+            if record.rollout.as_deref() != Some(&rollout) {
                 record.rollout = Some(Box::new(rollout.clone()));
                 etag = self.ledger.save(&record, &etag).await?;
             }
@@ -349,23 +390,6 @@ impl Deployer {
             }
         }
         let now = OffsetDateTime::now_utc();
-        // Give the endpoint back once traffic is settled (promoted or restored).
-        let settled = matches!(
-            rollout.phase,
-            Phase::Retaining | Phase::Cleaning | Phase::Done | Phase::RolledBack | Phase::Failed
-        );
-        let mut wake = None;
-        if settled && !rollout.released {
-            let promoted = matches!(
-                rollout.phase,
-                Phase::Retaining | Phase::Cleaning | Phase::Done
-            );
-            wake = self
-                .engine
-                .release(&plan.workspace, &plan.endpoint, &record.key, promoted)
-                .await?;
-            rollout.released = true;
-        }
         record.rollout = Some(Box::new(rollout.clone()));
         record.claim = None;
         match next {
@@ -387,14 +411,6 @@ impl Deployer {
                 .announce(&self.ledger, &record.key, outcome, log)
                 .await;
         }
-        if let Some(next_key) = wake {
-            // The next queued version may start now.
-            self.ledger.schedule(&next_key, now).await?;
-            log.info(format!(
-                "endpoint {} is free; the next queued version starts on the next Reconcile",
-                plan.endpoint
-            ));
-        }
         if let Some(at) = record.next_attempt_at {
             log.info(format!(
                 "rollout of {}: {} (next step at {})",
@@ -405,4 +421,91 @@ impl Deployer {
         }
         Ok((record, etag))
     }
+
+    /// Gives the endpoint back once traffic is settled (promoted or restored). The settled phase
+    /// is recorded first, while the record still says `deploying`; then the lock is released; only
+    /// then may the record show its final state: a finished record never holds the endpoint, so
+    /// another instance never has to guess whether a holder is done. A crash in between resumes
+    /// here (releasing twice changes nothing).
+    async fn give_back(
+        &self,
+        record: &mut Record,
+        mut etag: ETag,
+        rollout: &mut RolloutState,
+        plan: &AzureMlPlan,
+        log: &InvocationLog,
+    ) -> Result<ETag, StoreError> {
+        if record.rollout.as_deref() != Some(&*rollout) {
+            record.rollout = Some(Box::new(rollout.clone()));
+            etag = self.ledger.save(record, &etag).await?;
+        }
+        let promoted = matches!(
+            rollout.phase,
+            Phase::Retaining | Phase::Cleaning | Phase::Done
+        );
+        let wake = self
+            .engine
+            .release(&plan.workspace, &plan.endpoint, &record.key, promoted)
+            .await?;
+        rollout.released = true;
+        if let Some(next_key) = wake {
+            // The next queued version may start now.
+            self.ledger
+                .schedule(&next_key, OffsetDateTime::now_utc())
+                .await?;
+            log.info(format!(
+                "endpoint {} is free; the next queued version starts on the next Reconcile",
+                plan.endpoint
+            ));
+        }
+        Ok(etag)
+    }
+}
+
+/// Whether the rollout's traffic is settled (promoted or restored, or never moved): the endpoint
+/// can go to the next version.
+fn settled(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Retaining | Phase::Cleaning | Phase::Done | Phase::RolledBack | Phase::Failed
+    )
+}
+
+/// Records a phase change (or the state a given-back endpoint lets the record show) in the
+/// record's history; returns the outcome to announce, if any.
+fn note(record: &mut Record, before: Phase, rollout: &RolloutState) -> Option<&'static str> {
+    let state = record_state(rollout);
+    if rollout.phase == before && state == record.state {
+        return None;
+    }
+    let text = match (&rollout.failure, rollout.phase) {
+        (
+            Some(why),
+            Phase::RollingBack | Phase::RemovingFailed | Phase::Failed | Phase::RolledBack,
+        ) => {
+            format!("{}: {why}", rollout.phase.as_str())
+        }
+        // The notification quotes it: say how to approve and until when.
+        (_, Phase::AwaitingApproval) => rollout.next_step.clone(),
+        _ if rollout.phase == before => format!("{} (endpoint given back)", before.as_str()),
+        _ => format!("{} → {}", before.as_str(), rollout.phase.as_str()),
+    };
+    let mut announced = (rollout.phase == Phase::AwaitingApproval && before != rollout.phase)
+        .then_some("awaiting_approval");
+    if state != record.state {
+        announced = match state {
+            State::Succeeded => Some("succeeded"),
+            State::RolledBack => Some("rolled_back"),
+            State::Failed => Some("failed"),
+            State::Stale => Some("stale"),
+            _ => announced,
+        };
+    }
+    record.transition(state, text, OffsetDateTime::now_utc());
+    if let Some(why) = &rollout.failure
+        && !record.reasons.contains(why)
+    {
+        record.reasons.push(why.clone());
+    }
+    announced
 }

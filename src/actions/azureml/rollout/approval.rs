@@ -245,7 +245,7 @@ impl RolloutEngine {
                     d.by,
                     rfc3339(d.at)
                 ));
-                // Recorded first (the phase changes): the traffic moves on the next step.
+                // Write-ahead: 100% is recorded first and sent by the next step.
                 self.promote(plan, state);
                 Ok(Next::Now)
             }

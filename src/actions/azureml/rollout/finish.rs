@@ -74,7 +74,8 @@ impl RolloutEngine {
         } else {
             self.promote(plan, state);
         }
-        self.apply_pending(plan, state, log).await
+        // Write-ahead: the new step (or 100%) is recorded first and sent by the next step.
+        Ok(Next::Now)
     }
 
     /// Moves to 100% for the new deployment.
@@ -204,6 +205,8 @@ impl RolloutEngine {
                 state.previous_mirror.clone(),
             );
             want(state, traffic, mirror);
+            // Write-ahead: the restore is recorded first and sent by the next step.
+            return Ok(Next::Now);
         }
         match self.apply_pending(plan, state, log).await {
             Ok(Next::Now) => {

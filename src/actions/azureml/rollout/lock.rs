@@ -1,13 +1,18 @@
 //! The endpoint lock and its queue: one rollout at a time per endpoint, versions lined up by
-//! event time (a newer waiting version supersedes older ones). Stored as a JSON object in the
-//! ledger and changed only through its compare-and-swap.
+//! event time. A newer waiting version of a model supersedes that model's older waiting versions;
+//! other models keep their place. Stored as a JSON object in the ledger and changed only through
+//! its compare-and-swap. A holder (or queue head) whose record is finished or gone is taken over
+//! only by a write conditional on the very lock state whose holder was checked (its ETag): a
+//! holder another instance wrote meanwhile is never cleared unchecked.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::engine::RolloutEngine;
+use super::queue::{blocker, decide};
 use crate::domain::azureml::AzureMlPlan;
-use crate::ledger::{State, StoreError};
+use crate::ledger::write::MAX_TRIES;
+use crate::ledger::{Absent, Edit, Json, Start, State, StoreError, Swapped};
 
 /// The endpoint lock blob: one rollout at a time per endpoint, and the queue behind it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,8 +53,11 @@ pub enum Acquired {
         /// Record keys that are now `superseded`.
         superseded: Vec<String>,
     },
-    /// A newer version already waits: this one is `superseded` itself.
-    Superseded,
+    /// A newer version of the same model already waits: this one is `superseded` itself.
+    Superseded {
+        /// The record of the newer version.
+        by: String,
+    },
 }
 
 /// The lock blob's name.
@@ -61,9 +69,11 @@ pub fn lock_name(workspace: &str, endpoint: &str) -> String {
 }
 
 impl RolloutEngine {
-    /// Tries to take the endpoint for `key` (ETag compare-and-swap on the lock blob). Versions
-    /// line up by event time: a newcomer older than a waiting version is superseded, and it
-    /// supersedes older waiting versions, whether or not a rollout is running.
+    /// Tries to take the endpoint for `key`. Versions line up by event time: a newcomer older than
+    /// a waiting version of its model is superseded, and it supersedes older waiting versions of
+    /// its model, whether or not a rollout is running (see [`decide`]). Each attempt reads the
+    /// lock, checks the record of whoever is in the way, and writes only if the lock is still what
+    /// it read.
     pub async fn acquire(
         &self,
         plan: &AzureMlPlan,
@@ -71,68 +81,65 @@ impl RolloutEngine {
         event_time: Option<&str>,
     ) -> Result<Acquired, StoreError> {
         let name = lock_name(&plan.workspace, &plan.endpoint);
-        // A holder whose record is gone or finished (a crash, a quarantined record) must not keep
-        // the endpoint forever.
-        let lock: EndpointLock = self.ledger.read_json(&name).await?.unwrap_or_default();
-        let dead_holder = match &lock.active {
-            Some(holder) if holder != key && !holder.starts_with("rollback:") => {
-                match self.ledger.load(holder).await {
-                    Ok(Some((record, _))) => {
-                        !matches!(record.state, State::Queued | State::Deploying)
-                    }
-                    Ok(None) | Err(StoreError::Corrupt(_)) => true,
-                    Err(e) => return Err(e),
-                }
+        for _ in 0..MAX_TRIES {
+            let read = self.ledger.read_json_tagged::<EndpointLock>(&name).await?;
+            let lock = read.as_ref().map(|(l, _)| l.clone()).unwrap_or_default();
+            // A holder whose record is gone or finished (a crash, a quarantined record) must not
+            // keep the endpoint forever; nor a queue head nobody will wake.
+            let finished = match blocker(&lock, key) {
+                Some(other) if self.finished(other).await? => Some(other.to_string()),
+                _ => None,
+            };
+            let start = match read {
+                Some((lock, etag)) => Start::Known(Json(lock), etag),
+                None => Start::Absent,
+            };
+            let mut first = true;
+            let swapped = self
+                .ledger
+                .swap(
+                    &name,
+                    start,
+                    Absent::Edit(Json(EndpointLock::default())),
+                    |lock: &mut Json<EndpointLock>| {
+                        // Decided on the state this attempt read and checked, or not at all: a
+                        // lost race reads and checks again.
+                        if !std::mem::take(&mut first) {
+                            return Edit::Keep(None);
+                        }
+                        Edit::Save(Some(decide(
+                            &mut lock.0,
+                            key,
+                            event_time,
+                            finished.as_deref(),
+                        )))
+                    },
+                )
+                .await?;
+            if let Swapped::Edited {
+                value: Some(acquired),
+                saved: true,
+                ..
+            } = swapped
+            {
+                return Ok(acquired);
             }
-            _ => false,
-        };
-        self.ledger
-            .update_json(&name, |lock: &mut EndpointLock| {
-                if dead_holder && lock.active.is_some() && lock.active.as_deref() != Some(key) {
-                    lock.active = None;
-                }
-                if lock.active.as_deref() == Some(key) {
-                    lock.queued.retain(|q| q.key != key);
-                    return Acquired::Granted;
-                }
-                // Waiting behind a newer version: this one will never be deployed.
-                let newer_waiting = lock
-                    .queued
-                    .iter()
-                    .any(|q| q.key != key && newer(q.event_time.as_deref(), event_time));
-                if newer_waiting {
-                    lock.queued.retain(|q| q.key != key);
-                    return Acquired::Superseded;
-                }
-                // Older waiting versions give way to this one.
-                let superseded: Vec<String> = lock
-                    .queued
-                    .iter()
-                    .filter(|q| q.key != key)
-                    .map(|q| q.key.clone())
-                    .collect();
-                lock.queued.retain(|q| q.key == key);
-                if lock.active.is_none() {
-                    lock.active = Some(key.to_string());
-                    lock.queued.clear();
-                    return if superseded.is_empty() {
-                        Acquired::Granted
-                    } else {
-                        Acquired::GrantedSuperseding { superseded }
-                    };
-                }
-                if lock.queued.is_empty() {
-                    lock.queued.push(QueuedVersion {
-                        key: key.to_string(),
-                        event_time: event_time.map(str::to_string),
-                    });
-                }
-                Acquired::Queued { superseded }
-            })
-            .await
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Whether the record `key` no longer needs the endpoint (finished, gone or unreadable).
+    async fn finished(&self, key: &str) -> Result<bool, StoreError> {
+        match self.ledger.load(key).await {
+            Ok(Some((record, _))) => Ok(!matches!(record.state, State::Queued | State::Deploying)),
+            Ok(None) | Err(StoreError::Corrupt(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// Releases the endpoint held by `key`; returns the next waiting record, which may start now.
+    /// Only the holder's own release counts as its promotion (`last_promoted`): a repeated
+    /// release (after a crash before its record was written) changes nothing.
     pub async fn release(
         &self,
         workspace: &str,
@@ -143,14 +150,34 @@ impl RolloutEngine {
         let name = lock_name(workspace, endpoint);
         self.ledger
             .update_json(&name, |lock: &mut EndpointLock| {
-                if promoted {
-                    lock.last_promoted = Some(key.to_string());
+                if lock.active.as_deref() == Some(key) {
+                    lock.active = None;
+                    if promoted {
+                        lock.last_promoted = Some(key.to_string());
+                    }
                 }
+                lock.queued.retain(|q| q.key != key);
+                lock.next_to_wake()
+            })
+            .await
+    }
+
+    /// Takes `key` out of the endpoint's queue (and the lock, if it holds it without having
+    /// started): its record no longer waits (superseded, skipped). Returns the record to wake.
+    pub async fn leave(
+        &self,
+        workspace: &str,
+        endpoint: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let name = lock_name(workspace, endpoint);
+        self.ledger
+            .update_json(&name, |lock: &mut EndpointLock| {
                 if lock.active.as_deref() == Some(key) {
                     lock.active = None;
                 }
                 lock.queued.retain(|q| q.key != key);
-                lock.queued.first().map(|q| q.key.clone())
+                lock.next_to_wake()
             })
             .await
     }
@@ -204,6 +231,16 @@ impl RolloutEngine {
             .read_json(&lock_name(workspace, endpoint))
             .await?
             .unwrap_or_default())
+    }
+}
+
+impl EndpointLock {
+    /// The waiting record that may start now: the queue's head while nobody holds the endpoint.
+    pub fn next_to_wake(&self) -> Option<String> {
+        match self.active {
+            None => self.queued.first().map(|q| q.key.clone()),
+            Some(_) => None,
+        }
     }
 }
 

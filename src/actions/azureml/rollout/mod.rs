@@ -1,7 +1,10 @@
 //! The blue/green rollout state machine. The state lives in the ledger record (`rollout`); each
 //! [`RolloutEngine::step`] does at most one ARM request (or one poll, or one smoke test) and says
 //! when the next step is due, so the event handler returns within Event Grid's 30 s and `Reconcile`
-//! advances every unfinished rollout, on any instance, after any restart.
+//! advances every unfinished rollout, on any instance, after any restart. A step that decides a
+//! traffic change only records it, and the next step sends it (write-ahead, see `traffic.rs`);
+//! the deployer saves every step's result before the next one and runs them under a claim on the
+//! record.
 //!
 //! ```text
 //! queued ─lock─▶ preparing_assets† ─▶ creating ─Succeeded─▶ smoke_test ─▶ mirroring* ─▶ canary (each step) ─bake─▶ awaiting_approval‡ ─▶ promoting ─▶ retaining ─▶ cleaning ─▶ done
@@ -20,6 +23,7 @@ mod finish;
 mod judging;
 mod lock;
 mod machine;
+mod queue;
 mod smoke;
 mod start;
 mod traffic;
@@ -31,4 +35,5 @@ pub use crate::domain::rollout::{
 pub use assets::code_uri;
 pub use engine::{Next, RolloutEngine};
 pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
+pub use queue::MAX_QUEUED;
 pub use traffic::canary_split;

@@ -1,5 +1,12 @@
 //! Traffic arithmetic and updates: the canary split, the wanted traffic and mirror maps, and
 //! the endpoint PUT that applies them (tracked as an ARM operation).
+//!
+//! Write-ahead: a step that decides a traffic change ([`want`]: canary, linear steps, mirror,
+//! promotion after the bake or the approval, restore) only records the new phase and its target
+//! split (`pending`) and returns [`Next::Now`]; the deployer saves the record, and the next step
+//! sends the PUT ([`RolloutEngine::apply_pending`]). A PUT whose answer or record was lost (a
+//! storage outage right after it) is not sent blindly again: an endpoint that already shows the
+//! recorded target counts as applied.
 
 use std::collections::BTreeMap;
 
@@ -54,7 +61,8 @@ impl RolloutEngine {
         } else {
             enter_step(plan, state, 0);
         }
-        self.apply_pending(plan, state, log).await
+        // Write-ahead: recorded first, sent by the next step.
+        Ok(Next::Now)
     }
 
     /// Applies the wanted traffic: sends the PUT when none is in flight (again after a transient
@@ -71,27 +79,34 @@ impl RolloutEngine {
         };
         if state.operation.is_none() {
             let workspace = ws(&plan.workspace)?;
-            let operation = self
-                .put_traffic(&workspace, &plan.endpoint, &target.traffic, &target.mirror)
-                .await
-                .map_err(|e| StepError::from_arm_permanent(e, "updating traffic"))?;
-            log.info(format!(
-                "endpoint {}: traffic {}{}",
-                plan.endpoint,
+            let wanted = format!(
+                "traffic {}{}",
                 show(&target.traffic),
                 if target.mirror.is_empty() {
                     String::new()
                 } else {
                     format!(", mirror {}", show(&target.mirror))
                 }
-            ));
-            let next = self.track(
-                state,
-                operation,
-                &format!("traffic {}", show(&target.traffic)),
             );
-            if next != Next::Now {
-                return Ok(next);
+            match self
+                .send_traffic(&workspace, &plan.endpoint, &target)
+                .await?
+            {
+                None => log.info(format!(
+                    "endpoint {} already shows {wanted}: applied",
+                    plan.endpoint
+                )),
+                Some(operation) => {
+                    log.info(format!("endpoint {}: {wanted}", plan.endpoint));
+                    let next = self.track(
+                        state,
+                        operation,
+                        &format!("traffic {}", show(&target.traffic)),
+                    );
+                    if next != Next::Now {
+                        return Ok(next);
+                    }
+                }
             }
         } else {
             match self
@@ -103,12 +118,7 @@ impl RolloutEngine {
                 Some((_, Some(endpoint))) => {
                     // The operation said Succeeded: make sure the endpoint shows it.
                     let shown = percent_map(&endpoint["properties"]["traffic"]);
-                    let live_target: BTreeMap<String, u32> = target
-                        .traffic
-                        .iter()
-                        .filter(|(_, v)| **v > 0)
-                        .map(|(k, v)| (k.clone(), *v))
-                        .collect();
+                    let live_target = live(&target.traffic);
                     if endpoint["properties"].get("traffic").is_some() && shown != live_target {
                         return Err(StepError::Fail {
                             why: format!(
@@ -129,6 +139,39 @@ impl RolloutEngine {
         Ok(Next::Now)
     }
 
+    /// Sends `target` unless the endpoint already shows it (`Ok(None)`): the PUT of a previous
+    /// visit whose record was lost, or an operator's. Waits while the endpoint is being updated
+    /// (a lost PUT still in flight) rather than send another over it.
+    async fn send_traffic(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_name: &str,
+        target: &TrafficTarget,
+    ) -> Result<Option<Operation>, StepError> {
+        let failed = |e| StepError::from_arm_permanent(e, "updating traffic");
+        let endpoint = self
+            .endpoint_resource(workspace, endpoint_name)
+            .await
+            .map_err(failed)?;
+        let properties = &endpoint["properties"];
+        if percent_map(&properties["traffic"]) == live(&target.traffic)
+            && percent_map(&properties["mirrorTraffic"]) == live(&target.mirror)
+        {
+            return Ok(None);
+        }
+        if let Some(busy @ ("Updating" | "Creating")) = properties["provisioningState"].as_str() {
+            return Err(StepError::Transient(format!(
+                "endpoint {endpoint_name} is {busy}; the traffic update waits for it"
+            )));
+        }
+        let body = endpoint_body(&endpoint, &target.traffic, &target.mirror);
+        self.arm
+            .begin_put_online_endpoint(workspace, endpoint_name, &body)
+            .await
+            .map(Some)
+            .map_err(failed)
+    }
+
     /// GET the endpoint, set `traffic`/`mirrorTraffic`, PUT it back without read-only fields.
     pub async fn put_traffic(
         &self,
@@ -137,8 +180,20 @@ impl RolloutEngine {
         traffic: &BTreeMap<String, u32>,
         mirror: &BTreeMap<String, u32>,
     ) -> Result<Operation, ArmError> {
-        let endpoint = self
-            .arm
+        let endpoint = self.endpoint_resource(workspace, endpoint_name).await?;
+        let body = endpoint_body(&endpoint, traffic, mirror);
+        self.arm
+            .begin_put_online_endpoint(workspace, endpoint_name, &body)
+            .await
+    }
+
+    /// The endpoint resource; a missing one is ARM's 404.
+    async fn endpoint_resource(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_name: &str,
+    ) -> Result<Value, ArmError> {
+        self.arm
             .online_endpoint(workspace, endpoint_name)
             .await?
             .ok_or_else(|| ArmError::Http {
@@ -147,54 +202,53 @@ impl RolloutEngine {
                 status: 404,
                 code: "NotFound".into(),
                 message: format!("online endpoint {endpoint_name} does not exist"),
-            })?;
-        let mut body = json!({});
-        for key in ["location", "kind", "tags", "sku"] {
-            if let Some(v) = endpoint.get(key).filter(|v| !v.is_null()) {
-                body[key] = v.clone();
-            }
-        }
-        // The identity without its read-only parts (principalId, tenantId, the client and
-        // principal ids of user-assigned identities), as the SDK sends it.
-        if let Some(identity) = endpoint.get("identity").filter(|v| v.is_object()) {
-            let mut clean = json!({ "type": identity["type"] });
-            if let Some(assigned) = identity["userAssignedIdentities"].as_object() {
-                clean["userAssignedIdentities"] =
-                    Value::Object(assigned.keys().map(|k| (k.clone(), json!({}))).collect());
-            }
-            body["identity"] = clean;
-        }
-        let mut properties = endpoint["properties"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        for read_only in ["provisioningState", "scoringUri", "swaggerUri"] {
-            properties.remove(read_only);
-        }
-        // Zero entries are dropped, as the SDK does: the service wants the live map only.
-        properties.insert(
-            "traffic".into(),
-            json!(
-                traffic
-                    .iter()
-                    .filter(|(_, v)| **v > 0)
-                    .collect::<BTreeMap<_, _>>()
-            ),
-        );
-        properties.insert(
-            "mirrorTraffic".into(),
-            json!(
-                mirror
-                    .iter()
-                    .filter(|(_, v)| **v > 0)
-                    .collect::<BTreeMap<_, _>>()
-            ),
-        );
-        body["properties"] = Value::Object(properties);
-        self.arm
-            .begin_put_online_endpoint(workspace, endpoint_name, &body)
-            .await
+            })
     }
+}
+
+/// The endpoint PUT body: `endpoint` as read with `traffic`/`mirrorTraffic` set, without its
+/// read-only fields.
+fn endpoint_body(
+    endpoint: &Value,
+    traffic: &BTreeMap<String, u32>,
+    mirror: &BTreeMap<String, u32>,
+) -> Value {
+    let mut body = json!({});
+    for key in ["location", "kind", "tags", "sku"] {
+        if let Some(v) = endpoint.get(key).filter(|v| !v.is_null()) {
+            body[key] = v.clone();
+        }
+    }
+    // The identity without its read-only parts (principalId, tenantId, the client and
+    // principal ids of user-assigned identities), as the SDK sends it.
+    if let Some(identity) = endpoint.get("identity").filter(|v| v.is_object()) {
+        let mut clean = json!({ "type": identity["type"] });
+        if let Some(assigned) = identity["userAssignedIdentities"].as_object() {
+            clean["userAssignedIdentities"] =
+                Value::Object(assigned.keys().map(|k| (k.clone(), json!({}))).collect());
+        }
+        body["identity"] = clean;
+    }
+    let mut properties = endpoint["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for read_only in ["provisioningState", "scoringUri", "swaggerUri"] {
+        properties.remove(read_only);
+    }
+    // Zero entries are dropped, as the SDK does: the service wants the live map only.
+    properties.insert("traffic".into(), json!(live(traffic)));
+    properties.insert("mirrorTraffic".into(), json!(live(mirror)));
+    body["properties"] = Value::Object(properties);
+    body
+}
+
+/// The live entries of a traffic or mirror map (ARM drops zeroes).
+fn live(map: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+    map.iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
 }
 
 /// Sets the traffic this phase wants; [`RolloutEngine::apply_pending`] sends it.
