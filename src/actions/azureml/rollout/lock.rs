@@ -5,60 +5,11 @@
 //! only by a write conditional on the very lock state whose holder was checked (its ETag): a
 //! holder another instance wrote meanwhile is never cleared unchecked.
 
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-
 use super::engine::RolloutEngine;
-use super::queue::{blocker, decide};
+use super::queue::{Acquired, EndpointLock, blocker, decide};
 use crate::domain::azureml::AzureMlPlan;
 use crate::ledger::write::MAX_TRIES;
 use crate::ledger::{Absent, Edit, Json, Start, State, StoreError, Swapped};
-
-/// The endpoint lock blob: one rollout at a time per endpoint, and the queue behind it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EndpointLock {
-    /// The record rolling out now.
-    #[serde(default)]
-    pub active: Option<String>,
-    /// Records waiting, oldest first.
-    #[serde(default)]
-    pub queued: Vec<QueuedVersion>,
-    /// The last promoted record (for `rollback`).
-    #[serde(default)]
-    pub last_promoted: Option<String>,
-}
-
-/// A waiting version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueuedVersion {
-    /// Its record.
-    pub key: String,
-    /// Its event time (newest wins).
-    #[serde(default)]
-    pub event_time: Option<String>,
-}
-
-/// What acquiring the endpoint gave.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Acquired {
-    /// The rollout may start.
-    Granted,
-    /// The rollout may start; these older waiting versions are now `superseded`.
-    GrantedSuperseding {
-        /// Their record keys.
-        superseded: Vec<String>,
-    },
-    /// Another rollout holds the endpoint; this one waits. Older waiting versions it replaced.
-    Queued {
-        /// Record keys that are now `superseded`.
-        superseded: Vec<String>,
-    },
-    /// A newer version of the same model already waits: this one is `superseded` itself.
-    Superseded {
-        /// The record of the newer version.
-        by: String,
-    },
-}
 
 /// The lock blob's name.
 pub fn lock_name(workspace: &str, endpoint: &str) -> String {
@@ -231,28 +182,5 @@ impl RolloutEngine {
             .read_json(&lock_name(workspace, endpoint))
             .await?
             .unwrap_or_default())
-    }
-}
-
-impl EndpointLock {
-    /// The waiting record that may start now: the queue's head while nobody holds the endpoint.
-    pub fn next_to_wake(&self) -> Option<String> {
-        match self.active {
-            None => self.queued.first().map(|q| q.key.clone()),
-            Some(_) => None,
-        }
-    }
-}
-
-/// Whether event time `a` is newer than `b` (unknown times never win).
-pub(super) fn newer(a: Option<&str>, b: Option<&str>) -> bool {
-    let parse = |t: Option<&str>| {
-        t.and_then(|t| {
-            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
-    };
-    match (parse(a), parse(b)) {
-        (Some(a), Some(b)) => a > b,
-        _ => false,
     }
 }

@@ -34,6 +34,6 @@ pub use crate::domain::rollout::{
 };
 pub use assets::code_uri;
 pub use engine::{Next, RolloutEngine};
-pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
-pub use queue::MAX_QUEUED;
+pub use lock::lock_name;
+pub use queue::{Acquired, EndpointLock, MAX_QUEUED, QueuedVersion};
 pub use traffic::canary_split;
