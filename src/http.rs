@@ -180,6 +180,29 @@ impl Http {
     }
 }
 
+/// A response body read up to a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capped {
+    /// The bytes read: all of them, or the first `limit`.
+    pub bytes: Vec<u8>,
+    /// Whether the body went on past the limit (the rest was not read).
+    pub cut: bool,
+}
+
+/// Reads `response`'s body, at most `limit` bytes: an upstream that answers without end (or with
+/// a huge document) costs at most `limit` of memory, never the whole answer.
+pub async fn read_capped(mut response: Response, limit: usize) -> Result<Capped, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > limit {
+            bytes.extend_from_slice(&chunk[..limit - bytes.len()]);
+            return Ok(Capped { bytes, cut: true });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Capped { bytes, cut: false })
+}
+
 /// `scheme://host[:port]` of `url`: what a message may show of a URL it did not choose.
 pub fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
@@ -265,6 +288,21 @@ mod tests {
             "{followed:?}"
         );
         assert_eq!(server.received_requests().await.unwrap().len(), 1 + 11);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_the_limit_and_no_further() {
+        let server = MockServer::start().await;
+        Mock::given(path("/big"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'x'; 100_000]))
+            .mount(&server)
+            .await;
+        let http = Http::new();
+        let get = || http.client().get(format!("{}/big", server.uri())).send();
+        let cut = read_capped(get().await.unwrap(), 1000).await.unwrap();
+        assert_eq!((cut.bytes.len(), cut.cut), (1000, true));
+        let whole = read_capped(get().await.unwrap(), 100_000).await.unwrap();
+        assert_eq!((whole.bytes.len(), whole.cut), (100_000, false));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod replay;
 pub mod rollback;
 pub mod serve;
 pub mod status;
+pub mod story;
 pub mod watch;
 
 /// `aml-autodeploy [COMMAND]`.

@@ -31,8 +31,8 @@ use problems::{Walker, present};
 
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
 pub use github::{
-    GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS, MAX_WORKFLOW_INPUTS_GHES,
-    RepoSlug, max_workflow_inputs,
+    DEFAULT_FOLLOW_HOURS, GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_FOLLOW_HOURS,
+    MAX_WORKFLOW_INPUTS, MAX_WORKFLOW_INPUTS_GHES, RepoSlug, max_workflow_inputs,
 };
 pub use paths::{ConfigFolder, PathProblem, lexical};
 pub use problems::ConfigProblem;

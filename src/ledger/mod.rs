@@ -13,7 +13,9 @@
 pub mod blob;
 pub mod connection;
 pub mod record;
+pub mod run;
 pub mod store;
+pub mod tail;
 pub mod write;
 
 use std::collections::HashSet;

@@ -9,6 +9,8 @@ use crate::actions::ActionPlan;
 use crate::actions::azureml::rollout::RolloutState;
 use crate::gate::GateSummary;
 
+use super::run::RunState;
+
 /// RFC 3339 text of a time, for messages.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
@@ -238,6 +240,10 @@ pub struct Record {
     /// State changes, oldest first.
     #[serde(default)]
     pub history: Vec<Transition>,
+    /// The GitHub workflow run the dispatch started, as `Reconcile` follows it (absent when the
+    /// run is not followed, and in records written before following existed).
+    #[serde(default)]
+    pub run: Option<Box<RunState>>,
 }
 
 /// How many invocation ids a record keeps (duplicates can be many).
@@ -255,7 +261,7 @@ impl Serialize for Rfc3339 {
 impl Serialize for Record {
     // Written by hand for one reason: `decision` is derived from `state`, not stored twice.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("Record", 27)?;
+        let mut out = serializer.serialize_struct("Record", 28)?;
         out.serialize_field("schema", &self.schema)?;
         out.serialize_field("key", &self.key)?;
         out.serialize_field("workspace", &self.workspace)?;
@@ -283,6 +289,11 @@ impl Serialize for Record {
         out.serialize_field("gate_pending", &self.gate_pending)?;
         out.serialize_field("notifications", &self.notifications)?;
         out.serialize_field("history", &self.history)?;
+        // Omitted when absent: records without a followed run are written as before.
+        match &self.run {
+            Some(run) => out.serialize_field("run", run)?,
+            None => out.skip_field("run")?,
+        }
         out.end()
     }
 }

@@ -270,6 +270,7 @@ impl Deployer {
         for _ in 0..MAX_STEPS_PER_VISIT {
             let before = rollout.phase;
             let assets_before = rollout.assets.clone();
+            let logs_before = rollout.logs.is_some();
             next = self
                 .engine
                 .step(plan, &mut rollout, record.forced, log)
@@ -318,8 +319,12 @@ impl Deployer {
             // again, so a storage outage leaves the record at most one (idempotent) step behind
             // ARM. Resuming several steps back could, e.g., send traffic to a deployment that an
             // unrecorded cleanup already deleted.
-            // Asset progress too: a fresh code name or a finished upload is not repeated.
-            if rollout.phase != before || rollout.assets != assets_before {
+            // Asset progress too: a fresh code name or a finished upload is not repeated. And the
+            // failed deployment's logs, read before the delete that follows.
+            if rollout.phase != before
+                || rollout.assets != assets_before
+                || rollout.logs.is_some() != logs_before
+            {
                 record.rollout = Some(Box::new(rollout.clone()));
                 etag = self.ledger.save(&record, &etag).await?;
             }

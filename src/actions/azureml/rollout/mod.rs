@@ -25,12 +25,14 @@ use time::OffsetDateTime;
 use super::AzureMlPlan;
 use crate::azure::arm::ArmClient;
 use crate::ledger::Ledger;
+use crate::ledger::tail::DeploymentLogs;
 
 mod approval;
 mod assets;
 mod finish;
 mod judging;
 mod lock;
+mod logs;
 mod machine;
 mod smoke;
 mod start;
@@ -39,6 +41,7 @@ mod traffic;
 pub use approval::{ApprovalDecision, ApprovalState};
 pub use assets::{AssetProgress, code_uri};
 pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
+pub use logs::containers_for;
 pub use traffic::canary_split;
 
 /// Where a rollout is.
@@ -193,6 +196,9 @@ pub struct RolloutState {
     /// Why the metrics could not be read lately (an API error, a missing role), if they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_problem: Option<String>,
+    /// The failed deployment's logs, read before it was deleted (or before a manual rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<DeploymentLogs>,
 }
 
 /// How many judgements a record keeps.
@@ -239,6 +245,7 @@ impl RolloutState {
             approval: None,
             judgements: Vec::new(),
             metrics_problem: None,
+            logs: None,
         }
     }
 
