@@ -26,4 +26,5 @@ mod logging;
 mod monitor;
 mod package;
 mod secrets;
+mod stories;
 mod webhook;
