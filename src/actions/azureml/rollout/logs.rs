@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::machine::ws;
 use super::*;
 use crate::azure::arm::ArmError;
 use crate::ledger::tail::{ContainerLogs, MAX_LOG_LINES};
@@ -98,7 +97,9 @@ impl RolloutEngine {
     /// In a rollout that failed: reads the new deployment's logs once (a step of its own, so they
     /// are recorded before the deployment is deleted).
     pub(super) async fn keep_logs(&self, state: &mut RolloutState, log: &InvocationLog) {
-        if state.logs.is_some() || ws(&state.workspace).is_err() {
+        // Once: an unreadable workspace id is noted like any other failure (read_logs says so),
+        // so the step after this one never comes back here.
+        if state.logs.is_some() {
             return;
         }
         let failure = state.failure.clone().unwrap_or_default();
