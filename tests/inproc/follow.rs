@@ -363,12 +363,17 @@ async fn following_survives_github_errors_and_rate_limits_without_dispatching_ag
     let run = FakeRun::mount(&f.gh, 42, "Deploy fraud:13").await;
     let app = App::start(&f, &standard_config(), &[]).await;
     app.post_event(&fraud("13")).await;
-    let reset = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2)).unix_timestamp();
+    let reset = (time::OffsetDateTime::now_utc() + time::Duration::seconds(3)).unix_timestamp();
     run.script(vec![
         ResponseTemplate::new(503),
         // A gateway's page quoting the token: described, redacted.
         ResponseTemplate::new(200)
             .set_body_raw("<html>upstream said Bearer ghp_inproc</html>", "text/html"),
+        // Huge: not read past the limit.
+        ResponseTemplate::new(200).set_body_raw(
+            format!(r#"{{"id": 42, "name": "{}"}}"#, "x".repeat(5 * 1024 * 1024)),
+            "application/json",
+        ),
         ResponseTemplate::new(403)
             .insert_header("x-ratelimit-remaining", "0")
             .insert_header("x-ratelimit-reset", reset.to_string().as_str())
@@ -390,6 +395,12 @@ async fn following_survives_github_errors_and_rate_limits_without_dispatching_ag
         "{problem}"
     );
     app.post_reconcile().await;
+    let problem = app.record("fraud", "13").await["run"]["problem"].clone();
+    assert_eq!(
+        problem,
+        "the run: GitHub's answer is larger than 4 MiB, so it was not read"
+    );
+    app.post_reconcile().await;
     let record = app.record("fraud", "13").await;
     assert!(
         record["run"]["problem"]
@@ -398,12 +409,12 @@ async fn following_survives_github_errors_and_rate_limits_without_dispatching_ag
             .contains("rate limited"),
         "{record:#}"
     );
-    assert_eq!(record["run"]["failures"], 3);
+    assert_eq!(record["run"]["failures"], 4);
     // Until the reset, passes leave GitHub alone.
     let reads = run.reads().len();
     app.post_reconcile().await;
     assert_eq!(run.reads().len(), reads, "read again before the reset");
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
     run.set("completed", Some("success"));
     app.post_reconcile().await;
 
