@@ -180,7 +180,30 @@ impl Http {
     }
 }
 
-/// An upstream's answer, read to its end: status, headers, content type and body (the body's
+/// A response body read up to a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capped {
+    /// The bytes read: all of them, or the first `limit`.
+    pub bytes: Vec<u8>,
+    /// Whether the body went on past the limit (the rest was not read).
+    pub cut: bool,
+}
+
+/// Reads `response`'s body, at most `limit` bytes: an upstream that answers without end (or with
+/// a huge document) costs at most `limit` of memory, never the whole answer.
+pub async fn read_capped(mut response: Response, limit: usize) -> Result<Capped, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > limit {
+            bytes.extend_from_slice(&chunk[..limit - bytes.len()]);
+            return Ok(Capped { bytes, cut: true });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Capped { bytes, cut: false })
+}
+
+/// An upstream's answer: status, headers, content type and body, read up to a limit (the body's
 /// read error kept: callers differ on whether a cut-off success may be retried).
 pub struct Answer {
     /// The status.
@@ -189,20 +212,20 @@ pub struct Answer {
     pub headers: reqwest::header::HeaderMap,
     /// `Content-Type`, when readable.
     pub content_type: Option<String>,
-    /// The body, or why it could not be read whole.
-    pub body: Result<Vec<u8>, reqwest::Error>,
+    /// The body (at most the limit), or why it could not be read.
+    pub body: Result<Capped, reqwest::Error>,
 }
 
 impl Answer {
-    /// Reads `response` to its end.
-    pub async fn read(response: Response) -> Answer {
+    /// Reads `response`, at most `limit` bytes of its body.
+    pub async fn read(response: Response, limit: usize) -> Answer {
         let status = response.status();
         let headers = response.headers().clone();
         let content_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = response.bytes().await.map(|b| b.to_vec());
+        let body = read_capped(response, limit).await;
         Answer {
             status,
             headers,
@@ -297,6 +320,21 @@ mod tests {
             "{followed:?}"
         );
         assert_eq!(server.received_requests().await.unwrap().len(), 1 + 11);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_the_limit_and_no_further() {
+        let server = MockServer::start().await;
+        Mock::given(path("/big"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'x'; 100_000]))
+            .mount(&server)
+            .await;
+        let http = Http::new();
+        let get = || http.client().get(format!("{}/big", server.uri())).send();
+        let cut = read_capped(get().await.unwrap(), 1000).await.unwrap();
+        assert_eq!((cut.bytes.len(), cut.cut), (1000, true));
+        let whole = read_capped(get().await.unwrap(), 100_000).await.unwrap();
+        assert_eq!((whole.bytes.len(), whole.cut), (100_000, false));
     }
 
     #[test]

@@ -143,11 +143,18 @@ impl Notifier {
 
 /// One line a person reads.
 pub fn summary(outcome: &str, record: &Record) -> String {
-    let why = record
-        .history
-        .last()
-        .map(|t| t.note.clone())
-        .unwrap_or_default();
+    let why = match (outcome, record.run.as_deref()) {
+        ("run_succeeded" | "run_failed", Some(run)) => format!(
+            "GitHub run {}: {}",
+            run.url.as_deref().unwrap_or("(no URL)"),
+            run.describe()
+        ),
+        _ => record
+            .history
+            .last()
+            .map(|t| t.note.clone())
+            .unwrap_or_default(),
+    };
     let rule = record.rule.as_deref().unwrap_or("-");
     format!(
         "{} {} {outcome} (rule {rule}): {why}",
@@ -155,9 +162,56 @@ pub fn summary(outcome: &str, record: &Record) -> String {
     )
 }
 
+/// Log lines a failure notification quotes (the last of each container's).
+const NOTIFY_LOG_LINES: usize = 20;
+/// Characters of quoted log a notification carries at most (chats cap a message's text).
+const NOTIFY_LOG_CHARS: usize = 2500;
+
+/// The failed deployment's last log lines, for the outcomes a failed deployment ends in.
+fn log_lines(outcome: &str, record: &Record) -> Option<Vec<String>> {
+    if !matches!(outcome, "rolled_back" | "failed") {
+        return None;
+    }
+    let logs = record.rollout.as_ref()?.logs.as_ref()?;
+    let mut lines = logs.last_lines(NOTIFY_LOG_LINES);
+    // Within the chat's limit: the end is what explains the failure.
+    while lines.iter().map(|l| l.chars().count() + 1).sum::<usize>() > NOTIFY_LOG_CHARS
+        && lines.len() > 1
+    {
+        lines.remove(0);
+    }
+    if let Some(first) = lines.first_mut()
+        && first.chars().count() > NOTIFY_LOG_CHARS
+    {
+        *first = crate::domain::tail::clip(first, NOTIFY_LOG_CHARS);
+    }
+    Some(lines)
+}
+
+/// The run's facts a notification shows: its URL, conclusion and failing step.
+fn run_fields(record: &Record) -> Value {
+    match record.run.as_deref() {
+        None => Value::Null,
+        Some(run) => json!({
+            "url": run.url,
+            "status": run.status,
+            "conclusion": run.conclusion,
+            "attempt": run.attempt,
+            "failingStep": run.failing_step(),
+            "reason": run.reason,
+        }),
+    }
+}
+
 fn payload(format: NotifyFormat, outcome: &str, record: &Record) -> Value {
     let text = summary(outcome, record);
-    let fields = json!({
+    let logs = log_lines(outcome, record);
+    // A fenced block: backticks inside the log must not close it.
+    let block = logs
+        .as_ref()
+        .map(|lines| format!("```\n{}\n```", lines.join("\n").replace("```", "'''")));
+    let run = run_fields(record);
+    let mut fields = json!({
         "model": record.model,
         "version": record.version,
         "workspace": record.workspace,
@@ -167,48 +221,92 @@ fn payload(format: NotifyFormat, outcome: &str, record: &Record) -> Value {
         "reasons": record.reasons,
         "gate": record.gate,
     });
+    if !run.is_null() {
+        fields["run"] = run.clone();
+    }
+    if let Some(lines) = &logs {
+        fields["logs"] = json!(lines);
+    }
+    let run_url = run["url"].as_str().map(str::to_string);
+    let failing_step = run["failingStep"].as_str().map(str::to_string);
     match format {
         NotifyFormat::Raw => {
             let mut body = fields;
-            body["text"] = json!(text);
+            body["text"] = json!(match &block {
+                Some(block) => format!("{text}\n{block}"),
+                None => text,
+            });
             body
         }
-        NotifyFormat::Slack => json!({
-            "text": text,
-            "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-                {"type": "section", "fields": [
-                    {"type": "mrkdwn", "text": format!("*Model*\n{}:{}", record.model, record.version)},
-                    {"type": "mrkdwn", "text": format!("*Outcome*\n{outcome}")},
-                    {"type": "mrkdwn", "text": format!("*Rule*\n{}", record.rule.as_deref().unwrap_or("-"))},
-                    {"type": "mrkdwn", "text": format!("*Decision*\n{}", record.decision())}
-                ]}
-            ],
-            "metadata": {"event_type": "aml_autodeploy_outcome", "event_payload": fields},
-        }),
-        NotifyFormat::Teams => json!({
-            "type": "message",
-            "attachments": [{
-                "contentType": "application/vnd.microsoft.card.adaptive",
-                "contentUrl": null,
-                "content": {
-                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                    "type": "AdaptiveCard",
-                    "version": "1.4",
-                    "body": [
-                        {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": format!("aml-autodeploy: {} {} {outcome}", record.model, record.version)},
-                        {"type": "TextBlock", "wrap": true, "text": text},
-                        {"type": "FactSet", "facts": [
-                            {"title": "Model", "value": format!("{}:{}", record.model, record.version)},
-                            {"title": "Outcome", "value": outcome},
-                            {"title": "Rule", "value": record.rule.as_deref().unwrap_or("-")},
-                            {"title": "Decision", "value": record.decision()},
-                            {"title": "Reasons", "value": record.reasons.join("; ")}
-                        ]}
-                    ],
-                    "msteams": {"width": "Full"}
-                }
-            }]
-        }),
+        NotifyFormat::Slack => {
+            let mut facts = vec![
+                json!({"type": "mrkdwn", "text": format!("*Model*\n{}:{}", record.model, record.version)}),
+                json!({"type": "mrkdwn", "text": format!("*Outcome*\n{outcome}")}),
+                json!({"type": "mrkdwn", "text": format!("*Rule*\n{}", record.rule.as_deref().unwrap_or("-"))}),
+                json!({"type": "mrkdwn", "text": format!("*Decision*\n{}", record.decision())}),
+            ];
+            if let Some(url) = &run_url {
+                facts.push(json!({"type": "mrkdwn", "text": format!("*Run*\n{url}")}));
+            }
+            if let Some(step) = &failing_step {
+                facts.push(json!({"type": "mrkdwn", "text": format!("*Failing step*\n{step}")}));
+            }
+            let mut blocks = vec![
+                json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}),
+                json!({"type": "section", "fields": facts}),
+            ];
+            if let Some(block) = &block {
+                blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": block}}));
+            }
+            json!({
+                "text": text,
+                "blocks": blocks,
+                "metadata": {"event_type": "aml_autodeploy_outcome", "event_payload": fields},
+            })
+        }
+        NotifyFormat::Teams => {
+            let mut facts = vec![
+                json!({"title": "Model", "value": format!("{}:{}", record.model, record.version)}),
+                json!({"title": "Outcome", "value": outcome}),
+                json!({"title": "Rule", "value": record.rule.as_deref().unwrap_or("-")}),
+                json!({"title": "Decision", "value": record.decision()}),
+                json!({"title": "Reasons", "value": record.reasons.join("; ")}),
+            ];
+            if let Some(url) = &run_url {
+                facts.push(json!({"title": "Run", "value": url}));
+            }
+            if let Some(step) = &failing_step {
+                facts.push(json!({"title": "Failing step", "value": step}));
+            }
+            let mut body = vec![
+                json!({"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": format!("aml-autodeploy: {} {} {outcome}", record.model, record.version)}),
+                json!({"type": "TextBlock", "wrap": true, "text": text}),
+                json!({"type": "FactSet", "facts": facts}),
+            ];
+            if let Some(lines) = &logs {
+                body.push(json!({"type": "TextBlock", "wrap": true, "fontType": "Monospace", "text": lines.join("\n")}));
+            }
+            let mut content = json!({
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+                "msteams": {"width": "Full"}
+            });
+            if let Some(url) =
+                run_url.filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            {
+                content["actions"] =
+                    json!([{"type": "Action.OpenUrl", "title": "Open the run", "url": url}]);
+            }
+            json!({
+                "type": "message",
+                "attachments": [{
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "contentUrl": null,
+                    "content": content
+                }]
+            })
+        }
     }
 }

@@ -382,6 +382,10 @@ fn plan(rule: &Rule, event: &Event, model: &ModelRegistered) -> Plan {
             ActionPlan::Github(GithubPlan {
                 repository: github.repository.clone(),
                 request,
+                follow: crate::domain::action::FollowPlan {
+                    enabled: github.follow,
+                    hours: github.follow_hours,
+                },
             })
         }
         RuleAction::AzureMl(azureml) => ActionPlan::AzureMl(crate::domain::azureml::plan(

@@ -1,7 +1,9 @@
 //! One `Reconcile` pass (the timer function): pick up due outbox entries, retry `retrying` records,
-//! take over `dispatching` claims whose owner died, advance direct-deployment rollouts, and give up
-//! after `AUTODEPLOY_GIVE_UP_AFTER`. Each record is handled on its own: one bad record never stops
-//! the pass.
+//! take over `dispatching` claims whose owner died, advance direct-deployment rollouts, follow
+//! dispatched GitHub runs ([`follow`]), and give up after `AUTODEPLOY_GIVE_UP_AFTER`. Each record
+//! is handled on its own: one bad record never stops the pass.
+
+mod follow;
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use crate::actions::ActionPlan;
 use crate::actions::github::dispatch::Sent;
 use crate::config::{Mode, RuleAction};
 use crate::ledger::record::rfc3339;
+use crate::ledger::run::RunState;
 use crate::ledger::{ETag, Marker, Record, State, StoreError, after, claim_expired};
 use crate::logs::InvocationLog;
 use crate::pipeline::{Execution, Invocation, Label, Pipeline, claim};
@@ -39,6 +42,7 @@ struct Tally {
     cleaned: usize,
     rollouts: usize,
     gate_rechecks: usize,
+    runs_followed: usize,
     errors: usize,
 }
 
@@ -82,6 +86,7 @@ pub async fn reconcile(pipeline: &Pipeline, log: &InvocationLog) -> Result<Value
         "cleaned": tally.cleaned,
         "rollouts": tally.rollouts,
         "gateRechecks": tally.gate_rechecks,
+        "runsFollowed": tally.runs_followed,
         "errors": tally.errors,
     }))
 }
@@ -132,6 +137,16 @@ async fn visit(
                 record.state,
                 rollout.phase.as_str()
             ));
+        }
+        return Ok(());
+    }
+
+    // A dispatched version whose run is followed: one request to GitHub, never a resend.
+    if record.state == State::Dispatched && record.run.as_ref().is_some_and(|r| r.is_open()) {
+        if let follow::Visited::Followed =
+            follow::follow(pipeline, marker, record, etag, log).await?
+        {
+            tally.runs_followed += 1;
         }
         return Ok(());
     }
@@ -239,7 +254,7 @@ async fn visit(
             .find_existing_run(&plan, &record.event_ids, since, log)
             .await
         {
-            Ok(Some(run_url)) => {
+            Ok(Some((run_url, run_id))) => {
                 if let Some(attempt) = record.attempt_mut(&attempt_id) {
                     attempt.finished_at = Some(now);
                     attempt.outcome = "found_existing_run".into();
@@ -251,8 +266,24 @@ async fn visit(
                     format!("found the run a previous attempt started: {run_url}"),
                     now,
                 );
+                // Followed from here like any dispatched run (the claim marker, kept, is the
+                // next visit).
+                let follow = match plan.as_ref() {
+                    ActionPlan::Github(github) if github.follow.enabled => Some(github.follow),
+                    _ => None,
+                };
+                if let Some(follow) = follow {
+                    record.run = Some(Box::new(RunState::start(
+                        run_id,
+                        Some(run_url.clone()),
+                        now,
+                        follow.hours,
+                    )));
+                }
                 if save_or_skip(ledger.save(&record, &etag).await)? {
-                    ledger.unschedule(&claim_marker).await?;
+                    if record.run.is_none() {
+                        ledger.unschedule(&claim_marker).await?;
+                    }
                     log.info(format!(
                         "{} {}: found existing run {run_url}; not sending again",
                         record.model, record.version

@@ -12,7 +12,7 @@ use std::fmt;
 use serde_json::Value;
 use thiserror::Error;
 
-pub use crate::domain::action::{ActionPlan, GithubPlan, GithubRequest};
+pub use crate::domain::action::{ActionPlan, FollowPlan, GithubPlan, GithubRequest};
 
 /// The HTTP request an action would send, for dry runs. Secrets are already redacted.
 #[derive(Debug, Clone, PartialEq)]

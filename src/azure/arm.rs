@@ -26,6 +26,9 @@ pub const DEFAULT_API_VERSION: &str = "2025-12-01";
 /// Poll interval when the service gives no `Retry-After`.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 const PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most bytes of one answer read: ARM's documents are small, and an answer without end must
+/// not hold the process's memory.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 /// Retry delays: 0.5 s doubling up to 8 s, without jitter.
 const BACKOFF: Backoff = Backoff {
     first: Duration::from_millis(500),
@@ -106,6 +109,16 @@ pub enum ArmError {
     /// A long-running operation did not finish in the time allowed.
     #[error("ARM operation still running after {0:?}")]
     StillRunning(Duration),
+    /// An answer longer than the caller reads: only its first `limit` bytes were read.
+    #[error("ARM {method} {path}: the answer is larger than {limit} bytes, so it was not read")]
+    TooLarge {
+        /// Method.
+        method: String,
+        /// URL path (no query, no host).
+        path: String,
+        /// The most bytes read.
+        limit: usize,
+    },
 }
 
 impl ArmError {
@@ -269,6 +282,21 @@ impl ArmClient {
         scope: &str,
         accept: &[u16],
     ) -> Result<Reply, ArmError> {
+        self.request_capped(method, url, body, scope, accept, MAX_ANSWER_BYTES)
+            .await
+    }
+
+    /// [`ArmClient::request`] reading at most `limit` bytes of the answer; a longer one is
+    /// [`ArmError::TooLarge`] (not retried: it would be as long again).
+    async fn request_capped(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        scope: &str,
+        accept: &[u16],
+        limit: usize,
+    ) -> Result<Reply, ArmError> {
         if !self.may_receive_token(&url) {
             return Err(ArmError::ForeignUrl(redact_query(&url)));
         }
@@ -300,13 +328,24 @@ impl ArmClient {
                     },
                     asked: None,
                 })?;
-                let answer = Answer::read(response).await;
+                let answer = Answer::read(response, limit).await;
                 let (status, headers, bytes) = (answer.status, answer.headers, answer.body);
                 let content_type = answer.content_type.as_deref();
                 // ARM answers JSON. A success whose body is cut off or unreadable is not a
                 // success we can act on (the change may not have been applied, and the
                 // operation to follow may be lost with it): retry it, as every ARM PUT,
                 // DELETE and listKeys/token POST is idempotent.
+                let bytes = match bytes {
+                    Ok(capped) if capped.cut => {
+                        return Err(Failure::Final(ArmError::TooLarge {
+                            method: method.to_string(),
+                            path: self.http.redactor().redact(url.path()),
+                            limit,
+                        }));
+                    }
+                    Ok(capped) => Ok(capped.bytes),
+                    Err(e) => Err(e),
+                };
                 let parsed: Option<Value> = match &bytes {
                     Ok(b) if b.is_empty() => Some(Value::Null),
                     Ok(b) => serde_json::from_slice(b).ok(),
@@ -395,9 +434,21 @@ impl ArmClient {
 
     /// POSTs an action (e.g. `…/listKeys`).
     pub async fn post(&self, id_and_action: &str, body: Option<&Value>) -> Result<Value, ArmError> {
+        self.post_capped(id_and_action, body, MAX_ANSWER_BYTES)
+            .await
+    }
+
+    /// POSTs an action whose answer may be long (e.g. `…/getLogs`), reading at most `limit` bytes
+    /// of it.
+    pub async fn post_capped(
+        &self,
+        id_and_action: &str,
+        body: Option<&Value>,
+        limit: usize,
+    ) -> Result<Value, ArmError> {
         let url = self.resource_url(id_and_action)?;
         Ok(self
-            .request(Method::POST, url, body, &self.scope, &[])
+            .request_capped(Method::POST, url, body, &self.scope, &[], limit)
             .await?
             .body)
     }

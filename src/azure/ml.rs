@@ -204,6 +204,47 @@ impl ArmClient {
         .await
     }
 
+    /// The last `tail` lines of a deployment container's log (`POST …/getLogs` with
+    /// `DeploymentLogsRequest {containerType, tail}`; the answer is `DeploymentLogs {content}`),
+    /// reading at most `limit` bytes of the answer. `None` when the service sent no content.
+    /// The text is the service's, unredacted: the caller redacts it.
+    pub async fn deployment_logs(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+        deployment: &str,
+        container: &str,
+        tail: u32,
+        limit: usize,
+    ) -> Result<Option<String>, ArmError> {
+        let answer = self
+            .post_capped(
+                &format!(
+                    "{}/deployments/{deployment}/getLogs",
+                    Self::online_endpoint_id(workspace, endpoint)
+                ),
+                Some(&serde_json::json!({"containerType": container, "tail": tail})),
+                limit,
+            )
+            .await?;
+        match &answer {
+            Value::Object(map) => Ok(map
+                .get("content")
+                .and_then(Value::as_str)
+                .map(str::to_string)),
+            Value::Null => Ok(None),
+            // Never quoted: it is not the documented object.
+            other => Err(ArmError::Unavailable(format!(
+                "getLogs answered a JSON {} instead of a DeploymentLogs object",
+                match other {
+                    Value::Array(_) => "array",
+                    Value::String(_) => "string",
+                    _ => "scalar",
+                }
+            ))),
+        }
+    }
+
     /// An endpoint's scoring keys (`listKeys`).
     pub async fn list_keys(
         &self,

@@ -17,6 +17,7 @@ pub mod replay;
 pub mod rollback;
 pub mod serve;
 pub mod status;
+pub mod story;
 pub mod terminal;
 pub mod watch;
 

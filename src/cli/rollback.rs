@@ -15,6 +15,9 @@ use crate::startup::{LedgerChoice, build_pipeline};
 use super::config_arg::ConfigArg;
 use super::errors::{CliError, LedgerCommandError};
 
+/// The rollout's failure after a manual rollback.
+const ROLLED_BACK_BY_HAND: &str = "rolled back by hand (aml-autodeploy rollback)";
+
 /// `rollback ENDPOINT [--workspace ID] [--config F]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RollbackArgs {
@@ -135,12 +138,28 @@ pub async fn rollback(
         "rolling back {endpoint}: {} {} ({}) → previous traffic {:?}",
         record.model, record.version, rollout.deployment, rollout.previous_traffic
     )?;
+    // Its logs first, while it still serves the traffic the rollback takes away (bounded; a
+    // failure to read them is noted and changes nothing).
+    let log = crate::logs::InvocationLog::new();
+    let logs = engine
+        .read_logs(
+            workspace.as_ref(),
+            endpoint,
+            &rollout.deployment,
+            ROLLED_BACK_BY_HAND,
+            &log,
+        )
+        .await;
+    for line in logs.last_lines(5) {
+        writeln!(out, "  {line}")?;
+    }
     let now = time::OffsetDateTime::now_utc();
     let before = rollout.clone();
+    rollout.logs = Some(logs);
     rollout.cleanup.clear();
     rollout.hold_until = None;
     rollout.phase = Phase::RolledBack;
-    rollout.failure = Some("rolled back by hand (aml-autodeploy rollback)".into());
+    rollout.failure = Some(ROLLED_BACK_BY_HAND.into());
     rollout.next_step = "restoring the previous traffic (manual rollback)".into();
     record.rollout = Some(rollout.clone());
     record.next_attempt_at = None;
@@ -202,8 +221,10 @@ pub async fn rollback(
             Ok(true)
         }
         Err(e) => {
-            // Nothing changed on the endpoint: put the record back as it was.
-            record.rollout = Some(before.clone());
+            // Nothing changed on the endpoint: put the record back as it was (with the logs read).
+            let mut before = before;
+            before.logs = rollout.logs.take();
+            record.rollout = Some(before);
             record.transition(
                 State::Succeeded,
                 format!("manual rollback failed: {e}"),

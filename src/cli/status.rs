@@ -67,7 +67,8 @@ pub async fn run(args: StatusArgs, mut settings: Settings, http: &Http) -> Resul
 }
 
 /// `status`: what the ledger knows. No target: the most recent records; `MODEL`: that model's
-/// versions; `MODEL:VERSION`: the whole record(s).
+/// versions; `MODEL:VERSION`: the record(s) in words (its run, its rollout and the failed
+/// deployment's last log lines), or whole with `--json`.
 pub async fn status(
     ledger: &Ledger,
     target: Option<&str>,
@@ -82,6 +83,17 @@ pub async fn status(
             None => (ledger.model_history(target, limit).await?, false),
         },
     };
+    if whole && !as_json {
+        if records.is_empty() {
+            writeln!(out, "no record for {}", target.unwrap_or_default())?;
+            return Ok(false);
+        }
+        let now = time::OffsetDateTime::now_utc();
+        for record in &records {
+            writeln!(out, "{}", super::story::record_view(record, now))?;
+        }
+        return Ok(true);
+    }
     if as_json || whole {
         let value = if whole && records.len() == 1 {
             serde_json::to_value(&records[0]).unwrap_or_default()
@@ -132,12 +144,17 @@ fn print_table(records: &[Record], out: &mut dyn Write) -> std::io::Result<()> {
                     rollout.phase.as_str(),
                     rollout.next_step
                 );
+            } else if let Some(run) = &r.run {
+                outcome = format!(
+                    "run {}: {}",
+                    run.url.as_deref().unwrap_or("(not found yet)"),
+                    run.describe()
+                );
             } else if let Some(next) = r.next_attempt_at {
                 outcome = format!("{outcome}; next try {}", rfc3339(next));
             }
-            if outcome.chars().count() > 160 {
-                outcome = outcome.chars().take(159).collect::<String>() + "…";
-            }
+            // Record text is upstream text: never replayed on the terminal as escapes.
+            let outcome = crate::domain::tail::clip(&outcome, 160);
             [
                 r.model.clone(),
                 r.version.clone(),

@@ -1,6 +1,8 @@
 //! `status MODEL:VERSION --watch`: a live view of one version's rollout, refreshed from the
 //! ledger: phase, a bar of the traffic split, time left in the bake, the last judgement's figures,
-//! what it waits for. Ends when the rollout ends: success for promoted, failure otherwise.
+//! what it waits for, the failed deployment's last log lines. Ends when the rollout ends: success
+//! for promoted, failure otherwise. For a GitHub dispatch, the same for its run: success when it
+//! concluded `success`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::actions::azureml::rollout::{Phase, RolloutState};
 use crate::ledger::record::rfc3339;
+use crate::ledger::run::RunState;
 use crate::ledger::{Ledger, Record};
 
 use super::errors::LedgerCommandError;
@@ -26,6 +29,32 @@ pub async fn watch(
     };
     loop {
         let records = ledger.version_records(model, version).await?;
+        // A GitHub dispatch: its run, followed by Reconcile.
+        if let Some((record, run)) = records
+            .iter()
+            .find_map(|r| r.run.as_ref().map(|run| (r, run)))
+        {
+            writeln!(out, "{}", run_view(record, run, OffsetDateTime::now_utc()))?;
+            out.flush()?;
+            if !run.is_open() {
+                return Ok(run.outcome() == Some("run_succeeded"));
+            }
+            tokio::time::sleep(every).await;
+            continue;
+        }
+        if records.iter().any(|r| {
+            r.state == crate::ledger::State::Dispatched
+                && matches!(
+                    r.action.as_deref(),
+                    Some(crate::actions::ActionPlan::Github(_))
+                )
+        }) {
+            writeln!(
+                out,
+                "{target}: dispatched to GitHub, but its run is not followed (github.follow: false, or dispatched before following existed): nothing to watch"
+            )?;
+            return Ok(false);
+        }
         let Some((record, rollout)) = records
             .iter()
             .find_map(|r| r.rollout.as_ref().map(|ro| (r, ro)))
@@ -48,6 +77,27 @@ pub async fn watch(
             _ => tokio::time::sleep(every).await,
         }
     }
+}
+
+/// One refresh of a GitHub run's view.
+pub fn run_view(record: &Record, run: &RunState, now: OffsetDateTime) -> String {
+    let mut lines = vec![format!(
+        "── {}:{} · GitHub run · {} · {}",
+        record.model,
+        record.version,
+        run.status.as_deref().unwrap_or("-"),
+        seconds(now)
+    )];
+    lines.extend(
+        super::story::run_lines(run)
+            .into_iter()
+            .map(|l| format!("  {l}")),
+    );
+    lines
+        .iter()
+        .map(|l| crate::domain::tail::printable(l))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A time to the second (`2026-12-02T10:00:00Z`).
@@ -123,6 +173,17 @@ pub fn view(record: &Record, rollout: &RolloutState, now: OffsetDateTime) -> Str
     if let Some(failure) = &rollout.failure {
         lines.push(format!("  failed: {failure}"));
     }
+    if let Some(logs) = &rollout.logs {
+        lines.extend(
+            super::story::log_lines(logs)
+                .into_iter()
+                .map(|l| format!("  {l}")),
+        );
+    }
     lines.push(format!("  next: {}", rollout.next_step));
-    lines.join("\n")
+    lines
+        .iter()
+        .map(|l| crate::domain::tail::printable(l))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

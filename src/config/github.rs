@@ -67,6 +67,11 @@ fn placeholder_bounds(p: Placeholder, workspace: Option<usize>) -> (usize, Optio
     }
 }
 
+/// `github.follow_hours` when absent: how long `Reconcile` follows a dispatched run at most.
+pub const DEFAULT_FOLLOW_HOURS: u32 = 6;
+/// The largest `github.follow_hours`: a week (a run waiting for reviewers longer is not news).
+pub const MAX_FOLLOW_HOURS: u32 = 7 * 24;
+
 /// The `github:` block of a rule.
 #[derive(Debug, Clone)]
 pub struct GithubAction {
@@ -74,6 +79,10 @@ pub struct GithubAction {
     pub repository: RepoSlug,
     /// Which dispatch API.
     pub target: GithubTarget,
+    /// `follow` (default true): `Reconcile` follows the run the dispatch started to its end.
+    pub follow: bool,
+    /// `follow_hours` (default 6): for at most this long after the dispatch.
+    pub follow_hours: u32,
 }
 
 /// `repository_dispatch` or `workflow_dispatch`.
@@ -163,9 +172,31 @@ impl Walker<'_> {
         let map = self.mapping(value, location)?;
         self.check_keys(
             map,
-            &["repository", "event_type", "workflow", "ref", "inputs"],
+            &[
+                "repository",
+                "event_type",
+                "workflow",
+                "ref",
+                "inputs",
+                "follow",
+                "follow_hours",
+            ],
             location,
         );
+        let follow = self.flag(map, "follow", location, true);
+        let follow_hours = match present(map, "follow_hours") {
+            None => Some(DEFAULT_FOLLOW_HOURS),
+            Some(n) => match n.as_u64() {
+                Some(n @ 1..) if n <= u64::from(MAX_FOLLOW_HOURS) => Some(n as u32),
+                _ => {
+                    self.problem(
+                        &join(location, "follow_hours"),
+                        format!("must be a whole number of hours from 1 to {MAX_FOLLOW_HOURS}"),
+                    );
+                    None
+                }
+            },
+        };
         let repository = self.parsed(map, "repository", location, true, |raw| {
             RepoSlug::parse(raw.trim())
         });
@@ -200,6 +231,8 @@ impl Walker<'_> {
         Some(GithubAction {
             repository: repository?,
             target: target?,
+            follow: follow?,
+            follow_hours: follow_hours?,
         })
     }
 
@@ -345,6 +378,39 @@ mod tests {
             inputs.join(", ")
         );
         assert!(problems(&yaml)[0].contains("at most 25"));
+    }
+
+    #[test]
+    fn following_is_on_for_six_hours_unless_the_rule_says_otherwise() {
+        use crate::config::{Config, RuleAction};
+        let read = |extra: &str| {
+            let yaml = format!(
+                "rules: [{{name: a, models: [x], github: {{repository: o/r, event_type: e{extra}}}}}]"
+            );
+            let config = Config::parse(&yaml, std::path::Path::new("a.yml")).unwrap();
+            match &config.rules[0].action {
+                RuleAction::Github(g) => (g.follow, g.follow_hours),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(read(""), (true, 6));
+        assert_eq!(read(", follow: false"), (false, 6));
+        assert_eq!(read(", follow_hours: 48"), (true, 48));
+        for (bad, says) in [
+            (", follow: 'no'", "github.follow: must be true or false"),
+            (
+                ", follow_hours: 0",
+                "github.follow_hours: must be a whole number of hours from 1 to 168",
+            ),
+            (", follow_hours: 169", "from 1 to 168"),
+            (", follow_hours: 1.5", "from 1 to 168"),
+        ] {
+            let yaml = format!(
+                "rules: [{{name: a, models: [x], github: {{repository: o/r, event_type: e{bad}}}}}]"
+            );
+            let found = problems(&yaml);
+            assert!(found.iter().any(|p| p.contains(says)), "{bad}: {found:?}");
+        }
     }
 
     #[test]

@@ -31,8 +31,8 @@ use problems::{Walker, present, workspace_arm_id};
 pub use crate::folder::{ConfigFolder, PathProblem, lexical};
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
 pub use github::{
-    DEFAULT_GITHUB_API_URL, GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS,
-    MAX_WORKFLOW_INPUTS_GHES, RepoSlug, max_workflow_inputs,
+    DEFAULT_FOLLOW_HOURS, DEFAULT_GITHUB_API_URL, GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN,
+    MAX_FOLLOW_HOURS, MAX_WORKFLOW_INPUTS, MAX_WORKFLOW_INPUTS_GHES, RepoSlug, max_workflow_inputs,
 };
 pub use problems::ConfigProblem;
 pub use rollout::{ApprovalSpec, RolloutSpec, Strategy};

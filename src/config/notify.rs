@@ -52,6 +52,8 @@ pub const NOTIFY_OUTCOMES: &[&str] = &[
     "stale",
     "skipped",
     "awaiting_approval",
+    "run_succeeded",
+    "run_failed",
 ];
 
 impl Walker<'_> {
@@ -112,7 +114,12 @@ impl Walker<'_> {
             ],
         )?;
         let on: Vec<String> = match present(map, "on") {
-            None => vec!["rejected".into(), "failed".into(), "rolled_back".into()],
+            None => vec![
+                "rejected".into(),
+                "failed".into(),
+                "rolled_back".into(),
+                "run_failed".into(),
+            ],
             Some(Value::Sequence(list)) => list
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_string))

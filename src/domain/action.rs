@@ -25,6 +25,34 @@ pub struct GithubPlan {
     pub repository: RepoSlug,
     /// The request.
     pub request: GithubRequest,
+    /// Whether and how long `Reconcile` follows the run (`github.follow`, `github.follow_hours`).
+    /// Stored only when not the default, so plans read the same as before following existed.
+    #[serde(default, skip_serializing_if = "FollowPlan::is_default")]
+    pub follow: FollowPlan,
+}
+
+/// Following the run a dispatch started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FollowPlan {
+    /// Whether the run is followed.
+    pub enabled: bool,
+    /// For at most this many hours after the dispatch.
+    pub hours: u32,
+}
+
+impl Default for FollowPlan {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hours: crate::config::DEFAULT_FOLLOW_HOURS,
+        }
+    }
+}
+
+impl FollowPlan {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The two dispatch APIs.
@@ -56,6 +84,7 @@ impl ActionPlan {
             ActionPlan::Github(GithubPlan {
                 repository,
                 request,
+                ..
             }) => match request {
                 GithubRequest::RepositoryDispatch { event_type, .. } => {
                     format!("send repository_dispatch {event_type:?} to {repository}")

@@ -5,3 +5,4 @@
 pub mod action;
 pub mod azureml;
 pub mod rollout;
+pub mod tail;

@@ -8,6 +8,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::azureml::AzureMlPlan;
+use super::tail::DeploymentLogs;
 use crate::canary::Judgement;
 
 /// Where a rollout is.
@@ -162,6 +163,9 @@ pub struct RolloutState {
     /// Why the metrics could not be read lately (an API error, a missing role), if they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_problem: Option<String>,
+    /// The failed deployment's logs, read before it was deleted (or before a manual rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<DeploymentLogs>,
 }
 
 /// How many judgements a record keeps.
@@ -208,6 +212,7 @@ impl RolloutState {
             approval: None,
             judgements: Vec::new(),
             metrics_problem: None,
+            logs: None,
         }
     }
 

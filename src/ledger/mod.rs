@@ -11,10 +11,12 @@
 //! - `malformed/{inverted-millis}-{hash}.json`: events that could not be parsed.
 
 pub mod blob;
+mod claim;
 pub mod connection;
 mod names;
 mod options;
 pub mod record;
+pub mod run;
 pub mod store;
 pub mod write;
 

@@ -9,6 +9,9 @@ use crate::domain::action::ActionPlan;
 use crate::domain::rollout::RolloutState;
 use crate::gate::GateSummary;
 
+pub use super::claim::Claim;
+use super::run::RunState;
+
 /// RFC 3339 text of a time, for messages.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
@@ -88,16 +91,6 @@ impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// A claim on a record: who is sending its action, since when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Claim {
-    /// The attempt this claim belongs to.
-    pub attempt_id: String,
-    /// When it was taken.
-    #[serde(with = "time::serde::rfc3339")]
-    pub claimed_at: OffsetDateTime,
 }
 
 /// One try at sending the action.
@@ -238,6 +231,10 @@ pub struct Record {
     /// State changes, oldest first.
     #[serde(default)]
     pub history: Vec<Transition>,
+    /// The GitHub workflow run the dispatch started, as `Reconcile` follows it (absent when the
+    /// run is not followed, and in records written before following existed).
+    #[serde(default)]
+    pub run: Option<Box<RunState>>,
 }
 
 /// How many invocation ids a record keeps (duplicates can be many).
@@ -255,7 +252,7 @@ impl Serialize for Rfc3339 {
 impl Serialize for Record {
     // Written by hand for one reason: `decision` is derived from `state`, not stored twice.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("Record", 27)?;
+        let mut out = serializer.serialize_struct("Record", 28)?;
         out.serialize_field("schema", &self.schema)?;
         out.serialize_field("key", &self.key)?;
         out.serialize_field("workspace", &self.workspace)?;
@@ -283,6 +280,11 @@ impl Serialize for Record {
         out.serialize_field("gate_pending", &self.gate_pending)?;
         out.serialize_field("notifications", &self.notifications)?;
         out.serialize_field("history", &self.history)?;
+        // Omitted when absent: records without a followed run are written as before.
+        match &self.run {
+            Some(run) => out.serialize_field("run", run)?,
+            None => out.skip_field("run")?,
+        }
         out.end()
     }
 }

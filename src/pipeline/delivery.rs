@@ -97,6 +97,7 @@ impl<'a> Delivery<'a> {
             gate_pending: false,
             notifications: Vec::new(),
             history: Vec::new(),
+            run: None,
         };
         self.note_on(&mut record, now);
         record.transition(state, explanation, now);

@@ -199,6 +199,12 @@ async fn rollback_restores_the_previous_traffic_while_it_is_retained() {
             "{ strategy: all-at-once, retain_previous_minutes: 60 }",
         ))
         .await;
+    t.arm.with(|s| {
+        s.logs.insert(
+            ("credit-risk-14".into(), "InferenceServer".into()),
+            "Listening at: http://0.0.0.0:31311\nscoring request 42 took 5012 ms (timeout)".into(),
+        )
+    });
     app.post_event(&credit("14")).await;
     let record = t.reconcile_until(&app, "14", "succeeded").await;
     assert_eq!(record["rollout"]["phase"], "retaining");
@@ -225,6 +231,25 @@ async fn rollback_restores_the_previous_traffic_while_it_is_retained() {
     );
     let record = t.record("14").await;
     assert_eq!(record["state"], "rolled_back");
+    // Its logs were read before its traffic was taken away, and kept.
+    let requests = t.arm.with(|s| s.requests.clone());
+    let logs_at = requests
+        .iter()
+        .position(|r| r.ends_with("/deployments/credit-risk-14/getLogs"))
+        .unwrap_or_else(|| panic!("no getLogs: {requests:?}"));
+    let restore_at = requests
+        .iter()
+        .rposition(|r| r.starts_with("PUT ") && r.ends_with("/onlineEndpoints/credit-ep"))
+        .unwrap();
+    assert!(logs_at < restore_at, "{requests:?}");
+    assert_eq!(
+        record["rollout"]["logs"]["containers"][0]["lines"],
+        json!([
+            "Listening at: http://0.0.0.0:31311",
+            "scoring request 42 took 5012 ms (timeout)"
+        ])
+    );
+    assert!(out.contains("InferenceServer: last 2 of 2 lines"), "{out}");
     let (code, out, _) = tokio::task::block_in_place(|| {
         run_cli(
             dir.path(),

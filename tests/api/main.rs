@@ -28,6 +28,7 @@ mod logging;
 mod monitor;
 mod package;
 mod secrets;
+mod stories;
 mod terminal;
 mod uploads;
 mod webhook;

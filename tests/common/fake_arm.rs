@@ -244,6 +244,12 @@ pub struct ArmState {
     pub slow: Option<(&'static str, PathMatch, std::time::Duration)>,
     /// Every accepted change, in order.
     pub changes: Vec<Change>,
+    /// Container logs by (deployment, container type): `getLogs` answers their last `tail` lines.
+    pub logs: BTreeMap<(String, String), String>,
+    /// `getLogs` answers this instead (status, content type, body): a failure, or not JSON.
+    pub logs_override: Option<(u16, &'static str, Vec<u8>)>,
+    /// `getLogs` bodies, in order: (deployment, body).
+    pub log_requests: Vec<(String, Value)>,
     base: String,
 }
 
@@ -714,6 +720,9 @@ async fn handle(
         ("PUT", ["onlineEndpoints", ep, "deployments", dep]) => {
             put_deployment(&mut s, ep, dep, &body)
         }
+        ("POST", ["onlineEndpoints", ep, "deployments", dep, "getLogs"]) => {
+            get_logs(&mut s, ep, dep, &body)
+        }
         ("DELETE", ["onlineEndpoints", ep, "deployments", dep]) => {
             if s.refuse_deletes {
                 return error(
@@ -771,6 +780,51 @@ async fn handle(
             &format!("no route for {method} {rest}"),
         ),
     }
+}
+
+/// `OnlineDeployments_GetLogs` (2025-12-01): `DeploymentLogsRequest {containerType, tail}` in,
+/// `DeploymentLogs {content}` out; only for a deployment that exists.
+fn get_logs(s: &mut ArmState, ep: &str, dep: &str, body: &Value) -> Response {
+    s.log_requests.push((dep.to_string(), body.clone()));
+    let container = body["containerType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !matches!(container.as_str(), "InferenceServer" | "StorageInitializer") {
+        s.violations
+            .push(format!("getLogs with containerType {container:?}"));
+    }
+    let Some(tail) = body["tail"].as_u64() else {
+        s.violations
+            .push(format!("getLogs without an integer tail: {body}"));
+        return error(StatusCode::BAD_REQUEST, "BadRequest", "tail");
+    };
+    if let Some((status, content_type, bytes)) = s.logs_override.clone() {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", content_type)],
+            bytes,
+        )
+            .into_response();
+    }
+    if !s
+        .deployments
+        .contains_key(&(ep.to_string(), dep.to_string()))
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "deployment not found",
+        );
+    }
+    let text = s
+        .logs
+        .get(&(dep.to_string(), container))
+        .cloned()
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(tail as usize);
+    axum::Json(json!({"content": lines[from..].join("\n")})).into_response()
 }
 
 fn endpoint_json(name: &str, e: &Endpoint, base: &str, scoring: &str) -> Value {

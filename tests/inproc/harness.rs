@@ -145,11 +145,14 @@ impl App {
         // No storage setting: the configured ledger is in memory, with the settings' timings
         // (a scratch ledger would keep the defaults: retries a minute apart).
         assert!(settings.storage.is_ok(), "{:?}", settings.storage);
+        // As the CLI does before serving: the settings' secrets are redacted from upstream text.
+        let http = aml_autodeploy::http::Http::new();
+        http.redactor().add_all(&settings.secrets);
         let pipeline = build_pipeline(
             &settings,
             &settings.config_path,
             LedgerChoice::Configured,
-            &aml_autodeploy::http::Http::new(),
+            &http,
         );
         assert!(!pipeline.ledger().is_durable());
         App {

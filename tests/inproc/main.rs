@@ -4,6 +4,7 @@
 //! milliseconds. The black-box suite (`tests/api`) keeps the host contract, storage and faults.
 
 mod decisions;
+mod deployment_logs;
 #[path = "../common/events.rs"]
 #[allow(dead_code)] // shared with the black-box suite, which uses all of it
 mod events;
@@ -16,6 +17,7 @@ mod fake_assets;
 #[path = "../common/fake_monitor.rs"]
 #[allow(dead_code)] // shared with the black-box suite
 mod fake_monitor;
+mod follow;
 mod harness;
 mod instances;
 mod progressive;

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-/// The fakes plus the files an `azureml` rule refers to.
-struct Direct {
+/// The fakes plus the files an `azureml` rule refers to (shared with `stories.rs`).
+pub(crate) struct Direct {
     fakes: Fakes,
     files: DirectFiles,
 }
@@ -23,7 +23,7 @@ impl Deref for Direct {
 }
 
 impl Direct {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let files = DirectFiles::new();
         Self {
             fakes: Fakes::start().await,
@@ -31,16 +31,23 @@ impl Direct {
         }
     }
 
-    fn config(&self, endpoint: &str, rollout: &str) -> String {
+    pub(crate) fn config(&self, endpoint: &str, rollout: &str) -> String {
         self.files.config(endpoint, rollout)
     }
 
-    async fn spawn(&self, config: &str) -> App {
-        let config_path = DirectFiles::write(self.files.path(), config);
-        App::start(&self.fakes, config, &[("AUTODEPLOY_CONFIG", &config_path)]).await
+    pub(crate) async fn spawn(&self, config: &str) -> App {
+        self.spawn_with(config, &[]).await
     }
 
-    async fn reconcile_until(&self, app: &App, version: &str, state: &str) -> Value {
+    /// [`Direct::spawn`] with more settings.
+    pub(crate) async fn spawn_with(&self, config: &str, extra: &[(&str, &str)]) -> App {
+        let config_path = DirectFiles::write(self.files.path(), config);
+        let mut env = vec![("AUTODEPLOY_CONFIG", config_path.as_str())];
+        env.extend_from_slice(extra);
+        App::start(&self.fakes, config, &env).await
+    }
+
+    pub(crate) async fn reconcile_until(&self, app: &App, version: &str, state: &str) -> Value {
         app.reconcile_until("credit-risk", version, state).await
     }
 
@@ -59,13 +66,13 @@ impl Direct {
     }
 }
 
-fn credit(version: &str) -> Value {
+pub(crate) fn credit(version: &str) -> Value {
     let mut event = model_event("credit-risk", version, json!({}));
     event["eventTime"] = json!(format!("2026-11-26T10:00:{:0>2}Z", version));
     event
 }
 
-const FAST: &str =
+pub(crate) const FAST: &str =
     "{ strategy: blue-green, canary_percent: 10, bake_minutes: 0, retain_previous_minutes: 0 }";
 
 #[tokio::test(flavor = "multi_thread")]

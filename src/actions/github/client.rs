@@ -18,6 +18,9 @@ use crate::http::{Answer, Http};
 use crate::logs::InvocationLog;
 use crate::retry::{Backoff, Failure, Stop, retry};
 
+/// The most bytes of one answer read: GitHub's answers are small, and one without end must not
+/// hold the process's memory.
+pub(super) const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 /// Longest single request; the total is bounded by the retry budget.
 pub(super) const PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retry delays: 0.5 s doubling up to 8 s, with jitter.
@@ -135,9 +138,11 @@ impl GithubClient {
                         asked: None,
                     },
                 })?;
-                let answer = Answer::read(response).await;
+                let answer = Answer::read(response, MAX_ANSWER_BYTES).await;
                 let (status, headers) = (answer.status, answer.headers);
-                let (content_type, body) = (answer.content_type, answer.body.unwrap_or_default());
+                // A longer answer is cut: GitHub's documents are small, and it reads as not JSON.
+                let body = answer.body.map(|c| c.bytes).unwrap_or_default();
+                let content_type = answer.content_type;
                 match retry_wait(status, &headers, &body) {
                     None => Ok(Reply {
                         status,

@@ -15,6 +15,7 @@ use super::client::GithubClient;
 use super::settings::GithubCredential;
 use crate::actions::GithubPlan;
 use crate::actions::{ActionError, ActionOutcome};
+use crate::ledger::run::RunState;
 use crate::ledger::{ETag, Edit, Ledger, Marker, Record, State, StoreError, Written, after};
 use crate::logs::InvocationLog;
 
@@ -155,9 +156,24 @@ impl Dispatcher {
         };
 
         // The retry marker first: if we die before the record says `retrying`, the claim marker
-        // still leads `Reconcile` here.
+        // still leads `Reconcile` here. Likewise the marker that has the next pass follow the run.
+        let follow = match plan.as_ref() {
+            crate::actions::ActionPlan::Github(github) => github.follow,
+            _ => crate::actions::FollowPlan::default(),
+        };
         let retry_marker = match &sent {
             Sent::Retrying { at, .. } => Some(self.ledger.schedule(&record.key, *at).await?),
+            Sent::Dispatched(_) if follow.enabled => {
+                match self.ledger.schedule(&record.key, now).await {
+                    Ok(marker) => Some(marker),
+                    Err(e) => {
+                        // Not worth failing a dispatch GitHub accepted: the run is then not
+                        // followed (the record says so).
+                        log.warn(format!("the run will not be followed: {e}"));
+                        None
+                    }
+                }
+            }
             _ => None,
         };
 
@@ -174,6 +190,17 @@ impl Dispatcher {
                 }
                 stored.merge_deliveries(&ours);
                 apply(stored, &attempt_id, &sent, now);
+                if let Sent::Dispatched(outcome) = &sent
+                    && follow.enabled
+                    && retry_marker.is_some()
+                {
+                    stored.run = Some(Box::new(RunState::start(
+                        outcome.run_id,
+                        outcome.run_url.clone(),
+                        now,
+                        follow.hours,
+                    )));
+                }
                 Edit::Save(true)
             })
             .await;

@@ -2,7 +2,8 @@
 //! `Reconcile` drive (this file: the dry-run view, the send, the takeover check), and its rooms:
 //! [`client`] (one call with rate-limit-aware retries inside a total time budget), `auth` (GitHub
 //! App JWTs and installation tokens), `answers` (reading GitHub's replies) and [`dispatch`]
-//! (sending a claimed record's dispatch and recording the outcome in the ledger).
+//! (sending a claimed record's dispatch and recording the outcome in the ledger), and [`follow`]
+//! (reading the run a dispatch started until it ends).
 //!
 //! Written on `reqwest` rather than `octocrab`: we call three endpoints, need exact control of the
 //! retry budget (Event Grid stops waiting after 30 s), and octocrab's App-auth and retry layers
@@ -12,6 +13,7 @@ mod answers;
 mod auth;
 pub mod client;
 pub mod dispatch;
+pub mod follow;
 mod settings;
 mod tokens;
 
@@ -103,15 +105,15 @@ impl GithubClient {
     }
 
     /// After a crash between sending and recording, whether the dispatch already took effect:
-    /// the URL of a workflow run that carries one of `event_ids`, started since `since`. `None`
-    /// when there is none, or when it cannot tell (then a takeover sends again).
+    /// the URL (and id) of a workflow run that carries one of `event_ids`, started since `since`.
+    /// `None` when there is none, or when it cannot tell (then a takeover sends again).
     pub async fn find_existing_run(
         &self,
         plan: &ActionPlan,
         event_ids: &[String],
         since: OffsetDateTime,
         log: &InvocationLog,
-    ) -> Result<Option<String>, ActionError> {
+    ) -> Result<Option<(String, Option<u64>)>, ActionError> {
         let ActionPlan::Github(plan) = plan else {
             return Ok(None);
         };
@@ -171,6 +173,10 @@ impl GithubClient {
                 );
                 carried.iter().any(|id| title.contains(id.as_str()))
             })
-            .and_then(|run| run["html_url"].as_str().map(str::to_string)))
+            .and_then(|run| {
+                run["html_url"]
+                    .as_str()
+                    .map(|url| (url.to_string(), run["id"].as_u64()))
+            }))
     }
 }

@@ -242,6 +242,8 @@ impl RolloutEngine {
                     ));
                     state.phase = Phase::Failed;
                     state.next_step = "an operator must restore the endpoint's traffic".into();
+                    // The deployment stays: its logs tell the operator why it failed.
+                    self.keep_logs(state, log).await;
                     return Ok(Next::Finished);
                 }
                 Err(StepError::Transient(format!("restoring traffic: {why}")))
@@ -267,6 +269,12 @@ impl RolloutEngine {
             state.phase = Phase::RolledBack;
             state.next_step = "nothing".into();
             return Ok(Next::Finished);
+        }
+        // Its logs go with it: read them first, as a step of their own (recorded before the
+        // delete is sent).
+        if state.logs.is_none() {
+            self.keep_logs(state, log).await;
+            return Ok(Next::Now);
         }
         let workspace = ws(&state.workspace)?;
         match self

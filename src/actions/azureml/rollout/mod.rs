@@ -22,6 +22,7 @@ mod engine;
 mod finish;
 mod judging;
 mod lock;
+mod logs;
 mod machine;
 mod queue;
 mod smoke;
@@ -35,5 +36,6 @@ pub use crate::domain::rollout::{
 pub use assets::code_uri;
 pub use engine::{Next, RolloutEngine};
 pub use lock::lock_name;
+pub use logs::containers_for;
 pub use queue::{Acquired, EndpointLock, MAX_QUEUED, QueuedVersion};
 pub use traffic::canary_split;
