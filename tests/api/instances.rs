@@ -386,10 +386,10 @@ const APPROVED: &str = "{ strategy: linear, steps: [20, 50], bake_minutes: 0, re
 async fn cut_cell(cut: &Cut) -> Result<(), String> {
     let fail = |what: &str, detail: String| Err(format!("{}: {what}: {detail}", cut.name));
     let pair = Pair::start(|t| t.config("credit-ep", cut.rollout), &[]).await;
+    // Approved by a person once the approval is asked for (a tag set earlier does not count).
+    let mut approved = !cut.approved;
     if cut.approved {
-        pair.t
-            .arm
-            .add_model("2", json!({"autodeploy.approved": "true"}), None);
+        pair.t.arm.add_model("2", json!({}), None);
     }
     let cutter = pair.storage.cutter();
     pair.t.arm.with(|s| {
@@ -412,6 +412,14 @@ async fn cut_cell(cut: &Cut) -> Result<(), String> {
     {
         if Instant::now() > deadline {
             return fail("never reached the traffic change", String::new());
+        }
+        if !approved
+            && pair.record("credit-risk", "2").await["rollout"]["phase"] == "awaiting_approval"
+        {
+            pair.t
+                .arm
+                .add_model("2", json!({"autodeploy.approved": "true"}), None);
+            approved = true;
         }
         pair.tick().await;
         tokio::time::sleep(POLL).await;
