@@ -11,6 +11,7 @@
 
 mod analysis;
 mod azureml;
+mod batch;
 pub mod gate;
 mod github;
 pub mod notify;
@@ -30,6 +31,9 @@ use crate::settings::{Env, ProcessEnv};
 use problems::{Walker, present};
 
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
+pub use batch::{
+    BatchTarget, DEFAULT_SMOKE_JOB_MINUTES, SmokeJob, check_input as batch_check_input,
+};
 pub use github::{
     GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN, MAX_WORKFLOW_INPUTS, MAX_WORKFLOW_INPUTS_GHES,
     RepoSlug, max_workflow_inputs,

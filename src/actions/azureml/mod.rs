@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod assets;
+pub mod batch;
 pub mod deploy;
 pub mod rollout;
 pub mod translate;
@@ -35,6 +36,9 @@ pub struct AzureMlPlan {
     /// What to register before the deployment PUT (local code, inline environment, data assets).
     #[serde(default, skip_serializing_if = "no_assets")]
     pub assets: Box<AssetPlan>,
+    /// A batch endpoint rollout (`endpoint` is then a batch endpoint, `body` a batch deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Box<batch::BatchPlan>>,
 }
 
 /// A smoke test, ready to send.
@@ -49,6 +53,9 @@ pub struct SmokeTestPlan {
 impl AzureMlPlan {
     /// The planned traffic steps, their bakes, judgements and approval, in words (dry runs).
     pub fn rollout_steps(&self) -> Vec<String> {
+        if let Some(batch) = &self.batch {
+            return batch.steps(self);
+        }
         let r = &self.rollout;
         let steps = r.traffic_steps();
         let mut out = Vec::new();
@@ -155,7 +162,12 @@ pub fn plan(
             .replace("{workspace}", &workspace),
     )
     .unwrap_or_else(|_| action.template.body.clone());
-    body["properties"]["model"] = json!(model_id);
+    // A batch deployment references its model as an asset reference, an online one by id.
+    body["properties"]["model"] = if action.batch.is_some() {
+        json!({"referenceType": "Id", "assetId": model_id})
+    } else {
+        json!(model_id)
+    };
     let deployment = deployment_name(rendered_name, model_version);
     let template = &action.template.assets;
     let data = match &template.collector {
@@ -182,6 +194,11 @@ pub fn plan(
             expect_status: s.expect_status,
         }),
         rollout: (*action.rollout).clone(),
+        batch: action.batch.as_ref().map(|b| {
+            Box::new(batch::BatchPlan {
+                smoke_job: b.smoke_job.clone(),
+            })
+        }),
     }
 }
 
