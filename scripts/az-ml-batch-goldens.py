@@ -401,7 +401,7 @@ def endpoint_default_goldens():
 
 # ---------------------------------------------------------------- the smoke job (invoke one deployment)
 INVOKE_CASES = [
-    # (case, --input, --input-type, the data asset's type when --input is azureml:NAME:VERSION)
+    # (case, --input, --input-type, the data asset's type when --input is azureml:NAME:VERSION[, --job-name])
     ("data-asset-folder", "azureml:heart-unlabeled:3", None, "uri_folder"),
     ("data-asset-file", "azureml:heart-sample:1", None, "uri_file"),
     # With --input-type the data asset is not read: its id is built from NAME:VERSION.
@@ -411,6 +411,8 @@ INVOKE_CASES = [
     ("datastore-file", "azureml://datastores/workspaceblobstore/paths/heart/sample.csv", "uri_file", None),
     ("https-folder", "https://azuremlexampledata.blob.core.windows.net/data/heart-disease-uci/data", None, None),
     ("https-file", "https://azuremlexampledata.blob.core.windows.net/data/mnist/sample.csv", "uri_file", None),
+    # A job named by the caller (az ml batch-endpoint invoke --job-name): how a resumed submission finds its job.
+    ("named-job", "azureml:heart-unlabeled:3", None, "uri_folder", "smoke-fraud-model-7-0a1b2c3d"),
 ]
 
 
@@ -429,11 +431,12 @@ def cli_input(ml_data, given, input_type):
 
 def invoke_goldens():
     cases = []
-    for name, given, input_type, data_type in INVOKE_CASES:
+    for name, given, input_type, data_type, *job_name in INVOKE_CASES:
         online.REC = BatchRecorder()
         _, ep_ops = build_batch_operations()
         job_input = cli_input(FakeData(data_type), given, input_type)
-        job = ep_ops.invoke(endpoint_name="fraud-batch", deployment_name="fraud-model-7", input=job_input)
+        extra = {"job_name": job_name[0]} if job_name else {}
+        job = ep_ops.invoke(endpoint_name="fraud-batch", deployment_name="fraud-model-7", input=job_input, **extra)
         url, body, headers = online.REC.invoke
         request_id = headers.pop("repeatability_request-id")
         assert len(request_id) == 36, request_id
@@ -446,6 +449,7 @@ def invoke_goldens():
                     ("case", name),
                     ("input", given),
                     ("input_type", input_type),
+                    ("job_name_given", job_name[0] if job_name else None),
                     ("data_asset_get", [f"{n}:{v}" for n, v in online.REC.data_gets]),
                     ("data_asset_type", data_type),
                     ("endpoint_get", online.REC.endpoint_gets),

@@ -16,6 +16,7 @@ pub mod check_config;
 pub mod evaluate;
 pub mod replay;
 pub mod rollback;
+mod rollback_batch;
 pub mod serve;
 pub mod status;
 pub mod watch;

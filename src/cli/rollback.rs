@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use crate::actions::ActionPlan;
 use crate::actions::azureml::deploy::Deployer;
 use crate::actions::azureml::rollout::Phase;
 use crate::config::{Config, RuleAction};
@@ -123,6 +124,12 @@ pub async fn rollback(
             "a rollout just started on {endpoint}; try again when it is finished"
         )?;
         return Ok(false);
+    }
+    if matches!(record.action.as_deref(), Some(ActionPlan::AzureMl(plan)) if plan.batch.is_some()) {
+        return super::rollback_batch::rollback_default(
+            deployer, workspace, endpoint, record, etag, rollout, out,
+        )
+        .await;
     }
     writeln!(
         out,

@@ -209,7 +209,16 @@ pub struct ArmState {
     pub assets: crate::fake_assets::AssetState,
     /// Deployment PUTs must reference only registered assets (tests that register them).
     pub check_asset_references: bool,
+    /// Batch endpoints, deployments and jobs (tests/common/fake_batch.rs).
+    pub batch: crate::fake_batch::BatchState,
     base: String,
+}
+
+impl ArmState {
+    /// This fake's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
 }
 
 #[derive(Clone)]
@@ -490,6 +499,16 @@ async fn handle(
                 "no such MLflow API",
             ),
         };
+    }
+    if let Some(answer) = crate::fake_batch::handle(
+        &mut s,
+        &method,
+        &path,
+        uri.query().unwrap_or(""),
+        &headers,
+        &body,
+    ) {
+        return answer;
     }
     if let Some(id) = path.strip_prefix("/operations/") {
         return poll(&mut s, id, false);

@@ -270,6 +270,7 @@ impl Deployer {
         for _ in 0..MAX_STEPS_PER_VISIT {
             let before = rollout.phase;
             let assets_before = rollout.assets.clone();
+            let batch_before = rollout.batch.clone();
             next = self
                 .engine
                 .step(plan, &mut rollout, record.forced, log)
@@ -318,8 +319,13 @@ impl Deployer {
             // again, so a storage outage leaves the record at most one (idempotent) step behind
             // ARM. Resuming several steps back could, e.g., send traffic to a deployment that an
             // unrecorded cleanup already deleted.
-            // Asset progress too: a fresh code name or a finished upload is not repeated.
-            if rollout.phase != before || rollout.assets != assets_before {
+            // Asset progress too: a fresh code name or a finished upload is not repeated; and a
+            // batch rollout's intents (the default it is about to set, the smoke job it is about
+            // to submit) before the request that acts on them.
+            if rollout.phase != before
+                || rollout.assets != assets_before
+                || rollout.batch != batch_before
+            {
                 record.rollout = Some(Box::new(rollout.clone()));
                 etag = self.ledger.save(&record, &etag).await?;
             }

@@ -249,7 +249,7 @@ fn the_smoke_job_invoke_matches_the_sdk() {
     assert_eq!(golden["sdk"], "azure-ai-ml 1.35.2");
     let workspace = golden["workspace"].as_str().unwrap();
     let cases = golden["cases"].as_array().unwrap();
-    assert!(cases.len() >= 6);
+    assert!(cases.len() >= 8);
     for case in cases {
         let name = case["case"].as_str().unwrap();
         let job = SmokeJob {
@@ -266,7 +266,11 @@ fn the_smoke_job_invoke_matches_the_sdk() {
             "{name}"
         );
         let input = job_input(&job, workspace, case["data_asset_type"].as_str());
-        assert_eq!(input.body(), case["body"], "{name}");
+        assert_eq!(
+            input.body(case["job_name_given"].as_str()),
+            case["body"],
+            "{name}"
+        );
         assert_eq!(case["endpoint_get"], json!(["fraud-batch"]), "{name}");
         let headers: Vec<&str> = case["headers"]
             .as_object()

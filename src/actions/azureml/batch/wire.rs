@@ -74,13 +74,19 @@ pub struct JobInput {
 }
 
 impl JobInput {
-    /// The invoke body: `{"properties": {"inputData": {"UriFolder": {"jobInputType": …, "uri": …}}}}`.
-    pub fn body(&self) -> Value {
+    /// The invoke body: `{"properties": {"inputData": {"UriFolder": {"jobInputType": …, "uri": …}},
+    /// "name": JOB}}`; the name as `--job-name` sends it (a resumed submission finds its job by it).
+    pub fn body(&self, job_name: Option<&str>) -> Value {
         let key = match self.kind.as_str() {
             "uri_file" => "UriFile",
             _ => "UriFolder",
         };
-        json!({"properties": {"inputData": {key: {"jobInputType": key, "uri": self.uri}}}})
+        let mut body =
+            json!({"properties": {"inputData": {key: {"jobInputType": key, "uri": self.uri}}}});
+        if let Some(name) = job_name {
+            body["properties"]["name"] = json!(name);
+        }
+        body
     }
 }
 

@@ -85,6 +85,9 @@ impl RolloutEngine {
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
         let Some(spec) = &plan.rollout.approval else {
+            if plan.batch.is_some() {
+                return Ok(self.begin_switch(plan, state));
+            }
             self.promote(plan, state);
             return self.apply_pending(plan, state, log).await;
         };
@@ -108,6 +111,10 @@ impl RolloutEngine {
                     d.by,
                     rfc3339(d.at)
                 ));
+                // Approved: a batch endpoint's new deployment becomes its default.
+                if plan.batch.is_some() {
+                    return Ok(self.begin_switch(plan, state));
+                }
                 self.promote(plan, state);
                 self.apply_pending(plan, state, log).await
             }

@@ -28,6 +28,7 @@ use crate::ledger::Ledger;
 
 mod approval;
 mod assets;
+mod batch;
 mod finish;
 mod judging;
 mod lock;
@@ -38,6 +39,7 @@ mod traffic;
 
 pub use approval::{ApprovalDecision, ApprovalState};
 pub use assets::{AssetProgress, code_uri};
+pub use batch::{BatchProgress, SmokeJobRun};
 pub use lock::{Acquired, EndpointLock, QueuedVersion, lock_name};
 pub use traffic::canary_split;
 
@@ -193,6 +195,9 @@ pub struct RolloutState {
     /// Why the metrics could not be read lately (an API error, a missing role), if they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_problem: Option<String>,
+    /// A batch endpoint rollout's default switch and smoke job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchProgress>,
 }
 
 /// How many judgements a record keeps.
@@ -239,6 +244,7 @@ impl RolloutState {
             approval: None,
             judgements: Vec::new(),
             metrics_problem: None,
+            batch: None,
         }
     }
 
