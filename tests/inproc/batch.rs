@@ -275,3 +275,28 @@ async fn observe_mode_records_the_batch_plan_and_touches_nothing() {
     );
     assert!(t.fakes.arm.with(|s| s.requests.is_empty()), "no ARM call");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gate_compares_with_the_model_of_the_batch_endpoints_default() {
+    let t = Batch::new().await;
+    t.fakes
+        .arm
+        .add_model("5", json!({"accuracy": "0.91"}), None);
+    let app = t.spawn("    gate: { metric: accuracy, min: 0.5 }\n").await;
+
+    let worse = app
+        .post_event(&model_event(
+            "credit-risk",
+            "24",
+            json!({"accuracy": "0.87"}),
+        ))
+        .await;
+
+    assert_eq!(worse.decision(), "rejected", "{}", worse.raw);
+    assert_eq!(
+        worse.body["ReturnValue"]["reason"],
+        "rejected: accuracy 0.87 < champion credit-risk:5 0.91 + 0",
+        "the champion is the model of the batch endpoint's default deployment"
+    );
+    assert!(t.fakes.arm.with(|s| s.batch.deployment_puts.is_empty()));
+}
