@@ -16,8 +16,10 @@
 //!    dispatch) and [`actions::azureml`]: the `az ml` YAML translation and the assets it registers
 //!    first ([`actions::azureml::assets`]: code folder hash and upload, inline environments,
 //!    labels, data collectors), canary [`actions::azureml::analysis`] (pure judge), the rollout
-//!    (lock, assets phase, smoke test, traffic steps, judging, approval, phase machine), and
-//!    [`actions::azureml::deploy`], which runs rollouts from the ledger.
+//!    (lock, assets phase, smoke test, traffic steps, judging, approval, phase machine; for batch
+//!    endpoints, [`actions::azureml::batch`]: their YAML translation, and in the rollout the smoke
+//!    job and the default switch), and [`actions::azureml::deploy`], which runs rollouts from the
+//!    ledger.
 //! 7. [`ledger`] (`ledger/`): one durable record per model version, written only through its
 //!    compare-and-swap ([`ledger::write`]); the outbox of due work.
 //! 8. [`pipeline`] (`pipeline/`): steps 3–7 for one event (decide and answer with a typed

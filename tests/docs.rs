@@ -327,10 +327,18 @@ fn provide_deployment_files(deployment: &Path) {
     if let Some(code) = code
         && !base.join(code).exists()
     {
-        // The example folder of that name (`batch-scripts/`), else the online one.
+        // The example folder of that name, else the one holding the scoring script (the online
+        // `scripts/` or the batch `batch-scripts/`).
+        let script = value
+            .get("code_configuration")
+            .and_then(|c| c.get("scoring_script"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let named = examples.join(code);
-        let source = if named.is_dir() {
+        let source = if named.join(script).is_file() {
             named
+        } else if examples.join("batch-scripts").join(script).is_file() {
+            examples.join("batch-scripts")
         } else {
             examples.join("scripts")
         };

@@ -18,7 +18,7 @@ use super::{CliError, ConfigArg, LedgerCommandError};
 /// `rollback ENDPOINT [--workspace ID] [--config F]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RollbackArgs {
-    /// The online endpoint.
+    /// The online endpoint (or batch endpoint: its previous default becomes the default again).
     endpoint: String,
     /// Workspace ARM id (default: from the config rule that deploys to ENDPOINT).
     #[arg(long)]
