@@ -151,6 +151,23 @@ async fn a_batch_yaml_with_local_code_and_an_inline_environment_deploys_and_beco
         invokes[0].1["properties"]["inputData"],
         json!({"UriFolder": {"jobInputType": "UriFolder", "uri": format!("{WS}/data/heart-unlabeled/versions/3")}})
     );
+    // With an Entra token for the Azure ML audience, as az ml's invoke asks for.
+    let audiences: Vec<String> =
+        t.mi.received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|r| {
+                r.url
+                    .query_pairs()
+                    .find(|(k, _)| k == "resource")
+                    .map(|(_, v)| v.to_string())
+            })
+            .collect();
+    assert!(
+        audiences.iter().any(|a| a == "https://ml.azure.com"),
+        "{audiences:?}"
+    );
     let job = &record["rollout"]["batch"]["smoke_job"];
     assert_eq!(job["status"], "Completed", "{record:#}");
     assert_eq!(
@@ -278,6 +295,15 @@ async fn rollback_makes_the_previous_default_the_default_again() {
     let (code, out, _) = cli(&t, &["status", "credit-risk"]);
     assert_eq!(code, 0);
     assert!(out.contains("credit-risk-21=100%"), "{out}");
+    let (code, out, _) = cli(
+        &t,
+        &["status", "credit-risk:21", "--watch", "--interval", "1"],
+    );
+    assert_eq!(code, 0, "promoted: {out}");
+    assert!(
+        out.contains("phase retaining") && out.contains("credit-risk-21") && out.contains("100%"),
+        "{out}"
+    );
 
     let (code, out, err) = cli(&t, &["rollback", "credit-batch", "--workspace", WS]);
     assert_eq!(code, 0, "{out}{err}");
