@@ -26,6 +26,9 @@ param githubSecretName string = 'github-credential'
 @description('Maximum instances of the Flex Consumption app.')
 param maximumInstanceCount int = 40
 
+@description('Storage account (in this resource group) holding the input of batch smoke jobs on credential-less datastores; leave empty when none.')
+param batchInputStorageAccountName string = ''
+
 var storageName = take(toLower(replace('${functionAppName}st', '-', '')), 24)
 var deploymentContainer = 'app-package'
 var ledgerContainer = 'autodeploy'
@@ -158,7 +161,12 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' exi
 // Built-in role ids.
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+// Covers online and batch endpoints alike: deployments, the batch endpoint's default switch, and
+// the smoke job (invoking a batch deployment creates a job and its runs as the invoking identity,
+// reads the data asset and lists datastore secrets), all workspace actions this role grants.
 var azureMlDataScientist = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
+// A batch job reads a credential-less datastore as the identity that invoked it (here the app's).
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 // Canary analysis reads the endpoints' Azure Monitor metrics (Microsoft.Insights/metrics/read),
 // which no Azure ML role grants; on the workspace it covers every endpoint below it.
 var monitoringReader = '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
@@ -200,6 +208,20 @@ resource metricsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringReader)
+  }
+}
+
+resource batchInput 'Microsoft.Storage/storageAccounts@2023-05-01' existing = if (!empty(batchInputStorageAccountName)) {
+  name: empty(batchInputStorageAccountName) ? storageName : batchInputStorageAccountName
+}
+
+resource batchInputRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(batchInputStorageAccountName)) {
+  name: guid(batchInput.id, functionApp.id, storageBlobDataReader)
+  scope: batchInput
+  properties: {
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
   }
 }
 

@@ -17,7 +17,9 @@
 //!    decided, and a rollout's progress, are [`domain`] types (`domain/`), stored in the record.
 //! 6. [`actions`] (`actions/`): one home per action: [`actions::github`] (settings, client, App
 //!    auth, dispatch) and [`actions::azureml`]: the rollout (lock, assets phase and streaming code upload,
-//!    smoke test, traffic steps, judging by the pure [`canary`] judge, approval, phase machine),
+//!    smoke test, traffic steps, judging by the pure [`canary`] judge, approval, phase machine; for
+//!    batch endpoints the smoke job and the default switch, with [`actions::azureml::batch`]'s wire
+//!    bodies),
 //!    and [`actions::azureml::deploy`], which runs rollouts from the ledger.
 //! 7. [`ledger`] (`ledger/`): one durable record per model version, written only through its
 //!    compare-and-swap ([`ledger::write`]); the outbox of due work.

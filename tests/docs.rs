@@ -27,6 +27,8 @@ enum Kind {
     Notify,
     /// An `az ml` managed online deployment YAML.
     Deployment,
+    /// An `az ml` batch deployment YAML.
+    BatchDeployment,
     /// A GitHub Actions workflow.
     Workflow,
 }
@@ -40,6 +42,7 @@ impl Kind {
             "rollout" => Kind::Rollout,
             "notify" => Kind::Notify,
             "deployment" => Kind::Deployment,
+            "batch-deployment" => Kind::BatchDeployment,
             "workflow" => Kind::Workflow,
             _ => return None,
         })
@@ -276,8 +279,13 @@ fn provide_referenced_files(config: &str, dir: &Path) {
     };
     let examples = root().join("examples");
     for azureml in rules.iter().filter_map(|r| r.get("azureml")) {
+        let deployment = if azureml.get("batch_endpoint").is_some() {
+            "deployments/churn-batch.yml"
+        } else {
+            "deployments/churn.yml"
+        };
         let wanted = [
-            (azureml.get("deployment"), "deployments/churn.yml"),
+            (azureml.get("deployment"), deployment),
             (
                 azureml.get("smoke_test").and_then(|s| s.get("request")),
                 "requests/churn.json",
@@ -319,7 +327,22 @@ fn provide_deployment_files(deployment: &Path) {
     if let Some(code) = code
         && !base.join(code).exists()
     {
-        copy_dir(&examples.join("scripts"), &base.join(code));
+        // The example folder of that name, else the one holding the scoring script (the online
+        // `scripts/` or the batch `batch-scripts/`).
+        let script = value
+            .get("code_configuration")
+            .and_then(|c| c.get("scoring_script"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let named = examples.join(code);
+        let source = if named.join(script).is_file() {
+            named
+        } else if examples.join("batch-scripts").join(script).is_file() {
+            examples.join("batch-scripts")
+        } else {
+            examples.join("scripts")
+        };
+        copy_dir(&source, &base.join(code));
     }
     let conda = value
         .get("environment")
@@ -377,6 +400,16 @@ fn load(kind: Kind, text: &str) -> Result<(), Vec<String>> {
             std::fs::write(&path, dedent(text)).unwrap();
             to_text(&rules(vec![azureml_rule("deployments/example.yml")]))
         }
+        Kind::BatchDeployment => {
+            let path = dir.path().join("deployments/example.yml");
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, dedent(text)).unwrap();
+            let mut rule = azureml_rule("deployments/example.yml");
+            let azureml = rule["azureml"].as_mapping_mut().unwrap();
+            azureml.remove("endpoint");
+            azureml.insert("batch_endpoint".into(), "docs-batch".into());
+            to_text(&rules(vec![rule]))
+        }
     };
     provide_referenced_files(&config, dir.path());
     let path = dir.path().join("autodeploy.yml");
@@ -399,10 +432,15 @@ fn load(kind: Kind, text: &str) -> Result<(), Vec<String>> {
 /// Loads the deployment YAML at `path` (whose local files are beside it) as a direct-deployment
 /// rule's deployment file, from a config read as if it were beside it (referenced files stay
 /// inside the config file's folder; nothing is written there).
-fn deployment_in_place(path: &Path) -> Result<(), Vec<String>> {
+fn deployment_in_place(path: &Path, batch: bool) -> Result<(), Vec<String>> {
     let folder = path.parent().unwrap();
     let name = path.file_name().unwrap().to_str().unwrap();
-    let rule = azureml_rule(name);
+    let mut rule = azureml_rule(name);
+    if batch {
+        let azureml = rule["azureml"].as_mapping_mut().unwrap();
+        azureml.remove("endpoint");
+        azureml.insert("batch_endpoint".into(), "docs-batch".into());
+    }
     Config::parse(
         &to_text(&rules(vec![rule])),
         &folder.join("autodeploy.docs-check.yml"),
@@ -522,7 +560,13 @@ fn every_yaml_file_under_examples_loads() {
                 .is_some_and(|s| s.contains("OnlineDeployment"))
         {
             // Loaded in place too: its code folder and conda file must exist beside it.
-            deployment_in_place(path)
+            deployment_in_place(path, false)
+        } else if value
+            .get("$schema")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.contains("BatchDeployment"))
+        {
+            deployment_in_place(path, true)
         } else if value.get("dependencies").is_some_and(Value::is_sequence) {
             Ok(()) // a conda file; the deployment that names it checks it
         } else {

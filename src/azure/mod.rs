@@ -7,6 +7,7 @@
 //! audience per hour for the whole process.
 
 pub mod arm;
+pub mod batch;
 pub mod ml;
 pub mod monitor;
 

@@ -63,6 +63,25 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
                             github.repository
                         ),
                     },
+                    RuleAction::AzureMl(azureml) if azureml.batch.is_some() => format!(
+                        "deploy to batch endpoint {} ({}, made the default{}{})",
+                        azureml.endpoint,
+                        azureml.deployment_file.display(),
+                        if azureml
+                            .batch
+                            .as_ref()
+                            .is_some_and(|b| b.smoke_job.is_some())
+                        {
+                            " after a smoke job"
+                        } else {
+                            ""
+                        },
+                        if azureml.rollout.approval.is_some() {
+                            " and approval"
+                        } else {
+                            ""
+                        }
+                    ),
                     RuleAction::AzureMl(azureml) => format!(
                         "deploy to endpoint {} ({}, {}{})",
                         azureml.endpoint,

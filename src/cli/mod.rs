@@ -15,6 +15,7 @@ mod errors;
 pub mod evaluate;
 pub mod replay;
 pub mod rollback;
+mod rollback_batch;
 pub mod serve;
 pub mod status;
 pub mod story;
@@ -55,8 +56,8 @@ pub enum Command {
     /// Read model versions from Azure ML and run them through the pipeline, as if just
     /// registered; a dry run unless --execute (then recorded as manually triggered).
     Evaluate(evaluate::EvaluateArgs),
-    /// Restore an endpoint's traffic to what it was before the last rollout (while the previous
-    /// deployments are retained).
+    /// Restore an endpoint's traffic to what it was before the last rollout, or a batch
+    /// endpoint's previous default (while the previous deployments are retained).
     Rollback(rollback::RollbackArgs),
     /// Validate the config file and print every problem.
     CheckConfig(check_config::CheckConfigArgs),

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use crate::actions::ActionPlan;
 use crate::actions::azureml::deploy::Deployer;
 use crate::actions::azureml::rollout::Phase;
 use crate::config::{Config, RuleAction};
@@ -21,7 +22,7 @@ const ROLLED_BACK_BY_HAND: &str = "rolled back by hand (aml-autodeploy rollback)
 /// `rollback ENDPOINT [--workspace ID] [--config F]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RollbackArgs {
-    /// The online endpoint.
+    /// The online endpoint (or batch endpoint: its previous default becomes the default again).
     endpoint: String,
     /// Workspace ARM id (default: from the config rule that deploys to ENDPOINT).
     #[arg(long)]
@@ -132,6 +133,12 @@ pub async fn rollback(
             "a rollout just started on {endpoint}; try again when it is finished"
         )?;
         return Ok(false);
+    }
+    if matches!(record.action.as_deref(), Some(ActionPlan::AzureMl(plan)) if plan.batch.is_some()) {
+        return super::rollback_batch::rollback_default(
+            deployer, workspace, endpoint, record, etag, rollout, out,
+        )
+        .await;
     }
     writeln!(
         out,

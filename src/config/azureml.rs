@@ -1,22 +1,25 @@
-//! The `azureml:` block of a rule: direct deployment to a managed online endpoint, with its
-//! deployment YAML, deployment name, target workspace and smoke test (`rollout:` is in
-//! [`super::rollout`]).
+//! The `azureml:` block of a rule: direct deployment to a managed online endpoint (or, with
+//! `batch_endpoint`, to a batch endpoint: [`super::batch`]), with its deployment YAML, deployment
+//! name, target workspace and smoke test (`rollout:` is in [`super::rollout`]).
 
 use std::path::PathBuf;
 
 use serde_norway::Value;
 
+use super::batch::BatchTarget;
 use super::problems::workspace_arm_id;
 use super::problems::{Walker, join, present};
 use super::rollout::RolloutSpec;
 use super::template::Template;
+use crate::deployment::batch::translate_batch;
 use crate::deployment::translate::{DeploymentTemplate, translate};
 use crate::event::WorkspaceId;
 
 /// The `azureml:` block of a rule.
 #[derive(Debug, Clone)]
 pub struct AzureMlAction {
-    /// Online endpoint name (wins over the YAML's `endpoint_name`).
+    /// Online endpoint name (wins over the YAML's `endpoint_name`); with `batch`, the batch
+    /// endpoint's (`batch_endpoint`).
     pub endpoint: String,
     /// The deployment YAML, resolved against the config file's folder.
     pub deployment_file: PathBuf,
@@ -30,6 +33,9 @@ pub struct AzureMlAction {
     pub smoke_test: Option<SmokeTest>,
     /// How traffic moves.
     pub rollout: Box<RolloutSpec>,
+    /// A batch endpoint rule (`batch_endpoint`): the deployment YAML is an `az ml
+    /// batch-deployment` one and the new deployment becomes the endpoint's default.
+    pub batch: Option<Box<BatchTarget>>,
 }
 
 /// `smoke_test:`.
@@ -62,20 +68,41 @@ impl Walker<'_> {
             map,
             &[
                 "endpoint",
+                "batch_endpoint",
                 "deployment",
                 "name",
                 "target_workspace",
                 "smoke_test",
+                "smoke_job",
                 "rollout",
             ],
             location,
         );
-        let endpoint = self.parsed(map, "endpoint", location, true, |e| {
+        let batch = present(map, "batch_endpoint").is_some();
+        let (key, kind) = if batch {
+            ("batch_endpoint", "a batch endpoint")
+        } else {
+            ("endpoint", "an online endpoint")
+        };
+        if batch && present(map, "endpoint").is_some() {
+            self.problem(
+                location,
+                "exactly one of `endpoint` (an online endpoint) or `batch_endpoint` (a batch endpoint), not both",
+            );
+        }
+        if !batch && present(map, "endpoint").is_none() {
+            self.problem(
+                &join(location, "endpoint"),
+                "is required: the online endpoint to deploy to (or `batch_endpoint` for a batch endpoint)",
+            );
+        }
+        self.endpoint_kind_keys(map, batch, location);
+        let endpoint = self.parsed(map, key, location, batch, |e| {
             let e = e.trim();
             if valid_azureml_name(e) {
                 Ok(e.to_string())
             } else {
-                Err(format!("{e:?} is not an online endpoint name (3-32 letters, digits and '-', starting with a letter)"))
+                Err(format!("{e:?} is not {kind} name (3-32 letters, digits and '-', starting with a letter)"))
             }
         });
         let target_workspace = self.parsed(map, "target_workspace", location, false, |raw| {
@@ -114,7 +141,12 @@ impl Walker<'_> {
                 };
                 let ws = target_workspace.as_ref().map(|w| w.as_ref());
                 let base = path.parent().unwrap_or(std::path::Path::new(""));
-                match translate(&yaml, ws, base, &self.folder) {
+                let translated = if batch {
+                    translate_batch(&yaml, ws, base, &self.folder)
+                } else {
+                    translate(&yaml, ws, base, &self.folder)
+                };
+                match translated {
                     Ok(template) => Some((path, template)),
                     Err(problems) => {
                         for p in problems {
@@ -126,8 +158,12 @@ impl Walker<'_> {
             });
 
         let smoke_test = match present(map, "smoke_test") {
-            None => Some(None),
-            Some(v) => self.smoke_test(v, &join(location, "smoke_test")).map(Some),
+            Some(v) if !batch => self.smoke_test(v, &join(location, "smoke_test")).map(Some),
+            _ => Some(None),
+        };
+        let smoke_job = match present(map, "smoke_job") {
+            Some(v) if batch => self.smoke_job(v, &join(location, "smoke_job")).map(Some),
+            _ => Some(None),
         };
         let rollout = match present(map, "rollout") {
             None => Some(RolloutSpec::default()),
@@ -142,6 +178,13 @@ impl Walker<'_> {
             target_workspace,
             smoke_test: smoke_test?,
             rollout: Box::new(rollout?),
+            batch: if batch {
+                Some(Box::new(BatchTarget {
+                    smoke_job: smoke_job?,
+                }))
+            } else {
+                None
+            },
         })
     }
 

@@ -11,6 +11,7 @@
 
 mod analysis;
 mod azureml;
+mod batch;
 pub mod gate;
 mod github;
 pub mod notify;
@@ -30,6 +31,9 @@ use problems::{Walker, present, workspace_arm_id};
 
 pub use crate::folder::{ConfigFolder, PathProblem, lexical};
 pub use azureml::{AzureMlAction, SmokeTest, valid_azureml_name};
+pub use batch::{
+    BatchTarget, DEFAULT_SMOKE_JOB_MINUTES, SmokeJob, check_input as batch_check_input,
+};
 pub use github::{
     DEFAULT_FOLLOW_HOURS, DEFAULT_GITHUB_API_URL, GithubAction, GithubTarget, MAX_EVENT_TYPE_LEN,
     MAX_FOLLOW_HOURS, MAX_WORKFLOW_INPUTS, MAX_WORKFLOW_INPUTS_GHES, RepoSlug, max_workflow_inputs,

@@ -5,4 +5,5 @@
 //! it, and the rollout registers what it planned.
 
 pub mod assets;
+pub mod batch;
 pub mod translate;

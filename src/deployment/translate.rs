@@ -40,6 +40,21 @@ const KNOWN_KEYS: &[&str] = &[
     "data_collector",
 ];
 
+/// Keys of an `az ml batch-deployment` YAML that an online deployment does not have.
+const BATCH_ONLY_KEYS: &[&str] = &[
+    "compute",
+    "resources",
+    "settings",
+    "mini_batch_size",
+    "max_concurrency_per_instance",
+    "output_action",
+    "output_file_name",
+    "retry_settings",
+    "error_threshold",
+    "logging_level",
+    "component",
+];
+
 /// The translated deployment: the ARM body without `location` and `properties.model` (both filled
 /// at deploy time from the target workspace and the event's model), and the assets to register
 /// first (their ids are filled in when they are registered).
@@ -77,6 +92,9 @@ pub fn translate(
     for key in map.keys() {
         match key.as_str() {
             Some(k) if KNOWN_KEYS.contains(&k) => {}
+            Some(k) if BATCH_ONLY_KEYS.contains(&k) => problems.push(format!(
+                "`{k}` is a batch deployment key, not a managed online one; use `azureml.batch_endpoint` for a batch endpoint"
+            )),
             Some(k) => problems.push(format!(
                 "unknown or unsupported key `{k}` for a managed online deployment"
             )),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::batch::BatchPlan;
 use crate::config::{AzureMlAction, RolloutSpec};
 use crate::deployment::assets::AssetPlan;
 
@@ -29,6 +30,9 @@ pub struct AzureMlPlan {
     /// What to register before the deployment PUT (local code, inline environment, data assets).
     #[serde(default, skip_serializing_if = "no_assets")]
     pub assets: Box<AssetPlan>,
+    /// A batch endpoint rollout (`endpoint` is then a batch endpoint, `body` a batch deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Box<BatchPlan>>,
 }
 
 /// A smoke test, ready to send.
@@ -43,6 +47,9 @@ pub struct SmokeTestPlan {
 impl AzureMlPlan {
     /// The planned traffic steps, their bakes, judgements and approval, in words (dry runs).
     pub fn rollout_steps(&self) -> Vec<String> {
+        if let Some(batch) = &self.batch {
+            return self.batch_steps(batch);
+        }
         let r = &self.rollout;
         let steps = r.traffic_steps();
         let mut out = Vec::new();
@@ -121,6 +128,44 @@ impl AzureMlPlan {
     }
 }
 
+impl AzureMlPlan {
+    /// A batch rollout's steps in words, for dry runs.
+    fn batch_steps(&self, batch: &BatchPlan) -> Vec<String> {
+        let plan = self;
+        let mut out = vec![format!(
+            "create batch deployment {} on batch endpoint {} and wait for it",
+            plan.deployment, plan.endpoint
+        )];
+        if let Some(job) = &batch.smoke_job {
+            out.push(format!(
+                "smoke job: invoke {} (not the default) with input {}{}, follow the job; it must complete within {} min",
+                plan.deployment,
+                job.input,
+                job.input_type
+                    .as_deref()
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default(),
+                job.timeout_minutes
+            ));
+        }
+        if let Some(approval) = &plan.rollout.approval {
+            out.push(format!(
+                "approval: wait for tag {}=true on the model version (or `aml-autodeploy approve`), at most {} h",
+                approval.tag, approval.timeout_hours
+            ));
+        }
+        out.push(format!(
+            "make {} the default of {}: GET the batch endpoint, PUT it back with defaults.deploymentName",
+            plan.deployment, plan.endpoint
+        ));
+        out.push(format!(
+            "keep the previous default for {} min (rollback), then delete it",
+            plan.rollout.retain_previous_minutes
+        ));
+        out
+    }
+}
+
 fn no_assets(assets: &AssetPlan) -> bool {
     assets.is_empty()
 }
@@ -149,7 +194,12 @@ pub fn plan(
             .replace("{workspace}", &workspace),
     )
     .unwrap_or_else(|_| action.template.body.clone());
-    body["properties"]["model"] = json!(model_id);
+    // A batch deployment references its model as an asset reference, an online one by id.
+    body["properties"]["model"] = if action.batch.is_some() {
+        json!({"referenceType": "Id", "assetId": model_id})
+    } else {
+        json!(model_id)
+    };
     let deployment = deployment_name(rendered_name, model_version);
     let template = &action.template.assets;
     let data = match &template.collector {
@@ -181,6 +231,11 @@ pub fn plan(
             expect_status: s.expect_status,
         }),
         rollout: (*action.rollout).clone(),
+        batch: action.batch.as_ref().map(|b| {
+            Box::new(BatchPlan {
+                smoke_job: b.smoke_job.clone(),
+            })
+        }),
     }
 }
 

@@ -4,5 +4,6 @@
 
 pub mod action;
 pub mod azureml;
+pub mod batch;
 pub mod rollout;
 pub mod tail;

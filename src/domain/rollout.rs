@@ -166,6 +166,9 @@ pub struct RolloutState {
     /// The failed deployment's logs, read before it was deleted (or before a manual rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<DeploymentLogs>,
+    /// A batch endpoint rollout's default switch and smoke job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchProgress>,
 }
 
 /// How many judgements a record keeps.
@@ -213,6 +216,7 @@ impl RolloutState {
             judgements: Vec::new(),
             metrics_problem: None,
             logs: None,
+            batch: None,
         }
     }
 
@@ -324,4 +328,57 @@ pub struct AssetProgress {
     /// The environment version's id (registered, or `@latest` resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_id: Option<String>,
+}
+
+/// What a batch rollout records besides the online fields. Stored in the record's
+/// `rollout.batch`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchProgress {
+    /// The endpoint's default deployment before this rollout (restored by `rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_default: Option<String>,
+    /// Written ahead of a default switch: the default this rollout is setting (or restoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switching_to: Option<String>,
+    /// The switch's PUT was sent in this attempt (an endpoint still not showing it then fails).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub switch_sent: bool,
+    /// The smoke job: its id, status and error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_job: Option<SmokeJobRun>,
+}
+
+/// A smoke job, from the moment its name is chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmokeJobRun {
+    /// The job's name (chosen before it is submitted, as `--job-name`).
+    pub name: String,
+    /// The submission's `repeatability_request-id`.
+    pub request_id: String,
+    /// The service accepted it (or it was found by name).
+    #[serde(default)]
+    pub submitted: bool,
+    /// The job's ARM id, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its last status (`NotStarted`, `Running`, `Completed`, `Failed`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was submitted.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub submitted_at: Option<OffsetDateTime>,
+    /// It must complete by then.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deadline: Option<OffsetDateTime>,
 }

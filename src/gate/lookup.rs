@@ -236,7 +236,9 @@ impl MetricLookup {
         endpoint: &str,
     ) -> Result<Option<Champion>, LookupError> {
         let Some(ep) = self.arm()?.online_endpoint(workspace, endpoint).await? else {
-            return Ok(None);
+            // No online endpoint of that name: a batch endpoint's champion is its default
+            // deployment (endpoint names are unique within a region across both kinds).
+            return self.batch_champion(spec, workspace, endpoint).await;
         };
         let traffic: Vec<(String, u64)> = ep["properties"]["traffic"]
             .as_object()
@@ -270,6 +272,47 @@ impl MetricLookup {
             return Ok(None);
         };
         let model_id = dep["properties"]["model"].as_str().unwrap_or_default();
+        self.champion_model(spec, deployment, model_id).await
+    }
+
+    /// The champion of a batch endpoint: its default deployment and that deployment's model.
+    async fn batch_champion(
+        &self,
+        spec: &GateSpec,
+        workspace: &WorkspaceId,
+        endpoint: &str,
+    ) -> Result<Option<Champion>, LookupError> {
+        let Some(ep) = self.arm()?.batch_endpoint(workspace, endpoint).await? else {
+            return Ok(None);
+        };
+        let Some(deployment) = ep["properties"]["defaults"]["deploymentName"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .map(str::to_string)
+        else {
+            return Ok(None);
+        };
+        let Some(dep) = self
+            .arm()?
+            .batch_deployment(workspace, endpoint, &deployment)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let model_id = dep["properties"]["model"]["assetId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.champion_model(spec, deployment, &model_id).await
+    }
+
+    /// The champion serving `model_id` from `deployment`, with that model's metric.
+    async fn champion_model(
+        &self,
+        spec: &GateSpec,
+        deployment: String,
+        model_id: &str,
+    ) -> Result<Option<Champion>, LookupError> {
         // …/workspaces/{ws}/models/{name}/versions/{version}
         let parts: Vec<&str> = model_id.split('/').collect();
         let (Some(v_idx), true) = (

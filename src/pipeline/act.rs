@@ -335,8 +335,13 @@ impl Pipeline {
         let ActionPlan::AzureMl(plan) = action else {
             return self.github.prepare(action);
         };
+        let kind = if plan.batch.is_some() {
+            "batchEndpoints"
+        } else {
+            "onlineEndpoints"
+        };
         let path = format!(
-            "{}/onlineEndpoints/{}/deployments/{}",
+            "{}/{kind}/{}/deployments/{}",
             plan.workspace, plan.endpoint, plan.deployment
         );
         let url = match &self.deployer {

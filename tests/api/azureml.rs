@@ -131,7 +131,7 @@ impl Direct {
     }
 
     /// Runs Reconcile passes until the record of `model:version` satisfies `done`.
-    async fn reconcile_until_with(
+    pub(crate) async fn reconcile_until_with(
         &self,
         app: &TestApp,
         model: &str,

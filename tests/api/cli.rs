@@ -20,7 +20,7 @@ fn check_config_accepts_the_bundled_example() {
         &[],
     );
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.contains("OK, 4 rule(s)"), "{stdout}");
+    assert!(stdout.contains("OK, 5 rule(s)"), "{stdout}");
 }
 
 #[test]

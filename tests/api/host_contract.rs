@@ -211,18 +211,27 @@ async fn every_structured_log_line_of_an_invocation_carries_its_invocation_id() 
         .await;
     assert_eq!(reply.status, 200);
 
-    // Under the host: the summary on stdout, any warning or error on stderr.
-    let stdout = app.stdout() + &app.stderr();
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| {
-            l.to_string().contains("evt-nobody-1")
-                || l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("no rule matched"))
-        })
-        .collect();
+    // Under the host: the summary on stdout, any warning or error on stderr. The process may
+    // write its summary just after the answer, and the reader threads copy it a moment later.
+    let invocation_lines = |output: &str| -> Vec<Value> {
+        output
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| {
+                l.to_string().contains("evt-nobody-1")
+                    || l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("no rule matched"))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut stdout = app.stdout() + &app.stderr();
+    while invocation_lines(&stdout).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+        stdout = app.stdout() + &app.stderr();
+    }
+    let lines = invocation_lines(&stdout);
     assert!(
         !lines.is_empty(),
         "no structured lines for the invocation: {stdout}"

@@ -5,6 +5,7 @@ mod approvals;
 mod assets;
 mod azure;
 mod azureml;
+mod batch;
 mod cli;
 #[path = "../common/events.rs"]
 mod events;
@@ -14,6 +15,9 @@ mod fake_arm;
 #[path = "../common/fake_assets.rs"]
 #[allow(dead_code)] // shared with the in-process suite
 mod fake_assets;
+#[path = "../common/fake_batch.rs"]
+#[allow(dead_code)] // shared with the other suite
+mod fake_batch;
 #[path = "../common/fake_monitor.rs"]
 #[allow(dead_code)] // shared with the in-process suite
 mod fake_monitor;

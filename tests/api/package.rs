@@ -38,6 +38,8 @@ fn the_bicep_files_declare_what_the_app_needs() {
         "4633458b-17de-408a-b874-0445c86b69e6", // Key Vault Secrets User
         "f6c7c914-8db3-469d-8ca1-694a8f32e121", // AzureML Data Scientist
         "43d0d8ad-25c7-4714-9337-8ba259a9fe05", // Monitoring Reader (canary analysis)
+        "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1", // Storage Blob Data Reader (batch smoke job input)
+        "param batchInputStorageAccountName string = ''",
         "param functionAppName string",
         "param workspaceName string",
         "@secure()",

@@ -250,7 +250,16 @@ pub struct ArmState {
     pub logs_override: Option<(u16, &'static str, Vec<u8>)>,
     /// `getLogs` bodies, in order: (deployment, body).
     pub log_requests: Vec<(String, Value)>,
+    /// Batch endpoints, deployments and jobs (tests/common/fake_batch.rs).
+    pub batch: crate::fake_batch::BatchState,
     base: String,
+}
+
+impl ArmState {
+    /// This fake's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
 }
 
 #[derive(Clone)]
@@ -627,6 +636,16 @@ async fn handle(
                 "no such MLflow API",
             ),
         };
+    }
+    if let Some(answer) = crate::fake_batch::handle(
+        &mut s,
+        &method,
+        &path,
+        uri.query().unwrap_or(""),
+        &headers,
+        &body,
+    ) {
+        return answer;
     }
     if let Some(id) = path.strip_prefix("/operations/") {
         return poll(&mut s, id, false);

@@ -3,6 +3,7 @@
 //! No process, port or storage: the branches of deciding, `Reconcile` and rollouts, in
 //! milliseconds. The black-box suite (`tests/api`) keeps the host contract, storage and faults.
 
+mod batch;
 mod decisions;
 mod deployment_logs;
 #[path = "../common/events.rs"]
@@ -14,6 +15,9 @@ mod fake_arm;
 #[path = "../common/fake_assets.rs"]
 #[allow(dead_code)] // shared with the black-box suite, which uploads through it
 mod fake_assets;
+#[path = "../common/fake_batch.rs"]
+#[allow(dead_code)] // shared with the other suite
+mod fake_batch;
 #[path = "../common/fake_monitor.rs"]
 #[allow(dead_code)] // shared with the black-box suite
 mod fake_monitor;

@@ -3,6 +3,7 @@
 //! [`deploy`]; the code upload ([`upload`]). The plan a rule renders is
 //! [`crate::domain::azureml`]; the YAML translation is [`crate::deployment`].
 
+pub mod batch;
 pub mod deploy;
 pub mod rollout;
 pub mod stream;

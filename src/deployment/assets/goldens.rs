@@ -73,6 +73,7 @@ fn our_plan(golden: &Value, yaml_path: &Path) -> Result<AzureMlPlan, Vec<String>
         target_workspace: None,
         smoke_test: None,
         rollout: Box::default(),
+        batch: None,
     };
     let deployment = golden["deployment"].as_str().unwrap_or("blue");
     Ok(plan(&action, workspace, "fraud-model", "7", deployment))

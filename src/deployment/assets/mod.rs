@@ -23,7 +23,7 @@ use crate::folder::{ConfigFolder, lexical};
 
 pub use collector::{CollectorSpec, DataAsset};
 pub use environment::{EnvironmentRef, InlineEnvironment};
-pub(crate) use values::json_map;
+pub(crate) use values::{json_map, scalar};
 
 /// A local `code_configuration.code` folder, hashed as az ml hashes it.
 ///

@@ -163,6 +163,9 @@ impl RolloutEngine {
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
         let Some(spec) = &plan.rollout.approval else {
+            if plan.batch.is_some() {
+                return Ok(self.begin_switch(plan, state));
+            }
             self.promote(plan, state);
             return Ok(Next::Now);
         };
@@ -245,6 +248,10 @@ impl RolloutEngine {
                     d.by,
                     rfc3339(d.at)
                 ));
+                // Approved: a batch endpoint's new deployment becomes its default.
+                if plan.batch.is_some() {
+                    return Ok(self.begin_switch(plan, state));
+                }
                 // Write-ahead: 100% is recorded first and sent by the next step.
                 self.promote(plan, state);
                 Ok(Next::Now)

@@ -102,6 +102,8 @@ impl RolloutEngine {
         log: &InvocationLog,
     ) -> Next {
         let result = match state.phase {
+            // A batch endpoint has a default instead of traffic: its own phases (rollout/batch/).
+            _ if plan.batch.is_some() => self.batch_step(plan, state, forced, deadline, log).await,
             Phase::Queued => self.begin(plan, state, forced, log).await,
             Phase::PreparingAssets => self.preparing(plan, state, deadline, log).await,
             Phase::Creating => self.creating(plan, state, log).await,

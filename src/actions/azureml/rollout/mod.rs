@@ -18,6 +18,7 @@
 
 mod approval;
 mod assets;
+mod batch;
 mod engine;
 mod finish;
 mod judging;
@@ -30,8 +31,8 @@ mod start;
 mod traffic;
 
 pub use crate::domain::rollout::{
-    ApprovalDecision, ApprovalState, AssetProgress, MAX_IDENTITIES, MAX_JUDGEMENTS,
-    PendingOperation, Phase, RolloutState, StepJudgement, TrafficTarget,
+    ApprovalDecision, ApprovalState, AssetProgress, BatchProgress, MAX_IDENTITIES, MAX_JUDGEMENTS,
+    PendingOperation, Phase, RolloutState, SmokeJobRun, StepJudgement, TrafficTarget,
 };
 pub use assets::code_uri;
 pub use engine::{Next, RolloutEngine};

@@ -1,0 +1,199 @@
+//! The first batch phases: read the endpoint's default, refuse what must not be deployed (a
+//! missing endpoint, a name that is the live default, a stale version), PUT the batch deployment
+//! and follow its provisioning.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::super::engine::{Next, RolloutEngine};
+use super::super::machine::*;
+use crate::actions::azureml::batch::wire::default_deployment;
+use crate::domain::azureml::AzureMlPlan;
+use crate::domain::rollout::{AssetProgress, BatchProgress, Phase, RolloutState};
+use crate::logs::InvocationLog;
+
+impl RolloutEngine {
+    pub(super) async fn batch_begin(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        forced: bool,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        let workspace = ws(&plan.workspace)?;
+        let Some(endpoint) = self
+            .arm
+            .batch_endpoint(&workspace, &plan.endpoint)
+            .await
+            .map_err(StepError::from_arm)?
+        else {
+            return Err(StepError::Fail {
+                why: format!(
+                    "batch endpoint {} does not exist in {}: create it first (az ml batch-endpoint create)",
+                    plan.endpoint, plan.workspace
+                ),
+                configuration: true,
+            });
+        };
+        let previous = default_deployment(&endpoint).map(str::to_string);
+        // The default is the live deployment: never PUT over it.
+        if previous.as_deref() == Some(plan.deployment.as_str()) {
+            return Err(StepError::Fail {
+                why: format!(
+                    "deployment {} is the default of batch endpoint {}; refusing to overwrite the live default (check the rule's name template)",
+                    plan.deployment, plan.endpoint
+                ),
+                configuration: true,
+            });
+        }
+        // Shown as the default's "traffic" by `status` and `--watch`.
+        state.previous_traffic = previous
+            .iter()
+            .map(|d| (d.clone(), 100))
+            .collect::<BTreeMap<_, _>>();
+        state.batch = Some(BatchProgress {
+            previous_default: previous.clone(),
+            ..BatchProgress::default()
+        });
+
+        if !forced
+            && let Some(live) = &previous
+            && let Some(live_version) = self.default_model_version(plan, live).await?
+            && let Some(ours) = plan.model_id.rsplit('/').next()
+            && older_version(ours, &live_version)
+        {
+            state.stale = true;
+            return Err(StepError::Fail {
+                why: format!(
+                    "stale: the default deployment {live} serves version {live_version}, newer than {ours}; not deployed (force to override)"
+                ),
+                configuration: true,
+            });
+        }
+
+        if !plan.assets.is_empty() {
+            state.phase = Phase::PreparingAssets;
+            state.assets = Some(AssetProgress::default());
+            state.next_step = "register the deployment's assets".into();
+            return Ok(Next::After(std::time::Duration::ZERO));
+        }
+        self.put_batch_deployment(plan, plan.body.clone(), state, log)
+            .await
+    }
+
+    /// The model version the default deployment serves, when it is the same model as ours.
+    async fn default_model_version(
+        &self,
+        plan: &AzureMlPlan,
+        live: &str,
+    ) -> Result<Option<String>, StepError> {
+        let workspace = ws(&plan.workspace)?;
+        let Some(deployment) = self
+            .arm
+            .batch_deployment(&workspace, &plan.endpoint, live)
+            .await
+            .map_err(StepError::from_arm)?
+        else {
+            return Ok(None);
+        };
+        let live_model = deployment["properties"]["model"]["assetId"]
+            .as_str()
+            .unwrap_or_default();
+        let same_model = |id: &str| id.rsplit('/').nth(2).map(str::to_ascii_lowercase);
+        if same_model(live_model).is_some() && same_model(live_model) == same_model(&plan.model_id)
+        {
+            return Ok(live_model.rsplit('/').next().map(str::to_string));
+        }
+        Ok(None)
+    }
+
+    /// Reads the workspace's region and starts the batch deployment PUT with `body` (the
+    /// `preparing_assets` phase ends here too, once every asset id is known).
+    pub(in crate::actions::azureml::rollout) async fn put_batch_deployment(
+        &self,
+        plan: &AzureMlPlan,
+        mut body: serde_json::Value,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        let workspace = ws(&plan.workspace)?;
+        let location = self
+            .arm
+            .workspace(&workspace)
+            .await
+            .map_err(StepError::from_arm)?
+            .location;
+        body["location"] = json!(location);
+        let operation = self
+            .arm
+            .begin_put_batch_deployment(&workspace, &plan.endpoint, &plan.deployment, &body)
+            .await
+            .map_err(|e| StepError::from_arm_permanent(e, "creating the batch deployment"))?;
+        log.info(format!(
+            "creating batch deployment {} on batch endpoint {} (model {}); current default {}",
+            plan.deployment,
+            plan.endpoint,
+            plan.model_id,
+            state
+                .batch
+                .as_ref()
+                .and_then(|b| b.previous_default.as_deref())
+                .unwrap_or("none")
+        ));
+        state.phase = Phase::Creating;
+        state.next_step = "wait for the batch deployment to provision".into();
+        Ok(self.track(state, operation, "create batch deployment"))
+    }
+
+    pub(super) async fn batch_creating(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        let polled = self
+            .poll(state)
+            .await
+            .map_err(|e| StepError::from_arm_permanent(e, "provisioning the batch deployment"))?;
+        let provisioning = match polled {
+            Some((Next::After(wait), _)) => return Ok(Next::After(wait)),
+            Some((_, Some(deployment))) => deployment["properties"]["provisioningState"]
+                .as_str()
+                .unwrap_or("Succeeded")
+                .to_string(),
+            // No operation to follow (or none answered): read the deployment itself.
+            _ => {
+                let workspace = ws(&plan.workspace)?;
+                self.arm
+                    .batch_deployment(&workspace, &plan.endpoint, &plan.deployment)
+                    .await
+                    .map_err(StepError::from_arm)?
+                    .as_ref()
+                    .and_then(|d| d["properties"]["provisioningState"].as_str())
+                    .unwrap_or("Missing")
+                    .to_string()
+            }
+        };
+        match provisioning.as_str() {
+            "Succeeded" => {}
+            "Creating" | "Updating" | "Scaling" => {
+                state.next_step = "wait for the batch deployment to provision".into();
+                return Ok(Next::After(PROBE_INTERVAL / 4));
+            }
+            other => {
+                return Err(StepError::Fail {
+                    why: format!("batch deployment {} ended {other}", plan.deployment),
+                    configuration: false,
+                });
+            }
+        }
+        log.info(format!("batch deployment {} provisioned", plan.deployment));
+        if plan.batch.as_ref().is_some_and(|b| b.smoke_job.is_some()) {
+            state.phase = Phase::SmokeTest;
+            state.next_step = format!("run the smoke job on {}", plan.deployment);
+            return Ok(Next::Now);
+        }
+        Ok(self.before_switch(plan, state, log))
+    }
+}
