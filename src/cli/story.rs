@@ -1,11 +1,11 @@
 //! How a version's story reads for a person: `status MODEL:VERSION` (without `--json`) and the
-//! parts `--watch` shares: the GitHub run and the failed deployment's last log lines. Everything
-//! printed is made printable first: records hold upstream text, and a terminal must not replay
-//! escape sequences from it.
+//! parts `--watch` shares: the GitHub run and the failed deployment's last log lines. Records hold
+//! upstream text: the commands print these views through `terminal::Visible`, so no escape
+//! sequence from it reaches a terminal (each shows as text).
 
 use time::OffsetDateTime;
 
-use crate::domain::tail::{DeploymentLogs, clip, printable};
+use crate::domain::tail::{DeploymentLogs, clip};
 use crate::ledger::Record;
 use crate::ledger::record::rfc3339;
 use crate::ledger::run::RunState;
@@ -129,9 +129,6 @@ pub fn record_view(record: &Record, now: OffsetDateTime) -> String {
         "  (the whole record: status {}:{} --json)",
         record.model, record.version
     ));
-    lines
-        .iter()
-        .map(|l| printable(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    // Printed through `terminal::Visible`: escape sequences from upstreams show as text.
+    lines.join("\n")
 }

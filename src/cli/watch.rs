@@ -93,11 +93,8 @@ pub fn run_view(record: &Record, run: &RunState, now: OffsetDateTime) -> String 
             .into_iter()
             .map(|l| format!("  {l}")),
     );
-    lines
-        .iter()
-        .map(|l| crate::domain::tail::printable(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    // Printed through `terminal::Visible`: escape sequences from upstreams show as text.
+    lines.join("\n")
 }
 
 /// A time to the second (`2026-12-02T10:00:00Z`).
@@ -181,9 +178,6 @@ pub fn view(record: &Record, rollout: &RolloutState, now: OffsetDateTime) -> Str
         );
     }
     lines.push(format!("  next: {}", rollout.next_step));
-    lines
-        .iter()
-        .map(|l| crate::domain::tail::printable(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    // Printed through `terminal::Visible`: escape sequences from upstreams show as text.
+    lines.join("\n")
 }
