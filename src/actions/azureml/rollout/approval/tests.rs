@@ -18,7 +18,12 @@ fn system(modified: Option<i64>, by: Option<&str>, creator: Option<&str>) -> Sys
 fn a_tag_approves_only_when_set_after_the_request_and_by_someone_else_when_asked() {
     let requested = at(0);
     // (tag true, systemData, distinct, expected: None = not set, Some(Ok(by)), Some(Err(word)))
-    type Case = (bool, SystemData, bool, Option<Result<&'static str, &'static str>>);
+    type Case = (
+        bool,
+        SystemData,
+        bool,
+        Option<Result<&'static str, &'static str>>,
+    );
     let cases: Vec<Case> = vec![
         (false, system(Some(5), Some("bo"), Some("ada")), false, None),
         (
