@@ -14,8 +14,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use super::assets::{self, AssetTemplate, CodeRef, EnvironmentRef};
-use super::translate::{DeploymentTemplate, iso8601_from_millis};
+use super::assets::{self, AssetTemplate};
+use super::translate::{DeploymentTemplate, environment_and_code, iso8601_from_millis};
 use crate::folder::ConfigFolder;
 
 /// Keys every batch layout reads (or knowingly ignores: `name`, `endpoint_name` and `model` come
@@ -182,39 +182,14 @@ pub fn translate_batch(
         None => {}
     }
 
-    if let Some(env) = get("environment") {
-        match assets::environment::parse(env, base, root, workspace, &mut assets.files) {
-            Ok(EnvironmentRef::Id(id)) => {
-                properties.insert("environmentId".into(), json!(id));
-            }
-            Ok(EnvironmentRef::Inline(inline)) => assets.environment = Some(inline),
-            Err(e) => problems.extend(e),
-        }
-    }
-
-    if let Some(code) = get("code_configuration") {
-        let code_ref = code.get("code").and_then(|v| v.as_str());
-        let script = code.get("scoring_script").and_then(|v| v.as_str());
-        match (code_ref, script) {
-            (Some(code_ref), Some(script)) => {
-                match assets::code_ref(code_ref, script, base, root, workspace, &mut assets.files) {
-                    Ok(reference) => {
-                        let mut out = Map::new();
-                        if let CodeRef::Id(id) = &reference {
-                            out.insert("codeId".into(), json!(id));
-                        }
-                        out.insert("scoringScript".into(), json!(script));
-                        properties.insert("codeConfiguration".into(), Value::Object(out));
-                        if let CodeRef::Local(local) = reference {
-                            assets.code = Some(local);
-                        }
-                    }
-                    Err((key, e)) => problems.push(format!("code_configuration.{key}: {e}")),
-                }
-            }
-            _ => problems.push("code_configuration needs code and scoring_script".into()),
-        }
-    }
+    environment_and_code(
+        get("environment"),
+        get("code_configuration"),
+        (base, root, workspace),
+        &mut properties,
+        &mut assets,
+        &mut problems,
+    );
 
     let mut resources = match get("resources") {
         None => None,

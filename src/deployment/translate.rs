@@ -130,39 +130,14 @@ pub fn translate(
         }
     }
 
-    if let Some(env) = get("environment") {
-        match assets::environment::parse(env, base, root, workspace, &mut assets.files) {
-            Ok(EnvironmentRef::Id(id)) => {
-                properties.insert("environmentId".into(), json!(id));
-            }
-            Ok(EnvironmentRef::Inline(inline)) => assets.environment = Some(inline),
-            Err(e) => problems.extend(e),
-        }
-    }
-
-    if let Some(code) = get("code_configuration") {
-        let code_ref = code.get("code").and_then(|v| v.as_str());
-        let script = code.get("scoring_script").and_then(|v| v.as_str());
-        match (code_ref, script) {
-            (Some(code_ref), Some(script)) => {
-                match assets::code_ref(code_ref, script, base, root, workspace, &mut assets.files) {
-                    Ok(reference) => {
-                        let mut out = Map::new();
-                        if let CodeRef::Id(id) = &reference {
-                            out.insert("codeId".into(), json!(id));
-                        }
-                        out.insert("scoringScript".into(), json!(script));
-                        properties.insert("codeConfiguration".into(), Value::Object(out));
-                        if let CodeRef::Local(local) = reference {
-                            assets.code = Some(local);
-                        }
-                    }
-                    Err((key, e)) => problems.push(format!("code_configuration.{key}: {e}")),
-                }
-            }
-            _ => problems.push("code_configuration needs code and scoring_script".into()),
-        }
-    }
+    environment_and_code(
+        get("environment"),
+        get("code_configuration"),
+        (base, root, workspace),
+        &mut properties,
+        &mut assets,
+        &mut problems,
+    );
 
     if let Some(collector) = get("data_collector") {
         match CollectorSpec::parse(collector) {
@@ -362,6 +337,52 @@ pub fn iso8601_from_millis(ms: u64) -> String {
         }
     }
     out
+}
+
+/// `environment` and `code_configuration`, read alike by online and batch deployments: ids go in
+/// `properties`; an inline environment and a local code folder go in `assets` (registered first).
+/// `folders` is (the YAML's folder, the config's folder, the workspace).
+pub(super) fn environment_and_code(
+    environment: Option<&serde_norway::Value>,
+    code: Option<&serde_norway::Value>,
+    (base, root, workspace): (&Path, &ConfigFolder, &str),
+    properties: &mut Map<String, Value>,
+    assets: &mut AssetTemplate,
+    problems: &mut Vec<String>,
+) {
+    if let Some(env) = environment {
+        match assets::environment::parse(env, base, root, workspace, &mut assets.files) {
+            Ok(EnvironmentRef::Id(id)) => {
+                properties.insert("environmentId".into(), json!(id));
+            }
+            Ok(EnvironmentRef::Inline(inline)) => assets.environment = Some(inline),
+            Err(e) => problems.extend(e),
+        }
+    }
+
+    if let Some(code) = code {
+        let code_ref = code.get("code").and_then(|v| v.as_str());
+        let script = code.get("scoring_script").and_then(|v| v.as_str());
+        match (code_ref, script) {
+            (Some(code_ref), Some(script)) => {
+                match assets::code_ref(code_ref, script, base, root, workspace, &mut assets.files) {
+                    Ok(reference) => {
+                        let mut out = Map::new();
+                        if let CodeRef::Id(id) = &reference {
+                            out.insert("codeId".into(), json!(id));
+                        }
+                        out.insert("scoringScript".into(), json!(script));
+                        properties.insert("codeConfiguration".into(), Value::Object(out));
+                        if let CodeRef::Local(local) = reference {
+                            assets.code = Some(local);
+                        }
+                    }
+                    Err((key, e)) => problems.push(format!("code_configuration.{key}: {e}")),
+                }
+            }
+            _ => problems.push("code_configuration needs code and scoring_script".into()),
+        }
+    }
 }
 
 #[cfg(test)]

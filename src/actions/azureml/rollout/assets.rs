@@ -136,9 +136,6 @@ impl RolloutEngine {
             progress.environment_id.as_deref(),
             "",
         );
-        if plan.batch.is_some() {
-            return self.put_batch_deployment(plan, body, state, log).await;
-        }
         self.put_deployment(plan, body, state, log).await
     }
 

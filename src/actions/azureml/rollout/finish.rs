@@ -251,24 +251,35 @@ impl RolloutEngine {
         }
     }
 
+    /// The failed deployment's delete, once sent: waited for, then the rollout is rolled back. A
+    /// delete that did not succeed is only warned about: the traffic is already restored.
+    pub(super) async fn await_failed_delete(
+        &self,
+        state: &mut RolloutState,
+        kind: &str,
+        log: &InvocationLog,
+    ) -> Next {
+        match self.poll(state).await {
+            Ok(Some((Next::After(wait), _))) => return Next::After(wait),
+            Ok(_) => {}
+            Err(e) => log.warn(format!(
+                "deleting the failed {kind} {} did not succeed: {e}",
+                state.deployment
+            )),
+        }
+        state.operation = None;
+        state.phase = Phase::RolledBack;
+        state.next_step = "nothing".into();
+        Next::Finished
+    }
+
     pub(super) async fn removing_failed(
         &self,
         state: &mut RolloutState,
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
         if state.operation.is_some() {
-            match self.poll(state).await {
-                Ok(Some((Next::After(wait), _))) => return Ok(Next::After(wait)),
-                Ok(_) => {}
-                Err(e) => log.warn(format!(
-                    "deleting the failed deployment {} did not succeed: {e}",
-                    state.deployment
-                )),
-            }
-            state.operation = None;
-            state.phase = Phase::RolledBack;
-            state.next_step = "nothing".into();
-            return Ok(Next::Finished);
+            return Ok(self.await_failed_delete(state, "deployment", log).await);
         }
         // Its logs go with it: read them first, as a step of their own (recorded before the
         // delete is sent).

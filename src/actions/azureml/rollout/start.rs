@@ -79,7 +79,9 @@ impl RolloutEngine {
             .await
     }
 
-    /// Reads the workspace's region and starts the deployment PUT with `body`.
+    /// Reads the workspace's region and starts the deployment PUT with `body`: an online
+    /// deployment, or a batch one for a batch plan (the `preparing_assets` phase ends here too,
+    /// once every asset id is known).
     pub(super) async fn put_deployment(
         &self,
         plan: &AzureMlPlan,
@@ -95,21 +97,48 @@ impl RolloutEngine {
             .map_err(StepError::from_arm)?
             .location;
         body["location"] = json!(location);
-        let operation = self
-            .arm
-            .begin_put_online_deployment(&workspace, &plan.endpoint, &plan.deployment, &body)
-            .await
-            .map_err(|e| StepError::from_arm_permanent(e, "creating the deployment"))?;
+        let (kind, put, now) = match &plan.batch {
+            None => (
+                "deployment",
+                self.arm
+                    .begin_put_online_deployment(
+                        &workspace,
+                        &plan.endpoint,
+                        &plan.deployment,
+                        &body,
+                    )
+                    .await,
+                format!("current traffic {}", show(&state.previous_traffic)),
+            ),
+            Some(_) => (
+                "batch deployment",
+                self.arm
+                    .begin_put_batch_deployment(&workspace, &plan.endpoint, &plan.deployment, &body)
+                    .await,
+                format!(
+                    "current default {}",
+                    state
+                        .batch
+                        .as_ref()
+                        .and_then(|b| b.previous_default.as_deref())
+                        .unwrap_or("none")
+                ),
+            ),
+        };
+        let operation =
+            put.map_err(|e| StepError::from_arm_permanent(e, &format!("creating the {kind}")))?;
+        let on = if plan.batch.is_some() {
+            "batch endpoint"
+        } else {
+            "endpoint"
+        };
         log.info(format!(
-            "creating deployment {} on endpoint {} (model {}); current traffic {}",
-            plan.deployment,
-            plan.endpoint,
-            plan.model_id,
-            show(&state.previous_traffic)
+            "creating {kind} {} on {on} {} (model {}); {now}",
+            plan.deployment, plan.endpoint, plan.model_id,
         ));
         state.phase = Phase::Creating;
-        state.next_step = "wait for the deployment to provision".into();
-        Ok(self.track(state, operation, "create deployment"))
+        state.next_step = format!("wait for the {kind} to provision");
+        Ok(self.track(state, operation, &format!("create {kind}")))
     }
 
     /// The deployment that serves the most traffic, and its model version when it is the same model.

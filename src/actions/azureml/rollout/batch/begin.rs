@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use super::super::engine::{Next, RolloutEngine};
 use super::super::machine::*;
 use crate::actions::azureml::batch::wire::default_deployment;
@@ -78,7 +76,7 @@ impl RolloutEngine {
             state.next_step = "register the deployment's assets".into();
             return Ok(Next::After(std::time::Duration::ZERO));
         }
-        self.put_batch_deployment(plan, plan.body.clone(), state, log)
+        self.put_deployment(plan, plan.body.clone(), state, log)
             .await
     }
 
@@ -106,44 +104,6 @@ impl RolloutEngine {
             return Ok(live_model.rsplit('/').next().map(str::to_string));
         }
         Ok(None)
-    }
-
-    /// Reads the workspace's region and starts the batch deployment PUT with `body` (the
-    /// `preparing_assets` phase ends here too, once every asset id is known).
-    pub(in crate::actions::azureml::rollout) async fn put_batch_deployment(
-        &self,
-        plan: &AzureMlPlan,
-        mut body: serde_json::Value,
-        state: &mut RolloutState,
-        log: &InvocationLog,
-    ) -> Result<Next, StepError> {
-        let workspace = ws(&plan.workspace)?;
-        let location = self
-            .arm
-            .workspace(&workspace)
-            .await
-            .map_err(StepError::from_arm)?
-            .location;
-        body["location"] = json!(location);
-        let operation = self
-            .arm
-            .begin_put_batch_deployment(&workspace, &plan.endpoint, &plan.deployment, &body)
-            .await
-            .map_err(|e| StepError::from_arm_permanent(e, "creating the batch deployment"))?;
-        log.info(format!(
-            "creating batch deployment {} on batch endpoint {} (model {}); current default {}",
-            plan.deployment,
-            plan.endpoint,
-            plan.model_id,
-            state
-                .batch
-                .as_ref()
-                .and_then(|b| b.previous_default.as_deref())
-                .unwrap_or("none")
-        ));
-        state.phase = Phase::Creating;
-        state.next_step = "wait for the batch deployment to provision".into();
-        Ok(self.track(state, operation, "create batch deployment"))
     }
 
     pub(super) async fn batch_creating(

@@ -250,18 +250,9 @@ impl RolloutEngine {
         log: &InvocationLog,
     ) -> Result<Next, StepError> {
         if state.operation.is_some() {
-            match self.poll(state).await {
-                Ok(Some((Next::After(wait), _))) => return Ok(Next::After(wait)),
-                Ok(_) => {}
-                Err(e) => log.warn(format!(
-                    "deleting the failed batch deployment {} did not succeed: {e}",
-                    state.deployment
-                )),
-            }
-            state.operation = None;
-            state.phase = Phase::RolledBack;
-            state.next_step = "nothing".into();
-            return Ok(Next::Finished);
+            return Ok(self
+                .await_failed_delete(state, "batch deployment", log)
+                .await);
         }
         let workspace = ws(&state.workspace)?;
         let deployment = state.deployment.clone();
