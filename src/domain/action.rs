@@ -95,27 +95,26 @@ impl ActionPlan {
                     "run workflow {workflow} on {git_ref} in {repository} (workflow_dispatch)"
                 ),
             },
-            ActionPlan::AzureMl(plan) if plan.batch.is_some() => format!(
-                "deploy {} as {} on batch endpoint {} (then made its default)",
-                plan.model_id
+            ActionPlan::AzureMl(plan) => {
+                let model = plan
+                    .model_id
                     .rsplit("/models/")
                     .next()
                     .unwrap_or(&plan.model_id)
-                    .replace("/versions/", ":"),
-                plan.deployment,
-                plan.endpoint,
-            ),
-            ActionPlan::AzureMl(plan) => format!(
-                "deploy {} as {} on endpoint {} ({})",
-                plan.model_id
-                    .rsplit("/models/")
-                    .next()
-                    .unwrap_or(&plan.model_id)
-                    .replace("/versions/", ":"),
-                plan.deployment,
-                plan.endpoint,
-                plan.rollout.strategy.as_str()
-            ),
+                    .replace("/versions/", ":");
+                match &plan.batch {
+                    Some(_) => format!(
+                        "deploy {model} as {} on batch endpoint {} (then made its default)",
+                        plan.deployment, plan.endpoint,
+                    ),
+                    None => format!(
+                        "deploy {model} as {} on endpoint {} ({})",
+                        plan.deployment,
+                        plan.endpoint,
+                        plan.rollout.strategy.as_str()
+                    ),
+                }
+            }
         }
     }
 }

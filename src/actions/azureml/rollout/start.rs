@@ -52,22 +52,40 @@ impl RolloutEngine {
             });
         }
 
-        if !forced
-            && let Some((live, live_version)) = self
-                .live_model(&workspace, plan, &state.previous_traffic)
-                .await?
+        let live = match forced {
+            true => None,
+            false => {
+                self.live_model(&workspace, plan, &state.previous_traffic)
+                    .await?
+            }
+        };
+        self.create_unless_stale(plan, state, live, "deployment", log)
+            .await
+    }
+
+    /// The start's last check and step: refused as stale when `live` (the deployment `serving`
+    /// the endpoint, and its model version) serves a newer version of the model; otherwise the
+    /// assets phase when there are assets to register, else the deployment PUT.
+    pub(super) async fn create_unless_stale(
+        &self,
+        plan: &AzureMlPlan,
+        state: &mut RolloutState,
+        live: Option<(String, String)>,
+        serving: &str,
+        log: &InvocationLog,
+    ) -> Result<Next, StepError> {
+        if let Some((live, live_version)) = live
             && let Some(ours) = plan.model_id.rsplit('/').next()
             && older_version(ours, &live_version)
         {
             state.stale = true;
             return Err(StepError::Fail {
                 why: format!(
-                    "stale: deployment {live} serves version {live_version}, newer than {ours}; not deployed (force to override)"
+                    "stale: {serving} {live} serves version {live_version}, newer than {ours}; not deployed (force to override)"
                 ),
                 configuration: true,
             });
         }
-
         if !plan.assets.is_empty() {
             // Registering assets (an upload, perhaps) is Reconcile's work, never the event's.
             state.phase = Phase::PreparingAssets;

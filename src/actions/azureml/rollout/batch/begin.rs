@@ -8,7 +8,7 @@ use super::super::engine::{Next, RolloutEngine};
 use super::super::machine::*;
 use crate::actions::azureml::batch::wire::default_deployment;
 use crate::domain::azureml::AzureMlPlan;
-use crate::domain::rollout::{AssetProgress, BatchProgress, Phase, RolloutState};
+use crate::domain::rollout::{BatchProgress, Phase, RolloutState};
 use crate::logs::InvocationLog;
 
 impl RolloutEngine {
@@ -55,28 +55,14 @@ impl RolloutEngine {
             ..BatchProgress::default()
         });
 
-        if !forced
-            && let Some(live) = &previous
-            && let Some(live_version) = self.default_model_version(plan, live).await?
-            && let Some(ours) = plan.model_id.rsplit('/').next()
-            && older_version(ours, &live_version)
-        {
-            state.stale = true;
-            return Err(StepError::Fail {
-                why: format!(
-                    "stale: the default deployment {live} serves version {live_version}, newer than {ours}; not deployed (force to override)"
-                ),
-                configuration: true,
-            });
-        }
-
-        if !plan.assets.is_empty() {
-            state.phase = Phase::PreparingAssets;
-            state.assets = Some(AssetProgress::default());
-            state.next_step = "register the deployment's assets".into();
-            return Ok(Next::After(std::time::Duration::ZERO));
-        }
-        self.put_deployment(plan, plan.body.clone(), state, log)
+        let live = match (&previous, forced) {
+            (Some(live), false) => self
+                .default_model_version(plan, live)
+                .await?
+                .map(|version| (live.clone(), version)),
+            _ => None,
+        };
+        self.create_unless_stale(plan, state, live, "the default deployment", log)
             .await
     }
 
