@@ -110,23 +110,9 @@ impl RolloutEngine {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        if state.cleanup.is_empty() {
-            state.phase = Phase::Done;
-            state.next_step = "nothing".into();
-            return Ok(Next::Finished);
-        }
-        let retain = Duration::from_secs(u64::from(plan.rollout.retain_previous_minutes) * 60);
-        state.phase = Phase::Retaining;
-        state.hold_until = Some(after(OffsetDateTime::now_utc(), retain));
-        state.next_step = format!(
-            "delete {} after {}",
-            state.cleanup.join(", "),
-            state
-                .hold_until
-                .map(crate::ledger::record::rfc3339)
-                .unwrap_or_default()
-        );
-        Ok(Next::After(retain))
+        Ok(retain_or_done(plan, state, |cleanup, until| {
+            format!("delete {cleanup} after {until}")
+        }))
     }
 
     pub(super) fn retaining(&self, state: &mut RolloutState) -> Next {
@@ -318,4 +304,28 @@ impl RolloutEngine {
             }
         }
     }
+}
+
+/// After the new deployment took over: done when nothing is left to delete, else the previous
+/// deployments (`state.cleanup`) are retained for `retain_previous_minutes`; `next` says so in
+/// words from the list and the time they go.
+pub(super) fn retain_or_done(
+    plan: &AzureMlPlan,
+    state: &mut RolloutState,
+    next: impl FnOnce(&str, &str) -> String,
+) -> Next {
+    if state.cleanup.is_empty() {
+        state.phase = Phase::Done;
+        state.next_step = "nothing".into();
+        return Next::Finished;
+    }
+    let retain = Duration::from_secs(u64::from(plan.rollout.retain_previous_minutes) * 60);
+    state.phase = Phase::Retaining;
+    state.hold_until = Some(after(OffsetDateTime::now_utc(), retain));
+    let until = state
+        .hold_until
+        .map(crate::ledger::record::rfc3339)
+        .unwrap_or_default();
+    state.next_step = next(&state.cleanup.join(", "), &until);
+    Next::After(retain)
 }

@@ -44,25 +44,11 @@ impl RolloutEngine {
                 why: format!("endpoint {} disappeared during the rollout", plan.endpoint),
                 configuration: true,
             })?;
-        let scoring_uri = endpoint["properties"]["scoringUri"]
-            .as_str()
-            .unwrap_or_default();
-        let url = Url::parse(scoring_uri).map_err(|_| {
-            StepError::Transient(format!("endpoint {} has no scoring URI yet", plan.endpoint))
-        })?;
-        // Checked before any credential is fetched: nothing is sent to a foreign scoring URI.
-        if !self.arm.may_receive_scoring_credentials(&url) {
-            return Err(StepError::Fail {
-                why: format!(
-                    "endpoint {}'s scoring URI {}://{}{} is not https on the cloud's managed online endpoint domain; no key or token is sent there, and the smoke test fails",
-                    plan.endpoint,
-                    url.scheme(),
-                    url.host_str().unwrap_or_default(),
-                    url.port().map(|p| format!(":{p}")).unwrap_or_default()
-                ),
-                configuration: true,
-            });
-        }
+        let url = self.scoring_url(
+            &endpoint,
+            &format!("endpoint {}", plan.endpoint),
+            "managed online endpoint domain; no key or token is sent there, and the smoke test fails",
+        )?;
         use secrecy::ExposeSecret;
         let bearer = match endpoint["properties"]["authMode"].as_str().unwrap_or("Key") {
             "AADToken" => {
@@ -146,5 +132,36 @@ impl RolloutEngine {
                 configuration: false,
             }),
         }
+    }
+}
+
+impl RolloutEngine {
+    /// The scoring URI of `endpoint` (an online or batch endpoint's ARM answer, `named` in messages),
+    /// refused unless it may receive credentials: checked before any key or token is fetched, so
+    /// nothing is sent to a foreign scoring URI. `refusal` ends the message (the cloud's domain and
+    /// what fails).
+    pub(super) fn scoring_url(
+        &self,
+        endpoint: &serde_json::Value,
+        named: &str,
+        refusal: &str,
+    ) -> Result<Url, StepError> {
+        let scoring_uri = endpoint["properties"]["scoringUri"]
+            .as_str()
+            .unwrap_or_default();
+        let url = Url::parse(scoring_uri)
+            .map_err(|_| StepError::Transient(format!("{named} has no scoring URI yet")))?;
+        if !self.arm.may_receive_scoring_credentials(&url) {
+            return Err(StepError::Fail {
+                why: format!(
+                    "{named}'s scoring URI {}://{}{} is not https on the cloud's {refusal}",
+                    url.scheme(),
+                    url.host_str().unwrap_or_default(),
+                    url.port().map(|p| format!(":{p}")).unwrap_or_default()
+                ),
+                configuration: true,
+            });
+        }
+        Ok(url)
     }
 }

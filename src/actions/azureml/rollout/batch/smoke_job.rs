@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use reqwest::Url;
 use time::OffsetDateTime;
 
 use super::super::engine::{Next, RolloutEngine};
@@ -156,28 +155,11 @@ impl RolloutEngine {
                 ),
                 configuration: true,
             })?;
-        let scoring_uri = endpoint["properties"]["scoringUri"]
-            .as_str()
-            .unwrap_or_default();
-        let url = Url::parse(scoring_uri).map_err(|_| {
-            StepError::Transient(format!(
-                "batch endpoint {} has no scoring URI yet",
-                plan.endpoint
-            ))
-        })?;
-        // Checked before any token is fetched: nothing is sent to a foreign scoring URI.
-        if !self.arm.may_receive_scoring_credentials(&url) {
-            return Err(StepError::Fail {
-                why: format!(
-                    "batch endpoint {}'s scoring URI {}://{}{} is not https on the cloud's inference domain; no token is sent there, and the smoke job fails",
-                    plan.endpoint,
-                    url.scheme(),
-                    url.host_str().unwrap_or_default(),
-                    url.port().map(|p| format!(":{p}")).unwrap_or_default()
-                ),
-                configuration: true,
-            });
-        }
+        let url = self.scoring_url(
+            &endpoint,
+            &format!("batch endpoint {}", plan.endpoint),
+            "inference domain; no token is sent there, and the smoke job fails",
+        )?;
         let token = self
             .credential
             .get_token(&[self.arm.ml_scope()], None)

@@ -3,7 +3,6 @@
 //! A deployment that is the endpoint's default is never deleted.
 
 use serde_json::Value;
-use time::OffsetDateTime;
 
 use super::super::engine::{Next, RolloutEngine};
 use super::super::machine::*;
@@ -11,10 +10,8 @@ use crate::actions::azureml::batch::wire::{default_deployment, default_switch_bo
 use crate::domain::azureml::AzureMlPlan;
 use crate::domain::rollout::{Phase, RolloutState};
 use crate::event::WorkspaceId;
-use crate::ledger::after;
 use crate::logs::InvocationLog;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 impl RolloutEngine {
     pub(super) async fn switch_default(
@@ -79,24 +76,16 @@ impl RolloutEngine {
             b.previous_default.clone()
         });
         state.cleanup = previous.into_iter().filter(|d| *d != dep).collect();
-        if state.cleanup.is_empty() {
-            state.phase = Phase::Done;
-            state.next_step = "nothing".into();
-            return Ok(Next::Finished);
-        }
-        let retain = Duration::from_secs(u64::from(plan.rollout.retain_previous_minutes) * 60);
-        state.phase = Phase::Retaining;
-        state.hold_until = Some(after(OffsetDateTime::now_utc(), retain));
-        state.next_step = format!(
-            "delete the previous default {} after {} (until then `aml-autodeploy rollback {}` makes it the default again)",
-            state.cleanup.join(", "),
-            state
-                .hold_until
-                .map(crate::ledger::record::rfc3339)
-                .unwrap_or_default(),
-            plan.endpoint
-        );
-        Ok(Next::After(retain))
+        let endpoint = plan.endpoint.clone();
+        Ok(super::super::finish::retain_or_done(
+            plan,
+            state,
+            |cleanup, until| {
+                format!(
+                    "delete the previous default {cleanup} after {until} (until then `aml-autodeploy rollback {endpoint}` makes it the default again)"
+                )
+            },
+        ))
     }
 
     async fn endpoint_or_fail(
