@@ -2,8 +2,8 @@
 //!
 //! Files go in upload order. A file of at most [`BLOCK_SIZE`] is one Put Blob; a larger one is
 //! read one block at a time, each block a Put Block, then one Put Block List. At most
-//! [`IN_FLIGHT`] requests run at once and each holds at most one block, so memory stays under
-//! `IN_FLIGHT × BLOCK_SIZE` whatever the file sizes.
+//! [`IN_FLIGHT`] requests run at once, holding together at most [`BYTES_IN_FLIGHT`] of file data
+//! (so 8 blocks, or 16 small files), so memory stays bounded whatever the file sizes.
 //!
 //! Each block's id is its MD5 (the same bytes, the same id): a block staged by an earlier visit
 //! is found in the blob's uncommitted list and not sent again, and what is committed is exactly
@@ -31,7 +31,9 @@ use super::upload::{SasContainer, UploadError};
 /// Bytes per block (and the largest file sent in one request): the SDK's 4 MiB.
 pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 /// Requests in flight at once.
-pub const IN_FLIGHT: usize = 8;
+pub const IN_FLIGHT: usize = 16;
+/// File data held by the requests in flight, at most.
+pub const BYTES_IN_FLIGHT: u64 = 8 * BLOCK_SIZE as u64;
 
 /// One file to send.
 #[derive(Debug, Clone)]
@@ -98,6 +100,7 @@ pub async fn send(
         container,
         files,
         set: JoinSet::new(),
+        holding: 0,
         next_file: start,
         reading: None,
         committing: VecDeque::new(),
@@ -119,7 +122,9 @@ pub async fn send(
 struct Run<'a> {
     container: &'a SasContainer,
     files: &'a [Outgoing],
-    set: JoinSet<Result<Done, UploadError>>,
+    set: JoinSet<Result<(Done, u64), UploadError>>,
+    /// File bytes held by the requests in flight.
+    holding: u64,
     next_file: usize,
     reading: Option<Reading>,
     committing: VecDeque<Committing>,
@@ -136,7 +141,10 @@ struct Run<'a> {
 impl Run<'_> {
     async fn go(&mut self, deadline: Instant) {
         loop {
-            while self.sent.error.is_none() && self.set.len() < IN_FLIGHT {
+            while self.sent.error.is_none()
+                && self.set.len() < IN_FLIGHT
+                && self.holding + self.upcoming() <= BYTES_IN_FLIGHT
+            {
                 match self.produce(deadline).await {
                     Ok(true) => {}
                     Ok(false) => break,
@@ -149,7 +157,10 @@ impl Run<'_> {
             // timeout), so what they did is counted.
             match self.set.join_next().await {
                 None => return,
-                Some(Ok(Ok(done))) => self.finished(done),
+                Some(Ok(Ok((done, bytes)))) => {
+                    self.holding -= bytes;
+                    self.finished(done);
+                }
                 Some(Ok(Err(e))) => {
                     self.sent.error.get_or_insert(e);
                 }
@@ -183,7 +194,7 @@ impl Run<'_> {
             } else {
                 self.set.spawn(async move {
                     container.commit_new(&blob, c.ids).await?;
-                    Ok(Done::File(index))
+                    Ok((Done::File(index), 0))
                 });
             }
             return Ok(true);
@@ -202,10 +213,12 @@ impl Run<'_> {
                 self.fold(index, &sha);
                 let container = self.container.clone();
                 let blob = file.blob.clone();
-                self.sent.bytes += bytes.len() as u64;
+                let held = bytes.len() as u64;
+                self.sent.bytes += held;
+                self.holding += held;
                 self.set.spawn(async move {
                     container.put_new(&blob, bytes).await?;
-                    Ok(Done::File(index))
+                    Ok((Done::File(index), held))
                 });
                 return Ok(true);
             }
@@ -246,14 +259,35 @@ impl Run<'_> {
         if fresh {
             let container = self.container.clone();
             let blob = file.blob.clone();
-            self.sent.bytes += bytes.len() as u64;
+            let held = bytes.len() as u64;
+            self.sent.bytes += held;
+            self.holding += held;
             *self.staging.entry(index).or_default() += 1;
             self.set.spawn(async move {
                 container.stage(&blob, &id, bytes, md5).await?;
-                Ok(Done::Block(index))
+                Ok((Done::Block(index), held))
             });
         }
         Ok(true)
+    }
+
+    /// The file bytes the next request would hold (a commit holds none).
+    fn upcoming(&self) -> u64 {
+        let block = BLOCK_SIZE as u64;
+        if self
+            .committing
+            .iter()
+            .any(|c| self.staging.get(&c.index).is_none_or(|n| *n == 0))
+        {
+            return 0;
+        }
+        match &self.reading {
+            Some(r) => (self.files[r.index].size - r.read).min(block),
+            None => self
+                .files
+                .get(self.next_file)
+                .map_or(0, |f| f.size.min(block)),
+        }
     }
 
     fn fold(&mut self, index: usize, sha: &[u8; 32]) {
