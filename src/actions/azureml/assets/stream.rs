@@ -5,9 +5,10 @@
 //! [`IN_FLIGHT`] requests run at once, holding together at most [`BYTES_IN_FLIGHT`] of file data
 //! (so 8 blocks, or 16 small files), so memory stays bounded whatever the file sizes.
 //!
-//! Each block's id is its MD5 (the same bytes, the same id): a block staged by an earlier visit
-//! is found in the blob's uncommitted list and not sent again, and what is committed is exactly
-//! what was read and hashed now. Every byte read is folded into the file's SHA-256, and the files
+//! Each block's id is the SHA-256 of the file up to the end of that block (the same bytes, the
+//! same id; a clone of the file's running hash, so nothing is hashed twice): a block staged by an
+//! earlier visit is found in the blob's block list and not sent again, and what is committed is
+//! exactly what was read and hashed now. Every byte read is folded into the file's SHA-256, and the files
 //! into an [`UploadChain`] that the caller compares with the plan's: content that changed since
 //! the plan is never taken for the planned content.
 //!
@@ -21,8 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use azure_core::Bytes;
-use md5::{Digest as _, Md5};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use tokio::task::JoinSet;
 
 use super::code::UploadChain;
@@ -239,7 +239,7 @@ impl Run<'_> {
         };
         let file = &self.files[reading.index];
         let (mut reading, block) = read_block(reading, file).await?;
-        let Some((bytes, md5)) = block else {
+        let Some((bytes, prefix)) = block else {
             // The whole file is read.
             let sha: [u8; 32] = reading.sha.finalize().into();
             self.fold(reading.index, &sha);
@@ -251,7 +251,7 @@ impl Run<'_> {
             });
             return Ok(true);
         };
-        let id = hex(&md5).into_bytes();
+        let id = hex(&prefix).into_bytes();
         reading.ids.push(id.clone());
         let index = reading.index;
         let fresh = reading.present.insert(id.clone());
@@ -264,7 +264,7 @@ impl Run<'_> {
             self.holding += held;
             *self.staging.entry(index).or_default() += 1;
             self.set.spawn(async move {
-                container.stage(&blob, &id, bytes, md5).await?;
+                container.stage(&blob, &id, bytes).await?;
                 Ok((Done::Block(index), held))
             });
         }
@@ -337,11 +337,12 @@ async fn read_whole(file: &Outgoing) -> Result<(Bytes, [u8; 32]), UploadError> {
     Ok((Bytes::from(bytes), sha))
 }
 
-/// The next block of a large file (`None` at its end), folded into its SHA-256, with its MD5.
+/// The next block of a large file (`None` at its end), folded into its SHA-256, with the
+/// SHA-256 of the file up to its end (its id).
 async fn read_block(
     mut reading: Reading,
     file: &Outgoing,
-) -> Result<(Reading, Option<(Bytes, Vec<u8>)>), UploadError> {
+) -> Result<(Reading, Option<(Bytes, [u8; 32])>), UploadError> {
     let size = file.size;
     let done = tokio::task::spawn_blocking(move || {
         let want = (size - reading.read).min(BLOCK_SIZE as u64) as usize;
@@ -372,8 +373,11 @@ async fn read_block(
         }
         reading.read += want as u64;
         reading.sha.update(&block);
-        let md5 = Md5::digest(&block).to_vec();
-        (reading, Ok(Some((true, Some((Bytes::from(block), md5))))))
+        let prefix: [u8; 32] = reading.sha.clone().finalize().into();
+        (
+            reading,
+            Ok(Some((true, Some((Bytes::from(block), prefix))))),
+        )
     })
     .await
     .map_err(|e| local(file, std::io::Error::other(e)))?;
