@@ -5,7 +5,7 @@
 # 384 MiB file and 1,000 files of 32 KiB, each timed with its peak RSS; then 9,000 small files
 # uploaded over successive visits that each stop at their deadline. Not part of `cargo test`.
 #
-#   scripts/upload-bench.sh [--rounds N]
+#   scripts/upload-bench.sh [--rounds N]      (default 3)
 #
 # Needs python3 (a venv with azure-ai-ml 1.35.2 is made in $UPLOAD_BENCH_VENV, default
 # /tmp/upload-bench-venv) and GNU time (/usr/bin/time, Debian package `time`).
@@ -21,4 +21,14 @@ if [ ! -x /usr/bin/time ]; then
 fi
 t="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked --example upload_bench
-exec scripts/with-azurite.sh "$venv/bin/python" scripts/upload-bench.py "$t/release/examples/upload_bench" "$@"
+rounds=3
+if [ "${1:-}" = --rounds ]; then rounds="$2"; fi
+ours="$t/release/examples/upload_bench"
+py="$venv/bin/python"
+scripts/with-azurite.sh "$py" scripts/upload-bench.py "$ours" compare "$rounds"
+# Azurite slows down as it holds more blobs: each 9,000-file run gets a fresh one.
+"$py" scripts/upload-bench.py "$ours" many-header
+scripts/with-azurite.sh "$py" scripts/upload-bench.py "$ours" sdk
+# 20 s: the rollout's upload step budget (each step records its progress); 2 s: many visits.
+scripts/with-azurite.sh "$py" scripts/upload-bench.py "$ours" ours:20
+scripts/with-azurite.sh "$py" scripts/upload-bench.py "$ours" ours:2

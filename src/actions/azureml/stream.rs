@@ -2,12 +2,13 @@
 //!
 //! Files go in upload order. A file of at most [`BLOCK_SIZE`] is one Put Blob; a larger one is
 //! read one block at a time, each block a Put Block, then one Put Block List. At most
-//! [`IN_FLIGHT`] requests run at once and each holds at most one block, so memory stays under
-//! `IN_FLIGHT × BLOCK_SIZE` whatever the file sizes.
+//! [`IN_FLIGHT`] requests run at once, holding together at most [`BYTES_IN_FLIGHT`] of file data
+//! (so 8 blocks, or 16 small files), so memory stays bounded whatever the file sizes.
 //!
-//! Each block's id is its MD5 (the same bytes, the same id): a block staged by an earlier visit
-//! is found in the blob's uncommitted list and not sent again, and what is committed is exactly
-//! what was read and hashed now. Every byte read is folded into the file's SHA-256, and the files
+//! Each block's id is the SHA-256 of the file up to the end of that block (the same bytes, the
+//! same id; a clone of the file's running hash, so nothing is hashed twice): a block staged by an
+//! earlier visit is found in the blob's block list and not sent again, and what is committed is
+//! exactly what was read and hashed now. Every byte read is folded into the file's SHA-256, and the files
 //! into an [`UploadChain`] that the caller compares with the plan's: content that changed since
 //! the plan is never taken for the planned content.
 //!
@@ -18,11 +19,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Read as _;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use azure_core::Bytes;
-use md5::{Digest as _, Md5};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use tokio::task::JoinSet;
 
 use super::upload::{SasContainer, UploadError};
@@ -31,7 +32,59 @@ use crate::deployment::assets::code::UploadChain;
 /// Bytes per block (and the largest file sent in one request): the SDK's 4 MiB.
 pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 /// Requests in flight at once.
-pub const IN_FLIGHT: usize = 8;
+pub const IN_FLIGHT: usize = 16;
+/// File data held by the requests in flight, at most.
+pub const BYTES_IN_FLIGHT: u64 = 8 * BLOCK_SIZE as u64;
+
+/// Block buffers, reused. Allocated afresh, 4 MiB buffers filled on blocking threads and freed
+/// wherever a request ends let the allocator keep freed ones around: peak memory drifted up to
+/// 30 MiB above what was in flight.
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Pool {
+    /// A buffer of `len` bytes (at most [`BLOCK_SIZE`]).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buffer = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
+        buffer.clear();
+        buffer.resize(len, 0);
+        buffer
+    }
+
+    /// `buffer` as a request body that comes back to the pool when the request drops it.
+    fn bytes(&self, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buffer,
+            pool: self.clone(),
+        })
+    }
+}
+
+struct Pooled {
+    buffer: Vec<u8>,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut pool = self.pool.0.lock().unwrap_or_else(|p| p.into_inner());
+        // One more than can be in flight: the block being read.
+        if pool.len() <= (BYTES_IN_FLIGHT / BLOCK_SIZE as u64) as usize {
+            pool.push(std::mem::take(&mut self.buffer));
+        }
+    }
+}
 
 /// One file to send.
 #[derive(Debug, Clone)]
@@ -98,12 +151,14 @@ pub async fn send(
         container,
         files,
         set: JoinSet::new(),
+        holding: 0,
         next_file: start,
         reading: None,
         committing: VecDeque::new(),
         staging: HashMap::new(),
         complete: BTreeSet::new(),
         chains: VecDeque::new(),
+        pool: Pool::default(),
         sent: Sent {
             done: start,
             chain,
@@ -119,7 +174,11 @@ pub async fn send(
 struct Run<'a> {
     container: &'a SasContainer,
     files: &'a [Outgoing],
-    set: JoinSet<Result<Done, UploadError>>,
+    set: JoinSet<Result<(Done, u64), UploadError>>,
+    /// File bytes held by the requests in flight.
+    holding: u64,
+    /// Block buffers.
+    pool: Pool,
     next_file: usize,
     reading: Option<Reading>,
     committing: VecDeque<Committing>,
@@ -136,7 +195,10 @@ struct Run<'a> {
 impl Run<'_> {
     async fn go(&mut self, deadline: Instant) {
         loop {
-            while self.sent.error.is_none() && self.set.len() < IN_FLIGHT {
+            while self.sent.error.is_none()
+                && self.set.len() < IN_FLIGHT
+                && self.holding + self.upcoming() <= BYTES_IN_FLIGHT
+            {
                 match self.produce(deadline).await {
                     Ok(true) => {}
                     Ok(false) => break,
@@ -149,7 +211,10 @@ impl Run<'_> {
             // timeout), so what they did is counted.
             match self.set.join_next().await {
                 None => return,
-                Some(Ok(Ok(done))) => self.finished(done),
+                Some(Ok(Ok((done, bytes)))) => {
+                    self.holding -= bytes;
+                    self.finished(done);
+                }
                 Some(Ok(Err(e))) => {
                     self.sent.error.get_or_insert(e);
                 }
@@ -183,7 +248,7 @@ impl Run<'_> {
             } else {
                 self.set.spawn(async move {
                     container.commit_new(&blob, c.ids).await?;
-                    Ok(Done::File(index))
+                    Ok((Done::File(index), 0))
                 });
             }
             return Ok(true);
@@ -202,10 +267,12 @@ impl Run<'_> {
                 self.fold(index, &sha);
                 let container = self.container.clone();
                 let blob = file.blob.clone();
-                self.sent.bytes += bytes.len() as u64;
+                let held = bytes.len() as u64;
+                self.sent.bytes += held;
+                self.holding += held;
                 self.set.spawn(async move {
                     container.put_new(&blob, bytes).await?;
-                    Ok(Done::File(index))
+                    Ok((Done::File(index), held))
                 });
                 return Ok(true);
             }
@@ -225,8 +292,8 @@ impl Run<'_> {
             return Ok(false);
         };
         let file = &self.files[reading.index];
-        let (mut reading, block) = read_block(reading, file).await?;
-        let Some((bytes, md5)) = block else {
+        let (mut reading, block) = read_block(reading, file, &self.pool).await?;
+        let Some((bytes, prefix)) = block else {
             // The whole file is read.
             let sha: [u8; 32] = reading.sha.finalize().into();
             self.fold(reading.index, &sha);
@@ -238,7 +305,7 @@ impl Run<'_> {
             });
             return Ok(true);
         };
-        let id = hex(&md5).into_bytes();
+        let id = hex(&prefix).into_bytes();
         reading.ids.push(id.clone());
         let index = reading.index;
         let fresh = reading.present.insert(id.clone());
@@ -246,14 +313,35 @@ impl Run<'_> {
         if fresh {
             let container = self.container.clone();
             let blob = file.blob.clone();
-            self.sent.bytes += bytes.len() as u64;
+            let held = bytes.len() as u64;
+            self.sent.bytes += held;
+            self.holding += held;
             *self.staging.entry(index).or_default() += 1;
             self.set.spawn(async move {
-                container.stage(&blob, &id, bytes, md5).await?;
-                Ok(Done::Block(index))
+                container.stage(&blob, &id, bytes).await?;
+                Ok((Done::Block(index), held))
             });
         }
         Ok(true)
+    }
+
+    /// The file bytes the next request would hold (a commit holds none).
+    fn upcoming(&self) -> u64 {
+        let block = BLOCK_SIZE as u64;
+        if self
+            .committing
+            .iter()
+            .any(|c| self.staging.get(&c.index).is_none_or(|n| *n == 0))
+        {
+            return 0;
+        }
+        match &self.reading {
+            Some(r) => (self.files[r.index].size - r.read).min(block),
+            None => self
+                .files
+                .get(self.next_file)
+                .map_or(0, |f| f.size.min(block)),
+        }
     }
 
     fn fold(&mut self, index: usize, sha: &[u8; 32]) {
@@ -303,15 +391,18 @@ async fn read_whole(file: &Outgoing) -> Result<(Bytes, [u8; 32]), UploadError> {
     Ok((Bytes::from(bytes), sha))
 }
 
-/// The next block of a large file (`None` at its end), folded into its SHA-256, with its MD5.
+/// The next block of a large file (`None` at its end), folded into its SHA-256, with the
+/// SHA-256 of the file up to its end (its id).
 async fn read_block(
     mut reading: Reading,
     file: &Outgoing,
-) -> Result<(Reading, Option<(Bytes, Vec<u8>)>), UploadError> {
+    pool: &Pool,
+) -> Result<(Reading, Option<(Bytes, [u8; 32])>), UploadError> {
     let size = file.size;
+    let pool = pool.clone();
     let done = tokio::task::spawn_blocking(move || {
         let want = (size - reading.read).min(BLOCK_SIZE as u64) as usize;
-        let mut block = vec![0u8; want];
+        let mut block = pool.take(want);
         let mut filled = 0;
         while filled < want {
             match reading.file.read(&mut block[filled..]) {
@@ -338,8 +429,8 @@ async fn read_block(
         }
         reading.read += want as u64;
         reading.sha.update(&block);
-        let md5 = Md5::digest(&block).to_vec();
-        (reading, Ok(Some((true, Some((Bytes::from(block), md5))))))
+        let prefix: [u8; 32] = reading.sha.clone().finalize().into();
+        (reading, Ok(Some((true, Some((pool.bytes(block), prefix))))))
     })
     .await
     .map_err(|e| local(file, std::io::Error::other(e)))?;

@@ -16,7 +16,7 @@ use azure_core::http::{ClientOptions, ExponentialRetryOptions, RequestContent, R
 use azure_core::http::{StatusCode, Transport, Url};
 use azure_storage_blob::models::{
     BlobClientGetPropertiesResultHeaders as _, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientStageBlockOptions, BlockBlobClientUploadOptions, BlockListType, BlockLookupList,
+    BlockBlobClientUploadOptions, BlockListType, BlockLookupList,
 };
 use azure_storage_blob::{BlobClient, BlobClientOptions};
 use md5::{Digest as _, Md5};
@@ -227,26 +227,17 @@ impl SasContainer {
         }
     }
 
-    /// Put Block: stages `bytes` as block `id` of `name` (its MD5 checked by the service).
-    pub async fn stage(
-        &self,
-        name: &str,
-        id: &[u8],
-        bytes: Bytes,
-        md5: Vec<u8>,
-    ) -> Result<(), UploadError> {
+    /// Put Block: stages `bytes` as block `id` of `name`. (No transactional MD5, as the SDK
+    /// sends none: the id already names the content, and TLS protects it on the way.)
+    pub async fn stage(&self, name: &str, id: &[u8], bytes: Bytes) -> Result<(), UploadError> {
         let client = self.blob(name)?.block_blob_client();
-        let options = BlockBlobClientStageBlockOptions {
-            transactional_content_md5: Some(md5),
-            ..BlockBlobClientStageBlockOptions::default()
-        };
         let length = bytes.len() as u64;
         client
             .stage_block(
                 id,
                 length,
                 azure_core::http::Body::Bytes(bytes).into(),
-                Some(options),
+                None,
             )
             .await
             .map(|_| ())
