@@ -104,14 +104,19 @@ def compare(ours, rounds):
                 rows[who].append((result["wall_s"], wall, rss))
                 print(f"  round {r + 1} {who:4}: upload {result['wall_s']:.2f} s (process {wall:.2f} s), peak RSS {rss:.0f} MiB")
         med = {who: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), max(x[2] for x in v)) for who, v in rows.items()}
-        ratios = [o[0] / s_[0] for o, s_ in zip(rows["ours"], rows["sdk"])]
+        # Each round's ratio, then their median: the machine's speed drifts between rounds.
+        ratios = sorted(o[0] / s_[0] for o, s_ in zip(rows["ours"], rows["sdk"]))
+        process = sorted(o[1] / s_[1] for o, s_ in zip(rows["ours"], rows["sdk"]))
         print()
         print("| | upload wall time (median) | process wall time (median) | peak RSS (max) |")
         print("|---|---|---|---|")
         for who, label in (("ours", "aml-autodeploy"), ("sdk", "azure-ai-ml 1.35.2")):
             u, w, m = med[who]
             print(f"| {label} | {u:.2f} s | {w:.2f} s | {m:.0f} MiB |")
-        print(f"| ratio (ours / SDK) | {med['ours'][0] / med['sdk'][0]:.2f}× (rounds {min(ratios):.2f}–{max(ratios):.2f}×) | {med['ours'][1] / med['sdk'][1]:.2f}× | {med['ours'][2] / med['sdk'][2]:.2f}× |")
+        print(
+            f"| ratio ours / SDK, median of the rounds' | {statistics.median(ratios):.2f}× (rounds {ratios[0]:.2f}–{ratios[-1]:.2f}×) "
+            f"| {statistics.median(process):.2f}× (rounds {process[0]:.2f}–{process[-1]:.2f}×) | {med['ours'][2] / med['sdk'][2]:.2f}× |"
+        )
 
 
 def many(ours, who, visit):
